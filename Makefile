@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv on first use only.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Every process that may start a ROS node stays on loopback (see config/fastdds.xml and README).
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-all lint demo colcon-test train-default bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when a dependency list or the package metadata changes.
+$(STAMP): requirements/runtime.txt requirements/train.txt requirements/dev.txt setup.py package.xml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24" "setuptools>=70" wheel
+	$(BIN)/python -m pip install -q -r requirements/dev.txt
+	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
+	@touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-all: $(STAMP) lint
+	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m monodepth_ros.demo
+
+colcon-test: $(STAMP)
+	$(BIN)/python -m pytest -m "" test/test_colcon.py
+
+train-default: $(STAMP)
+	$(BIN)/python -m monodepth_training.train_default
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf build install log .pytest_cache .ruff_cache

@@ -1,0 +1,217 @@
+"""Pinhole camera geometry shared by the runtime, the evaluation and (through its torch twin) the trainer.
+
+Conventions, used everywhere in the project:
+- Camera optical frame (REP 103 ``*_optical_frame``): x right, y down, z forward. Depth = z, in metres.
+- Pixel coordinates: ``u`` = column, ``v`` = row, the centre of the top-left pixel is (0, 0).
+- ``K`` is a 3x3 pixel intrinsic matrix. ``K_norm`` is the same matrix divided by image size
+  (row 0 by width, row 1 by height), as Monodepth2 stores KITTI intrinsics, so it is resolution free.
+- Poses are 4x4 homogeneous matrices named ``T_<to>_from_<from>``: ``p_to = T_to_from_from @ p_from``.
+- Disparity follows Monodepth2: a sigmoid output ``sigma`` in [0, 1] maps linearly to a disparity in
+  [1/max_depth, 1/min_depth]; depth = 1 / disparity.
+
+Every function is pure NumPy (no torch), so the runtime can use it on a robot without PyTorch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "normalize_intrinsics",
+    "denormalize_intrinsics",
+    "scale_intrinsics",
+    "crop_intrinsics",
+    "validate_intrinsics",
+    "sigmoid_to_disp",
+    "disp_to_depth",
+    "depth_to_disp",
+    "pixel_grid",
+    "backproject",
+    "project",
+    "axis_angle_to_matrix",
+    "pose_from_axis_angle",
+    "invert_pose",
+    "warp_coords",
+]
+
+
+def normalize_intrinsics(K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixel intrinsics (3, 3) -> normalised intrinsics (3, 3) for an image of ``width`` x ``height``."""
+    K_norm = np.array(K, dtype=np.float64, copy=True)
+    K_norm[0, :] /= width
+    K_norm[1, :] /= height
+    return K_norm
+
+
+def denormalize_intrinsics(K_norm: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Normalised intrinsics (3, 3) -> pixel intrinsics (3, 3) for an image of ``width`` x ``height``."""
+    K = np.array(K_norm, dtype=np.float64, copy=True)
+    K[0, :] *= width
+    K[1, :] *= height
+    return K
+
+
+def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Intrinsics (3, 3) after resizing the image by (sx, sy) = (new_w / old_w, new_h / old_h).
+
+    Uses the corner-aligned resize convention of ``cv2.resize`` / ``align_corners=False``: pixel centre ``u``
+    maps to ``(u + 0.5) * sx - 0.5``, so ``cx' = (cx + 0.5) * sx - 0.5``.
+    """
+    K2 = np.array(K, dtype=np.float64, copy=True)
+    K2[0, 0] *= sx
+    K2[0, 1] *= sx
+    K2[1, 1] *= sy
+    K2[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    K2[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return K2
+
+
+def crop_intrinsics(K: np.ndarray, left: int, top: int) -> np.ndarray:
+    """Intrinsics (3, 3) after cropping ``left`` columns and ``top`` rows off the image."""
+    K2 = np.array(K, dtype=np.float64, copy=True)
+    K2[0, 2] -= left
+    K2[1, 2] -= top
+    return K2
+
+
+def validate_intrinsics(K: np.ndarray) -> np.ndarray:
+    """Return ``K`` as a float64 (3, 3) array, or raise ``ValueError`` naming what is wrong with it."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape == (9,):
+        K = K.reshape(3, 3)
+    if K.shape != (3, 3):
+        raise ValueError(f"intrinsics must be 3x3, got shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise ValueError("intrinsics contain NaN or inf")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ValueError(f"intrinsics need positive focal lengths, got fx={K[0, 0]:g} fy={K[1, 1]:g}")
+    if not np.allclose(K[2], [0.0, 0.0, 1.0]):
+        raise ValueError(f"intrinsics last row must be [0, 0, 1], got {K[2].tolist()}")
+    return K
+
+
+def sigmoid_to_disp(sigma: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
+    """Sigmoid output (any shape, in [0, 1]) -> scaled disparity in [1/max_depth, 1/min_depth] (1/m)."""
+    min_disp = 1.0 / max_depth
+    max_disp = 1.0 / min_depth
+    return min_disp + (max_disp - min_disp) * sigma
+
+
+def disp_to_depth(disp: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Disparity (any shape, 1/m) -> depth (same shape, m). Zero or negative disparity gives ``inf``."""
+    disp = np.asarray(disp)
+    with np.errstate(divide="ignore"):
+        return np.where(disp > eps, 1.0 / np.maximum(disp, eps), np.inf).astype(disp.dtype, copy=False)
+
+
+def depth_to_disp(depth_m: np.ndarray) -> np.ndarray:
+    """Depth (any shape, m) -> disparity (same shape, 1/m). ``inf`` depth gives 0."""
+    depth_m = np.asarray(depth_m)
+    with np.errstate(divide="ignore"):
+        return (1.0 / depth_m).astype(depth_m.dtype, copy=False)
+
+
+def pixel_grid(height: int, width: int, dtype=np.float64) -> np.ndarray:
+    """Homogeneous pixel coordinates (3, H*W), row-major: column ``i`` is pixel (u=i % W, v=i // W)."""
+    v, u = np.meshgrid(np.arange(height, dtype=dtype), np.arange(width, dtype=dtype), indexing="ij")
+    return np.stack([u.ravel(), v.ravel(), np.ones(height * width, dtype=dtype)], axis=0)
+
+
+def backproject(depth_m: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Depth image (H, W) in metres -> camera-frame points (H, W, 3), optical frame (x right, y down, z fwd).
+
+    Non-finite depth gives non-finite points, so invalid pixels stay NaN/inf through the cloud.
+    """
+    depth_m = np.asarray(depth_m)
+    H, W = depth_m.shape
+    K = np.asarray(K, dtype=np.float64)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    dtype = depth_m.dtype if np.issubdtype(depth_m.dtype, np.floating) else np.float64
+    # Separable rays: x = (u - cx) / fx * z. Avoids a full K^-1 matmul and stays exact for skew-free K.
+    ray_x = ((np.arange(W, dtype=np.float64) - cx) / fx).astype(dtype)
+    ray_y = ((np.arange(H, dtype=np.float64) - cy) / fy).astype(dtype)
+    out = np.empty((H, W, 3), dtype=dtype)
+    out[..., 0] = depth_m * ray_x[None, :]
+    out[..., 1] = depth_m * ray_y[:, None]
+    out[..., 2] = depth_m
+    return out
+
+
+def project(points: np.ndarray, K: np.ndarray, eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-frame points (..., 3) -> pixel coordinates (..., 2) as (u, v), and depth z (...).
+
+    Points with z <= eps get NaN pixel coordinates (behind or on the camera plane).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    K = np.asarray(K, dtype=np.float64)
+    z = points[..., 2]
+    uvw = points @ K.T
+    valid = z > eps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = uvw[..., :2] / np.where(valid, z, np.nan)[..., None]
+    return uv, z
+
+
+def axis_angle_to_matrix(axis_angle: np.ndarray) -> np.ndarray:
+    """Axis-angle vectors (..., 3) (direction = axis, norm = angle in rad) -> rotation matrices (..., 3, 3).
+
+    Rodrigues' formula; small angles use the Taylor expansion so the result stays accurate near zero.
+    """
+    r = np.asarray(axis_angle, dtype=np.float64)
+    theta = np.linalg.norm(r, axis=-1, keepdims=True)[..., None]  # (..., 1, 1)
+    small = theta < 1e-8
+    safe = np.where(small, 1.0, theta)
+    zero = np.zeros_like(r[..., 0])
+    Kx = np.stack(
+        [
+            np.stack([zero, -r[..., 2], r[..., 1]], -1),
+            np.stack([r[..., 2], zero, -r[..., 0]], -1),
+            np.stack([-r[..., 1], r[..., 0], zero], -1),
+        ],
+        -2,
+    )  # skew(r), (..., 3, 3)
+    eye = np.broadcast_to(np.eye(3), Kx.shape)
+    a = np.where(small, 1.0 - theta**2 / 6.0, np.sin(safe) / safe)
+    b = np.where(small, 0.5 - theta**2 / 24.0, (1.0 - np.cos(safe)) / safe**2)
+    return eye + a * Kx + b * (Kx @ Kx)
+
+
+def pose_from_axis_angle(axis_angle: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """Axis-angle (..., 3) + translation (..., 3) -> homogeneous pose (..., 4, 4) = [R | t]."""
+    R = axis_angle_to_matrix(axis_angle)
+    t = np.asarray(translation, dtype=np.float64)
+    T = np.zeros(R.shape[:-2] + (4, 4))
+    T[..., :3, :3] = R
+    T[..., :3, 3] = t
+    T[..., 3, 3] = 1.0
+    return T
+
+
+def invert_pose(T: np.ndarray) -> np.ndarray:
+    """Inverse of rigid poses (..., 4, 4), using R^T rather than a general matrix inverse."""
+    T = np.asarray(T, dtype=np.float64)
+    R = T[..., :3, :3]
+    t = T[..., :3, 3:]
+    Ti = np.zeros_like(T)
+    Rt = np.swapaxes(R, -1, -2)
+    Ti[..., :3, :3] = Rt
+    Ti[..., :3, 3:] = -Rt @ t
+    Ti[..., 3, 3] = 1.0
+    return Ti
+
+
+def warp_coords(depth_m: np.ndarray, K: np.ndarray, T_src_from_tgt: np.ndarray) -> np.ndarray:
+    """Where each target pixel lands in the source image.
+
+    Args:
+        depth_m: target depth (H, W), metres.
+        K: pixel intrinsics (3, 3), shared by target and source.
+        T_src_from_tgt: pose (4, 4) mapping target-camera points into the source camera.
+    Returns:
+        Source pixel coordinates (H, W, 2) as (u, v); NaN where the point falls behind the source camera.
+    """
+    pts = backproject(depth_m, K).astype(np.float64)
+    T = np.asarray(T_src_from_tgt, dtype=np.float64)
+    pts_src = pts @ T[:3, :3].T + T[:3, 3]
+    uv, _ = project(pts_src, K)
+    return uv

@@ -1,0 +1,114 @@
+"""DDS environment for processes that start ROS nodes: loopback-only discovery, an own domain, the
+package's Fast DDS profile, and clean-up of shared-memory segments that killed processes leave behind.
+
+Used by the tests, the benchmarks, the demo and ``monodepth-replay --through-node``. Importing this module
+does not import rclpy.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+PACKAGE = "monodepth_ros"
+PROFILE_NAME = "fastdds.xml"
+
+
+def fastdds_profile_path() -> Path:
+    """Path of the shipped Fast DDS profile: an env override, the source tree, or the installed share dir."""
+    override = os.environ.get("MONODEPTH_FASTDDS_PROFILE")
+    if override:
+        return Path(override)
+    here = Path(__file__).resolve().parent
+    candidates = [
+        here.parent / "config" / PROFILE_NAME,  # source checkout / editable install
+        Path(sys.prefix) / "share" / PACKAGE / "config" / PROFILE_NAME,  # pip / colcon install
+    ]
+    try:  # a sourced ROS 2 workspace
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory(PACKAGE)) / "config" / PROFILE_NAME)
+    except Exception:  # noqa: BLE001 - ament index absent or package not registered
+        pass
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"Fast DDS profile {PROFILE_NAME} not found; looked in {[str(c) for c in candidates]}")
+
+
+def default_domain_id() -> int:
+    """A domain for this process tree: ROS_DOMAIN_ID if set, else one derived from the pid (1..101)."""
+    if "ROS_DOMAIN_ID" in os.environ:
+        return int(os.environ["ROS_DOMAIN_ID"])
+    return 1 + os.getpid() % 101
+
+
+def ros_env(domain_id: int | None = None, base: dict | None = None) -> dict[str, str]:
+    """Environment for a process that starts ROS nodes: loopback discovery, the given domain, our profile."""
+    env = dict(os.environ if base is None else base)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_DOMAIN_ID"] = str(default_domain_id() if domain_id is None else int(domain_id))
+    env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile_path())
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def apply_ros_env(domain_id: int | None = None) -> dict[str, str]:
+    """Set :func:`ros_env` in this process (call before ``rclpy.init``). Returns the values set."""
+    env = ros_env(domain_id)
+    keys = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION", "FASTDDS_DEFAULT_PROFILES_FILE")
+    for k in keys:
+        os.environ[k] = env[k]
+    return {k: env[k] for k in keys}
+
+
+def _mapped_shm_files() -> set[str] | None:
+    """Names of /dev/shm files mapped by any live process, or None if some process could not be read."""
+    mapped: set[str] = set()
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            text = (pid_dir / "maps").read_text()
+        except FileNotFoundError:
+            continue  # exited while we looked
+        except PermissionError:
+            return None
+        except OSError:
+            continue
+        for line in text.splitlines():
+            idx = line.find("/dev/shm/")
+            if idx >= 0:
+                mapped.add(Path(line[idx:].split(" (deleted)")[0]).name)
+    return mapped
+
+
+def cleanup_stale_shm(prefixes: tuple[str, ...] = ("fastrtps_", "fast_datasharing")) -> list[str]:
+    """Remove Fast DDS shared-memory segments that no live process maps (left by killed processes).
+
+    Same goal as ``fastdds shm clean``, which is not installed with the PyPI wheels. Conservative: if any
+    process's memory map cannot be read, nothing is removed. Lock/port files that are never mapped are kept
+    unless their segment twin is stale.
+    """
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return []
+    mapped = _mapped_shm_files()
+    if mapped is None:
+        return []
+    removed = []
+    for f in shm.iterdir():
+        name = f.name
+        if not name.startswith(prefixes) or "port" in name:
+            continue
+        base = name[:-3] if name.endswith("_el") or name.endswith("_sl") else name
+        if base in mapped or name in mapped:
+            continue
+        try:
+            f.unlink()
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
