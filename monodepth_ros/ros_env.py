@@ -64,8 +64,12 @@ def apply_ros_env(domain_id: int | None = None) -> dict[str, str]:
     return {k: env[k] for k in keys}
 
 
-def _mapped_shm_files() -> set[str] | None:
-    """Names of /dev/shm files mapped by any live process, or None if some process could not be read."""
+def _mapped_shm_files() -> set[str]:
+    """Names of /dev/shm files mapped by any live process whose memory map we may read.
+
+    Processes we cannot read (e.g. a container's init, other users) are not ours: the participants this
+    package starts run as the current user, and their maps are always readable.
+    """
     mapped: set[str] = set()
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
@@ -74,8 +78,6 @@ def _mapped_shm_files() -> set[str] | None:
             text = (pid_dir / "maps").read_text()
         except FileNotFoundError:
             continue  # exited while we looked
-        except PermissionError:
-            return None
         except OSError:
             continue
         for line in text.splitlines():
@@ -88,16 +90,13 @@ def _mapped_shm_files() -> set[str] | None:
 def cleanup_stale_shm(prefixes: tuple[str, ...] = ("fastrtps_", "fast_datasharing")) -> list[str]:
     """Remove Fast DDS shared-memory segments that no live process maps (left by killed processes).
 
-    Same goal as ``fastdds shm clean``, which is not installed with the PyPI wheels. Conservative: if any
-    process's memory map cannot be read, nothing is removed. Lock/port files that are never mapped are kept
-    unless their segment twin is stale.
+    Same goal as ``fastdds shm clean``, which is not installed with the PyPI wheels. Port files are always
+    kept (Fast DDS reuses them); a segment's ``_el``/``_sl`` lock files go with their segment.
     """
     shm = Path("/dev/shm")
     if not shm.is_dir():
         return []
     mapped = _mapped_shm_files()
-    if mapped is None:
-        return []
     removed = []
     for f in shm.iterdir():
         name = f.name
