@@ -1,0 +1,52 @@
+"""Monodepth2 depth decoder: U-Net style upsampling with encoder skips, 4 sigmoid disparity outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monodepth_training.networks.layers import Conv3x3, ConvBlock, upsample2x
+from torch import nn
+
+DECODER_CHANNELS = (16, 32, 64, 128, 256)
+
+
+class DepthDecoder(nn.Module):
+    """Encoder features -> {("disp", s): sigmoid (B, 1, H/2^s, W/2^s)} for s in ``scales``.
+
+    ``num_ch_enc`` are the encoder's 5 channel counts (features at H/2 ... H/32). Each stage i (4 -> 0)
+    runs ConvBlock, nearest x2 upsampling, concatenation with encoder feature i-1 (when ``use_skips`` and
+    i > 0) and a second ConvBlock; stages whose index is in ``scales`` emit a 3x3 reflection-padded conv +
+    sigmoid. The sigmoid is mapped to disparity later by ``geometry.sigmoid_to_disp``.
+    """
+
+    def __init__(self, num_ch_enc: Sequence[int], scales: Sequence[int] = (0, 1, 2, 3), use_skips: bool = True):
+        super().__init__()
+        if len(num_ch_enc) != 5:
+            raise ValueError(f"DepthDecoder needs 5 encoder channel counts, got {list(num_ch_enc)}")
+        bad = [s for s in scales if s not in range(4)]
+        if bad:
+            raise ValueError(f"scales must be within 0..3, got {list(scales)}")
+        self.num_ch_enc = [int(c) for c in num_ch_enc]
+        self.scales = tuple(sorted(int(s) for s in scales))
+        self.use_skips = use_skips
+        self.convs = nn.ModuleDict()
+        for i in range(4, -1, -1):
+            ch_in = self.num_ch_enc[-1] if i == 4 else DECODER_CHANNELS[i + 1]
+            self.convs[f"upconv_{i}_0"] = ConvBlock(ch_in, DECODER_CHANNELS[i])
+            ch_in = DECODER_CHANNELS[i] + (self.num_ch_enc[i - 1] if use_skips and i > 0 else 0)
+            self.convs[f"upconv_{i}_1"] = ConvBlock(ch_in, DECODER_CHANNELS[i])
+        for s in self.scales:
+            self.convs[f"dispconv_{s}"] = Conv3x3(DECODER_CHANNELS[s], 1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> dict[tuple[str, int], torch.Tensor]:
+        outputs: dict[tuple[str, int], torch.Tensor] = {}
+        x = features[-1]
+        for i in range(4, -1, -1):
+            x = upsample2x(self.convs[f"upconv_{i}_0"](x))
+            if self.use_skips and i > 0:
+                x = torch.cat([x, features[i - 1]], dim=1)
+            x = self.convs[f"upconv_{i}_1"](x)
+            if i in self.scales:
+                outputs[("disp", i)] = torch.sigmoid(self.convs[f"dispconv_{i}"](x))
+        return outputs

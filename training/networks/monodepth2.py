@@ -1,0 +1,86 @@
+"""The Monodepth2 depth and pose networks as complete models that take [0, 1] RGB.
+
+Input normalisation ``(x - 0.45) / 0.225`` lives inside the models, so an exported depth graph takes plain
+[0, 1] RGB and every backend feeds the same thing.
+
+Pose convention (Monodepth2): ``pose_net(rgb01_a, rgb01_b)`` with frame ``a`` earlier in time than ``b``
+predicts the motion parameters of ``T_b_from_a`` (maps points in camera ``a`` into camera ``b``).
+Call :func:`predict_T_src_from_tgt` instead of ordering the frames by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from monodepth_training.geometry import pose_from_axis_angle
+from monodepth_training.networks.depth_decoder import DepthDecoder
+from monodepth_training.networks.pose_decoder import PoseDecoder
+from monodepth_training.networks.resnet_encoder import ResnetEncoder
+from torch import nn
+
+# Monodepth2's normalisation constants (roughly ImageNet's grey level), applied inside the graph.
+INPUT_MEAN = 0.45
+INPUT_STD = 0.225
+
+
+def normalize_rgb01(rgb01: torch.Tensor) -> torch.Tensor:
+    """[0, 1] RGB (B, 3k, H, W) -> network input (B, 3k, H, W)."""
+    return (rgb01 - INPUT_MEAN) / INPUT_STD
+
+
+class Monodepth2DepthNet(nn.Module):
+    """ResNet encoder + Monodepth2 depth decoder: rgb01 (B, 3, H, W) -> {("disp", s): sigmoid (B, 1, H/2^s, W/2^s)}.
+
+    H and W must be multiples of 32.
+    """
+
+    def __init__(self, num_layers: int = 18, pretrained_path: str | os.PathLike | None = None,
+                 scales: Sequence[int] = (0, 1, 2, 3)):
+        super().__init__()
+        self.encoder = ResnetEncoder(num_layers, pretrained_path, num_input_images=1)
+        self.decoder = DepthDecoder(self.encoder.num_ch_enc, scales)
+        self.scales = self.decoder.scales
+
+    def forward(self, rgb01: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
+        return self.decoder(self.encoder(normalize_rgb01(rgb01)))
+
+
+class Monodepth2PoseNet(nn.Module):
+    """Separate ResNet encoder on two stacked frames + pose decoder.
+
+    forward(rgb01_a (B, 3, H, W), rgb01_b (B, 3, H, W)) -> (axisangle (B, 3), translation (B, 3)) such that
+    ``geometry.pose_from_axis_angle(axisangle, translation)`` is ``T_b_from_a``. With ``a`` = target and
+    ``b`` = source this is ``T_src_from_tgt``; Monodepth2 always feeds the earlier frame first, which
+    :func:`predict_T_src_from_tgt` takes care of.
+    """
+
+    def __init__(self, num_layers: int = 18, pretrained_path: str | os.PathLike | None = None):
+        super().__init__()
+        self.encoder = ResnetEncoder(num_layers, pretrained_path, num_input_images=2)
+        self.decoder = PoseDecoder(self.encoder.num_ch_enc, num_input_features=1, num_frames_to_predict_for=1)
+
+    def forward(self, rgb01_a: torch.Tensor, rgb01_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if rgb01_a.shape != rgb01_b.shape:
+            raise ValueError(f"pose inputs differ in shape: {tuple(rgb01_a.shape)} vs {tuple(rgb01_b.shape)}")
+        features = self.encoder(normalize_rgb01(torch.cat([rgb01_a, rgb01_b], dim=1)))
+        axisangle, translation = self.decoder([features])
+        return axisangle[:, 0, 0], translation[:, 0, 0]
+
+
+def predict_T_src_from_tgt(pose_net: nn.Module, rgb01_tgt: torch.Tensor, rgb01_src: torch.Tensor,
+                           src_is_before: bool) -> torch.Tensor:
+    """Pose that warps a source frame into the target view: ``T_src_from_tgt`` (B, 4, 4).
+
+    ``rgb01_tgt``, ``rgb01_src``: (B, 3, H, W) in [0, 1]. As in Monodepth2 the network always sees the two
+    frames in temporal order: a source after the target is fed ``(tgt, src)`` and its output used as is; a
+    source before the target (``src_is_before=True``) is fed ``(src, tgt)``, which predicts
+    ``T_tgt_from_src``, and that pose is inverted. Keeping the order fixed means the network only ever learns
+    forward-in-time motion.
+    """
+    if src_is_before:
+        axisangle, translation = pose_net(rgb01_src, rgb01_tgt)
+        return pose_from_axis_angle(axisangle, translation, invert=True)
+    axisangle, translation = pose_net(rgb01_tgt, rgb01_src)
+    return pose_from_axis_angle(axisangle, translation)

@@ -1,0 +1,87 @@
+"""Name -> network registry, so configs and model bundles refer to architectures by name.
+
+``DEPTH_NETS`` / ``POSE_NETS`` map a name to ``(constructor, default kwargs)``. New architectures register
+with the :func:`register_depth_net` / :func:`register_pose_net` decorators and are imported at the bottom of
+this file so that their names exist whenever the registry does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+Constructor = Callable[..., nn.Module]
+DEPTH_NETS: dict[str, tuple[Constructor, dict[str, Any]]] = {}
+POSE_NETS: dict[str, tuple[Constructor, dict[str, Any]]] = {}
+
+
+def _signature_defaults(ctor: Constructor) -> dict[str, Any]:
+    params = inspect.signature(ctor).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def _register(table: dict, kind: str, name: str, defaults: dict[str, Any]):
+    def decorator(ctor: Constructor) -> Constructor:
+        if name in table and table[name][0] is not ctor:
+            raise ValueError(f"{kind} network {name!r} is already registered")
+        table[name] = (ctor, {**_signature_defaults(ctor), **defaults})
+        return ctor
+
+    return decorator
+
+
+def register_depth_net(name: str, **defaults: Any):
+    """Class/function decorator: make a depth network buildable as ``build_depth_net(name, ...)``.
+
+    The network's forward must take rgb01 (B, 3, H, W) in [0, 1] and return {("disp", s): sigmoid}.
+    ``defaults`` override the constructor's own keyword defaults.
+    """
+    return _register(DEPTH_NETS, "depth", name, defaults)
+
+
+def register_pose_net(name: str, **defaults: Any):
+    """Decorator: make a pose network buildable as ``build_pose_net(name, ...)``.
+
+    forward(rgb01_a, rgb01_b) must return (axisangle (B, 3), translation (B, 3)) of ``T_b_from_a``.
+    """
+    return _register(POSE_NETS, "pose", name, defaults)
+
+
+def _build(table: dict, kind: str, name: str, kwargs: dict[str, Any]) -> nn.Module:
+    if name not in table:
+        raise ValueError(f"unknown {kind} network {name!r}; registered: {sorted(table)}")
+    ctor, defaults = table[name]
+    unknown = sorted(set(kwargs) - set(inspect.signature(ctor).parameters))
+    if unknown:
+        raise TypeError(f"{kind} network {name!r} got unknown arguments {unknown}; accepted: {sorted(defaults)}")
+    merged = {**defaults, **kwargs}
+    net = ctor(**merged)
+    # Remember how the net was built so a bundle can record it (see monodepth_training.bundle_io).
+    net.registry_name = name
+    net.registry_kwargs = merged
+    return net
+
+
+def build_depth_net(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered depth network; ``kwargs`` override its defaults."""
+    return _build(DEPTH_NETS, "depth", name, kwargs)
+
+
+def build_pose_net(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered pose network; ``kwargs`` override its defaults."""
+    return _build(POSE_NETS, "pose", name, kwargs)
+
+
+def list_models() -> dict[str, list[str]]:
+    """Registered names: ``{"depth": [...], "pose": [...]}``."""
+    return {"depth": sorted(DEPTH_NETS), "pose": sorted(POSE_NETS)}
+
+
+# Built-in architectures. Later architectures (packnet, ddv, diffnet, sfmlearner_pose) add their module here.
+from monodepth_training.networks.monodepth2 import Monodepth2DepthNet, Monodepth2PoseNet  # noqa: E402
+
+register_depth_net("monodepth2", num_layers=18, pretrained_path=None, scales=(0, 1, 2, 3))(Monodepth2DepthNet)
+register_pose_net("monodepth2_pose", num_layers=18, pretrained_path=None)(Monodepth2PoseNet)
