@@ -69,6 +69,9 @@ def min_reprojection(errors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.min(errors, dim=1, keepdim=True)
 
 
+_min_over_sources = min_reprojection
+
+
 def automask_min(
     reproj: torch.Tensor,
     identity: torch.Tensor,
@@ -221,7 +224,8 @@ def monodepth2_loss(
         if automask:
             error_map, mask = automask_min(reproj, identity, tie_break, generator)
         else:
-            error_map = min_reprojection(reproj)[0] if min_reprojection else reproj
+            # The ``min_reprojection`` switch shadows the function of that name here.
+            error_map = _min_over_sources(reproj)[0] if min_reprojection else reproj
             mask = torch.ones_like(error_map, dtype=torch.bool)
         photometric_terms.append(error_map.mean())
 
