@@ -1,0 +1,211 @@
+"""``monodepth-eval`` end to end on a tiny KITTI-layout folder with a tiny real ONNX model (ONNX Runtime), and
+the pictures it draws (colour map, panel grid)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from monodepth_ros import kitti
+from monodepth_ros.evaluate import main
+from monodepth_ros.metrics import METRIC_NAMES
+from monodepth_ros.visualize import colorize_depth, panel_grid
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+RAW_H, RAW_W = 96, 256  # "raw" image / GT resolution of the fixture
+MODEL_H, MODEL_W = 32, 64
+DISP_LO, DISP_HI = 1 / 60.0, 1 / 4.0  # the fixture's GT disparity range (1/m)
+
+
+def write_gray_to_disp_onnx(path, scale_policy="metric", scale=1.0):
+    """ONNX graph rgb (1,3,h,w) -> disp (1,1,h,w) = DISP_LO + (DISP_HI - DISP_LO) * mean over channels.
+
+    The fixture paints each pixel's GT disparity into its grey level, so this "network" reads depth off the
+    image exactly, up to 8-bit quantisation and the resizes.
+    """
+    g = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["rgb"], ["grey"], axes=[1], keepdims=1),
+            helper.make_node("Mul", ["grey", "gain"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "offset"], ["disp"]),
+        ],
+        "grey_to_disp",
+        [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, MODEL_H, MODEL_W])],
+        [helper.make_tensor_value_info("disp", TensorProto.FLOAT, [1, 1, MODEL_H, MODEL_W])],
+        initializer=[
+            helper.make_tensor("gain", TensorProto.FLOAT, [], [DISP_HI - DISP_LO]),
+            helper.make_tensor("offset", TensorProto.FLOAT, [], [DISP_LO]),
+        ],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    meta = {
+        "height": MODEL_H, "width": MODEL_W, "min_depth": 1 / DISP_HI, "max_depth": 1 / DISP_LO,
+        "scale_policy": scale_policy, "scale": scale, "mean": [0.45] * 3, "std": [0.225] * 3,
+        "intrinsics_norm": None, "source_sha256": "0" * 64,
+    }  # fmt: skip
+    helper.set_model_props(model, {"monodepth_ros": json.dumps(meta)})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def gt_depth_m() -> np.ndarray:
+    """(RAW_H, RAW_W) depth, smooth in both directions, disparity spanning [DISP_LO, DISP_HI]."""
+    v, u = np.mgrid[0:RAW_H, 0:RAW_W].astype(np.float64)
+    t = 0.7 * v / (RAW_H - 1) + 0.3 * u / (RAW_W - 1)
+    return 1.0 / (DISP_LO + (DISP_HI - DISP_LO) * t)
+
+
+def make_kitti_folder(root, n_frames=3, sparse=False):
+    """Minimal KITTI raw layout: calib, image_02 PNGs, improved-GT PNGs, split file. Returns (data, split)."""
+    date = "2011_09_26"
+    drive = f"{date}/{date}_drive_0001_sync"
+    K = np.array([[0.58 * RAW_W, 0, RAW_W / 2, 0], [0, 1.92 * RAW_H, RAW_H / 2, 0], [0, 0, 1, 0]])
+    kitti.write_calib_file(root / date / "calib_cam_to_cam.txt",
+                           {"S_rect_02": np.array([RAW_W, RAW_H]), "R_rect_00": np.eye(3), "P_rect_02": K})
+    kitti.write_calib_file(root / date / "calib_velo_to_cam.txt", {"R": np.eye(3), "T": np.zeros(3)})
+    depth = gt_depth_m()
+    grey = np.round(255 * (1 / depth - DISP_LO) / (DISP_HI - DISP_LO)).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    entries = []
+    for frame in range(n_frames):
+        img_path = root / drive / "image_02" / "data" / f"{frame:010d}.png"
+        img_path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(img_path), np.repeat(grey[..., None], 3, axis=2))
+        gt = depth.copy()
+        if sparse:
+            gt[rng.random(gt.shape) > 0.3] = 0.0
+        kitti.write_depth_png(root / drive / "proj_depth" / "groundtruth" / "image_02" / f"{frame:010d}.png", gt)
+        entries.append(kitti.SplitEntry(drive, frame, "l"))
+    split = root / "splits" / "test_files.txt"
+    kitti.write_split(split, entries)
+    return root, split
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    data, split = make_kitti_folder(tmp_path / "kitti", sparse=True)
+    model = write_gray_to_disp_onnx(tmp_path / "grey.onnx")
+    return data, split, model, tmp_path / "out"
+
+
+def test_cli_prints_table_and_writes_json_and_panels(tiny, capsys):
+    data, split, model, out = tiny
+    rc = main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out), "--panels", "2"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    header_line = next(line for line in printed.splitlines() if "abs_rel" in line and "|" in line)
+    assert [h.strip() for h in header_line.split("|")] == METRIC_NAMES
+    row = next(line for line in printed.splitlines() if line.startswith("&"))
+    values = [float(c) for c in row.rstrip("\\").split("&")[1:]]
+    assert len(values) == 7
+
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["n_images"] == 3 and report["gt"] == "improved" and report["crop"] == "garg"
+    assert report["median_scaling"] is False  # scale_policy "metric" -> no median scaling by default
+    assert report["ratio_mean"] is None  # strict JSON: no NaN for "not applicable"
+    m = report["metrics"]
+    assert values == pytest.approx([m[k] for k in METRIC_NAMES], abs=5e-4)
+    # The grey-level "network" reads depth off the image: near-perfect scores, up to 8-bit quantisation
+    assert m["abs_rel"] < 0.02 and m["a1"] > 0.99
+    assert len(report["per_image"]) == 3 and report["per_image"][0]["frame"].endswith(" 0 l")
+
+    panel = cv2.imread(str(out / "panels.png"))
+    assert panel is not None and panel.shape[1] == 4 * 416 and panel.shape[0] == 2 * round(RAW_H * 416 / RAW_W)
+
+
+def test_cli_median_scaling_undoes_a_model_scale_and_reports_ratios(tiny, capsys):
+    data, split, _, out = tiny
+    model = write_gray_to_disp_onnx(out.parent / "relative.onnx", scale_policy="relative", scale=0.1)
+    assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+                 "--panels", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "Scaling ratios | mean: 10.0" in printed
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["median_scaling"] is True
+    assert report["ratio_mean"] == pytest.approx(10.0, rel=0.01) and report["ratio_std"] < 0.01
+    assert report["metrics"]["abs_rel"] < 0.02
+    assert not (out / "panels.png").exists()
+
+    # Same model without median scaling: the 10x scale error shows up in full (abs_rel ~ 0.9).
+    assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+                 "--no-median-scaling", "--panels", "0"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["abs_rel"] == pytest.approx(0.9, abs=0.02)
+    # ... and a fixed --scale 10 restores it.
+    assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+                 "--no-median-scaling", "--scale", "10", "--panels", "0"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["abs_rel"] < 0.02
+
+
+def test_cli_exports_gt_npz_once_then_reuses_it(tiny):
+    data, split, model, out = tiny
+    npz = out.parent / "gt_depths.npz"
+    args = ["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+            "--gt-npz", str(npz), "--panels", "0"]
+    assert main(args) == 0
+    first = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert npz.is_file()
+    with np.load(npz, allow_pickle=False) as f:
+        assert f["gt_0000"].shape == (RAW_H, RAW_W)
+    # Delete the PNGs: the second run must read the npz only.
+    for png in data.rglob("proj_depth/**/*.png"):
+        png.unlink()
+    assert main(args + ["--gt", "improved"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["metrics"] == first
+
+
+def test_cli_reports_missing_gt_clearly(tiny, capsys):
+    data, split, model, out = tiny
+    next(data.rglob("proj_depth/**/0000000001.png")).unlink()
+    rc = main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+               "--gt", "improved"])
+    assert rc == 1
+    assert "0000000001.png" in capsys.readouterr().err
+
+
+def test_console_script_runs_as_a_module(tiny):
+    data, split, model, out = tiny
+    proc = subprocess.run(
+        [sys.executable, "-m", "monodepth_ros.evaluate", "--onnx", str(model), "--data", str(data), "--split",
+         str(split), "--out", str(out), "--crop", "eigen", "--panels", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "abs_rel" in proc.stdout and (out / "panels.png").is_file()
+    assert json.loads((out / "metrics.json").read_text())["crop"] == "eigen"
+
+
+def test_colorize_depth_fixed_range_near_bright_invalid_black():
+    depth = np.array([[1.0, 10.0, 80.0, np.nan, 0.0, np.inf, 500.0]], dtype=np.float32)
+    rgb = colorize_depth(depth, 1.0, 80.0)
+    assert rgb.shape == (1, 7, 3) and rgb.dtype == np.uint8
+    brightness = rgb.astype(int).sum(axis=-1)[0]
+    assert brightness[0] > brightness[1] > brightness[2]  # near is brighter than far
+    assert brightness[3:6].tolist() == [0, 0, 0]  # NaN, no measurement, inf
+    assert rgb[0, 6].tolist() == rgb[0, 2].tolist()  # beyond the range saturates at the far colour
+    # fixed range: the same depth gets the same colour whatever else is in the frame
+    assert colorize_depth(np.array([[10.0, 11.0]]), 1.0, 80.0)[0, 0].tolist() == rgb[0, 1].tolist()
+
+
+def test_panel_grid_layout_and_error_column(tmp_path):
+    gt = gt_depth_m().astype(np.float32)
+    rgb = np.zeros((RAW_H, RAW_W, 3), np.uint8)
+    pred_bad = gt * 1.3
+    grid = panel_grid([(rgb, gt, gt, "exact"), (rgb, pred_bad, gt, "30% far")], tmp_path / "p.png", tile_width=128)
+    tile_h = round(RAW_H * 128 / RAW_W)
+    assert grid.shape == (2 * tile_h, 4 * 128, 3)
+    on_disk = cv2.cvtColor(cv2.imread(str(tmp_path / "p.png")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(on_disk, grid)
+    # below the labels: the error tiles differ between the exact and the wrong row; exact prediction tile == GT tile
+    err_exact, err_bad = grid[24:tile_h, 3 * 128 :], grid[tile_h + 24 :, 3 * 128 :]
+    assert np.abs(err_exact.astype(int) - err_bad.astype(int)).mean() > 20
+    np.testing.assert_array_equal(grid[24:tile_h, 128:256], grid[24:tile_h, 256:384])
+    with pytest.raises(ValueError, match="at least one row"):
+        panel_grid([], tmp_path / "q.png")
