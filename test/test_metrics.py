@@ -152,3 +152,35 @@ def test_format_table_prints_seven_columns_like_the_papers():
     assert [c.strip() for c in row.rstrip("\\").split("&")[1:]] == [
         "0.115", "0.903", "4.863", "0.193", "0.877", "0.959", "0.981"
     ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ on the synthetic world
+
+
+@pytest.fixture(scope="module")
+def synthetic_depths():
+    from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
+
+    world = SyntheticWorld(SynthConfig(width=320, height=96, seed=2))
+    depths = [world.render(i).depth_m for i in (0, 7, 15)]
+    assert all(np.isinf(d).any() and np.isfinite(d).mean() > 0.5 for d in depths)  # sky + scene, as on KITTI
+    return depths
+
+
+def test_synthetic_exact_gt_as_prediction_scores_perfectly(synthetic_depths):
+    for median_scaling in (True, False):
+        res = evaluate_depth(synthetic_depths, [d.copy() for d in synthetic_depths], median_scaling=median_scaling)
+        assert res.metrics["abs_rel"] == 0.0 and res.metrics["rmse"] == 0.0
+        assert res.metrics["a1"] == 1.0
+    assert res.per_image[0]["n_valid"] > 1000
+
+
+def test_synthetic_gt_times_1_1_needs_median_scaling(synthetic_depths):
+    preds = [d * 1.1 for d in synthetic_depths]
+    scaled = evaluate_depth(synthetic_depths, preds, median_scaling=True)
+    assert scaled.metrics["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert scaled.ratio_mean == pytest.approx(1 / 1.1, rel=1e-6)
+    raw = evaluate_depth(synthetic_depths, preds, median_scaling=False)
+    # 0.1 everywhere except GT in (72.7, 80) m, where the 80 m clamp trims the over-estimate
+    assert raw.metrics["abs_rel"] == pytest.approx(0.1, abs=0.005)
+    assert raw.metrics["a1"] == 1.0  # 1.1 < 1.25

@@ -92,3 +92,17 @@ def test_bad_shapes_are_named():
         ate_snippets(gt, exact_rel(gt)[:-1])
     with pytest.raises(ValueError, match="at least 5 frames"):
         ate_snippets(gt[:4], exact_rel(gt[:4]))
+
+
+def test_synthetic_drive_exact_poses_zero_and_scaled_poses_zero():
+    from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
+
+    world = SyntheticWorld(SynthConfig(width=64, height=32, seed=1))
+    gt = np.stack([world.T_world_from_cam(i) for i in range(15)])
+    assert np.linalg.norm(gt[-1, :3, 3] - gt[0, :3, 3]) > 5.0  # the car actually drives
+    rel = exact_rel(gt)
+    assert ate_snippets(gt, rel)[0] == pytest.approx(0.0, abs=1e-9)
+    rel[:, :3, 3] *= 3.0
+    assert ate_snippets(gt, rel)[0] == pytest.approx(0.0, abs=1e-9)
+    rel[:, 0, 3] += 0.2  # a lateral drift the scale cannot absorb
+    assert ate_snippets(gt, rel)[0] > 0.05
