@@ -179,3 +179,28 @@ def garg_crop_mask(shape: tuple[int, int]) -> np.ndarray:
 def eigen_crop_mask(shape: tuple[int, int]) -> np.ndarray:
     """Boolean (H, W) mask of Eigen et al.'s original crop."""
     return crop_mask(shape, "eigen")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m monodepth_ros.kitti_gt --data DIR --split FILE --out gt_depths.npz [--gt velodyne|improved]``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m monodepth_ros.kitti_gt",
+                                description="Export the GT depth of a KITTI split to one compressed .npz")
+    p.add_argument("--data", type=Path, required=True, help="KITTI raw root")
+    p.add_argument("--split", type=Path, required=True, help="split file")
+    p.add_argument("--out", type=Path, required=True, help="output .npz")
+    p.add_argument("--gt", choices=GT_KINDS, default="velodyne")
+    args = p.parse_args(argv)
+    try:
+        n = export_gt_npz(args.data, args.split, args.out, gt=args.gt)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {n} {args.gt} GT maps to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -205,3 +205,13 @@ def test_unknown_gt_kind_is_rejected(tmp_path):
     data, split, entries = _tiny_split(tmp_path, n=1)
     with pytest.raises(ValueError, match="gt must be one of"):
         kitti_gt.load_gt_depth(data, entries[0], gt="lidar")
+
+
+def test_export_command_line_writes_the_npz(tmp_path, capsys):
+    data, split, _ = _tiny_split(tmp_path, n=2)
+    out = tmp_path / "gt.npz"
+    assert kitti_gt.main(["--data", str(data), "--split", str(split), "--out", str(out)]) == 0
+    assert "wrote 2 velodyne GT maps" in capsys.readouterr().out
+    assert len(kitti_gt.load_gt_npz(out)) == 2
+    assert kitti_gt.main(["--data", str(tmp_path / "nowhere"), "--split", str(split), "--out", str(out)]) == 1
+    assert "calibration file not found" in capsys.readouterr().err
