@@ -1,0 +1,163 @@
+"""How the depth node turns the network's scaled disparity into depth: the three scale policies.
+
+- ``median_free``: relative depth ``1 / disp`` in *model units*, no scale at all. A self-supervised monocular
+  model only knows depth up to an unknown factor; the KITTI protocol recovers it per image with the GT median,
+  which a robot does not have. Shapes are right, absolute size is not (do not use it for metric planning).
+- ``fixed``: ``scale / disp`` with a constant factor: the ``fixed_scale`` parameter if > 0, else the factor in
+  the model metadata (e.g. a stereo-supervised model, or the mean GT/pred ratio measured at evaluation).
+- ``ground_plane``: ``s_t / disp`` with ``s_t`` estimated every frame from the road, see :class:`GroundPlaneScale`.
+
+Assumptions of ``ground_plane`` (it is wrong when they are):
+  1. the ground in the lower image region is locally flat (a road, not a kerb, a ramp or a crest);
+  2. the camera's height above that ground (``camera_height_m``) is known and fixed;
+  3. the camera is mounted roughly level: the road normal is within ``max_tilt_deg`` of the optical frame's
+     up axis (-y) - pitch/roll of a few degrees are fine, they are estimated, not assumed zero;
+  4. the road is visible in the lower region in most frames. When no plane fits (a car right ahead,
+     a wall), the previous scale is kept and the estimate is reported as stale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from monodepth_ros.geometry import backproject, crop_intrinsics
+
+__all__ = ["POLICIES", "disp_to_scaled_depth", "PlaneFit", "fit_ground_plane", "GroundPlaneScale"]
+
+POLICIES = ("median_free", "fixed", "ground_plane")
+
+
+def disp_to_scaled_depth(disp: np.ndarray, scale: float) -> np.ndarray:
+    """Scaled disparity (H, W) -> depth (H, W) float32 = ``scale / disp``; NaN where disp <= 0 or non-finite."""
+    disp = np.asarray(disp, dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.float32(scale) / disp
+    return np.where(np.isfinite(disp) & (disp > 0), depth, np.float32(np.nan)).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class PlaneFit:
+    """A road plane ``n . p = height`` in the camera optical frame (n unit, pointing down, towards the road)."""
+
+    normal: np.ndarray  # (3,)
+    height: float  # distance camera -> plane, same units as the input depth
+    inlier_fraction: float
+    n_points: int
+
+
+def fit_ground_plane(
+    points: np.ndarray,
+    max_tilt_deg: float = 15.0,
+    inlier_rel: float = 0.03,
+    iterations: int = 64,
+    min_inlier_fraction: float = 0.3,
+    rng: np.random.Generator | None = None,
+) -> PlaneFit | None:
+    """Robust plane fit to candidate road points (N, 3): RANSAC, then least squares on the inliers.
+
+    Vectorised RANSAC: all ``iterations`` 3-point hypotheses are scored at once ((iterations, N) residuals).
+    Hypotheses whose normal is more than ``max_tilt_deg`` from the camera's down axis (+y) are discarded, so
+    walls and car backs cannot win. The inlier band is relative (``inlier_rel * height``) because relative
+    depth has no unit. Returns None if fewer than ``min_inlier_fraction`` of the points support the best plane.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    n = len(pts)
+    if n < 10:
+        return None
+    rng = np.random.default_rng(0) if rng is None else rng
+    idx = rng.integers(0, n, size=(iterations, 3))
+    p0, p1, p2 = pts[idx[:, 0]], pts[idx[:, 1]], pts[idx[:, 2]]
+    normals = np.cross(p1 - p0, p2 - p0)
+    norms = np.linalg.norm(normals, axis=1)
+    ok = norms > 1e-12
+    normals = normals[ok] / norms[ok, None]
+    p0 = p0[ok]
+    normals *= np.where(normals[:, 1] < 0, -1.0, 1.0)[:, None]  # orient towards +y (down, to the road)
+    level = normals[:, 1] >= np.cos(np.deg2rad(max_tilt_deg))
+    heights = np.einsum("ij,ij->i", normals, p0)
+    keep = level & (heights > 0)
+    if not np.any(keep):
+        return None
+    normals, heights = normals[keep], heights[keep]
+    resid = np.abs(pts @ normals.T - heights[None, :])  # (N, hypotheses)
+    inliers = resid < inlier_rel * heights[None, :]
+    best = int(np.argmax(inliers.sum(axis=0)))
+    mask = inliers[:, best]
+    if mask.mean() < min_inlier_fraction:
+        return None
+    # Least-squares refinement: the plane through the inlier centroid along the smallest singular direction.
+    sel = pts[mask]
+    centroid = sel.mean(axis=0)
+    _, _, vt = np.linalg.svd(sel - centroid, full_matrices=False)
+    normal = vt[2] * (1.0 if vt[2, 1] >= 0 else -1.0)
+    height = float(normal @ centroid)
+    if height <= 0 or normal[1] < np.cos(np.deg2rad(max_tilt_deg)):
+        return None
+    resid = np.abs(pts @ normal - height)
+    frac = float(np.mean(resid < inlier_rel * height))
+    if frac < min_inlier_fraction:
+        return None
+    return PlaneFit(normal=normal, height=height, inlier_fraction=frac, n_points=n)
+
+
+class GroundPlaneScale:
+    """Per-frame metric scale from a known camera height above a flat road, smoothed with an EMA.
+
+    ``update(depth_rel, K)`` fits the road plane to the back-projected lower part of the relative depth
+    (rows from ``region_top * H`` down), takes ``scale_raw = camera_height_m / plane_height`` and smooths it:
+    ``scale = alpha * scale_raw + (1 - alpha) * scale``. See the module docstring for the assumptions.
+    """
+
+    def __init__(
+        self,
+        camera_height_m: float = 1.65,
+        region_top: float = 0.6,
+        alpha: float = 0.2,
+        max_tilt_deg: float = 15.0,
+        inlier_rel: float = 0.03,
+        max_points: int = 3000,
+        seed: int = 0,
+    ):
+        self.camera_height_m = float(camera_height_m)
+        self.region_top = float(region_top)
+        self.alpha = float(alpha)
+        self.max_tilt_deg = float(max_tilt_deg)
+        self.inlier_rel = float(inlier_rel)
+        self.max_points = int(max_points)
+        self.scale: float | None = None  # None until the first good fit
+        self.last_fit: PlaneFit | None = None
+        self.fresh = False  # did the last update produce a fit?
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        self.scale, self.last_fit, self.fresh = None, None, False
+
+    def region_points(self, depth_rel: np.ndarray, K: np.ndarray) -> np.ndarray:
+        """Lower-region points (N, 3) of a relative depth (H, W) with intrinsics K (3, 3), subsampled."""
+        H, W = depth_rel.shape
+        top = int(np.clip(round(self.region_top * H), 0, H - 1))
+        region = np.asarray(depth_rel[top:], dtype=np.float64)
+        # Stride so that at most ~max_points survive: the fit is statistical, full resolution buys nothing.
+        stride = max(1, int(np.sqrt(region.size / max(self.max_points, 1))))
+        sub = region[::stride, ::stride]
+        K_sub = crop_intrinsics(K, 0, top)
+        K_sub[:2] /= stride  # sampling every stride-th pixel (see pointcloud.decimate_intrinsics)
+        pts = backproject(sub, K_sub).reshape(-1, 3)
+        return pts[np.all(np.isfinite(pts), axis=1) & (pts[:, 2] > 0)]
+
+    def update(self, depth_rel: np.ndarray, K: np.ndarray) -> float | None:
+        """Fold in one frame (depth (H, W) in model units, K (3, 3) at that size). Returns the smoothed scale."""
+        fit = fit_ground_plane(
+            self.region_points(depth_rel, K), max_tilt_deg=self.max_tilt_deg, inlier_rel=self.inlier_rel,
+            rng=self._rng,
+        )
+        self.fresh = fit is not None
+        if fit is None:
+            return self.scale
+        self.last_fit = fit
+        raw = self.camera_height_m / fit.height
+        self.scale = raw if self.scale is None else self.alpha * raw + (1.0 - self.alpha) * self.scale
+        return self.scale

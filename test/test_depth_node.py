@@ -1,0 +1,414 @@
+"""The depth node as a separate process over real DDS (loopback): outputs, live parameters, bad input, start-up.
+
+One node process serves the whole module (namespace /cam, reliable QoS so that no test frame is lost); a
+second one checks CompressedImage input, and two short-lived ones check start-up failures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from tiny_depth_model import make_tiny_depth_model
+
+from monodepth_ros.geometry import backproject, denormalize_intrinsics, scale_intrinsics
+from monodepth_ros.pointcloud import pointcloud2_to_array, unpack_rgb
+
+pytestmark = pytest.mark.ros
+
+W_IN, H_IN = 160, 48  # camera frames
+W_M, H_M = 96, 32  # model input
+K_IN = denormalize_intrinsics(np.array([[0.58, 0, 0.5], [0, 1.92, 0.5], [0, 0, 1.0]]), W_IN, H_IN)
+K_MODEL = scale_intrinsics(K_IN, W_M / W_IN, H_M / H_IN)
+CAMERA_HEIGHT_M = 1.65
+REL_FACTOR = 0.2  # the model's relative depth = metric / 5; its metadata scale is 5
+FRAME_ID = "camera_optical_frame"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_rgb(i: int) -> np.ndarray:
+    """A camera frame (H_IN, W_IN, 3) uint8 from the synthetic world; never pure white (the model's NaN trap)."""
+    try:
+        from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
+
+        rgb = SyntheticWorld(SynthConfig(width=W_IN, height=H_IN)).render(i).rgb
+    except ImportError:  # the synthetic world is another work item; any textured frame exercises the node
+        rng = np.random.default_rng(i)
+        rgb = rng.integers(0, 256, (H_IN, W_IN, 3), dtype=np.uint8)
+    return np.minimum(rgb, 240).astype(np.uint8)
+
+
+def start_node(env, model_path, log_path, namespace, *extra):
+    cmd = [sys.executable, "-m", "monodepth_ros.depth_node", "--ros-args", "-r", f"__ns:={namespace}",
+           "-p", f"model_path:={model_path}", *sum((["-p", e] for e in extra), [])]
+    log = open(log_path, "w")  # noqa: SIM115 - closed by stop_node
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    proc.log_file = log
+    proc.log_path = Path(log_path)
+    return proc
+
+
+def stop_node(proc):
+    try:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+    finally:
+        proc.log_file.close()
+
+
+class Client:
+    """The test's own rclpy node: publishes camera input, collects every output by stamp."""
+
+    def __init__(self, ns: str, compressed: bool = False):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+        self.ctx = rclpy.context.Context()
+        rclpy.init(context=self.ctx)
+        self.node = rclpy.create_node(f"test_client{ns.replace('/', '_')}", context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_image = self.node.create_publisher(CompressedImage if compressed else Image,
+                                                    f"{ns}/image" + ("/compressed" if compressed else ""), qos)
+        self.pub_info = self.node.create_publisher(CameraInfo, f"{ns}/camera_info", qos)
+        self.got: dict[str, dict[int, object]] = {k: {} for k in ("depth", "info", "points", "colored")}
+        self.diags: list = []
+        for key, typ, topic in (("depth", Image, "depth"), ("info", CameraInfo, "depth/camera_info"),
+                                ("points", PointCloud2, "points"), ("colored", Image, "depth/colored")):
+            self.node.create_subscription(typ, f"{ns}/{topic}", self._store(key), qos)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, 10)
+        self.param_client = self.node.create_client(SetParameters, f"{ns}/depth_node/set_parameters")
+        self.last_ns = 0
+
+    def _store(self, key):
+        def cb(msg):
+            self.got[key][msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = msg
+        return cb
+
+    def spin_until(self, cond, timeout_s: float, proc=None) -> bool:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if cond():
+                return True
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"node exited with {proc.returncode}:\n{proc.log_path.read_text()[-3000:]}")
+            self.executor.spin_once(timeout_sec=0.02)
+        return cond()
+
+    def wait_connected(self, proc, timeout_s: float = 30.0) -> None:
+        ok = self.spin_until(lambda: self.pub_image.get_subscription_count() > 0
+                             and self.pub_info.get_subscription_count() > 0
+                             and self.param_client.service_is_ready(), timeout_s, proc)
+        assert ok, f"node did not connect:\n{proc.log_path.read_text()[-3000:]}"
+
+    def next_stamp(self):
+        from builtin_interfaces.msg import Time
+
+        # Wall-clock stamps (latency is stamp -> output), strictly increasing (the node drops stale pairs).
+        self.last_ns = max(time.time_ns(), self.last_ns + 1_000_000)
+        return Time(sec=self.last_ns // 10**9, nanosec=self.last_ns % 10**9), self.last_ns
+
+    def image_msg(self, rgb, stamp, encoding="rgb8"):
+        from sensor_msgs.msg import Image
+
+        msg = Image()
+        msg.header.stamp, msg.header.frame_id = stamp, FRAME_ID
+        msg.height, msg.width = rgb.shape[:2]
+        msg.encoding, msg.is_bigendian, msg.step = encoding, False, rgb.shape[1] * 3
+        msg.data = np.ascontiguousarray(rgb).tobytes()
+        return msg
+
+    def info_msg(self, stamp, K=K_IN):
+        from sensor_msgs.msg import CameraInfo
+
+        msg = CameraInfo()
+        msg.header.stamp, msg.header.frame_id = stamp, FRAME_ID
+        msg.height, msg.width = H_IN, W_IN
+        msg.distortion_model, msg.d = "plumb_bob", [0.0] * 5
+        msg.k = [float(v) for v in np.asarray(K).ravel()]
+        msg.r = [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]
+        P = np.zeros((3, 4))
+        P[:3, :3] = K
+        msg.p = [float(v) for v in P.ravel()]
+        return msg
+
+    def send(self, image_msg, info_msg):
+        self.pub_info.publish(info_msg)
+        self.pub_image.publish(image_msg)
+
+    def send_good(self, i: int = 0):
+        stamp, ns = self.next_stamp()
+        rgb = make_rgb(i)
+        self.send(self.image_msg(rgb, stamp), self.info_msg(stamp))
+        return ns, rgb
+
+    def wait_outputs(self, ns: int, proc, keys=("depth", "info", "points"), timeout_s: float = 10.0):
+        ok = self.spin_until(lambda: all(ns in self.got[k] for k in keys), timeout_s, proc)
+        assert ok, f"no {keys} for stamp {ns}; node log:\n{proc.log_path.read_text()[-3000:]}"
+        return [self.got[k][ns] for k in keys]
+
+    def set_params(self, **values):
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        req = SetParameters.Request()
+        req.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+        fut = self.param_client.call_async(req)
+        assert self.spin_until(fut.done, 10.0), "set_parameters timed out"
+        return fut.result().results
+
+    def latest_diag_values(self) -> dict[str, str]:
+        for arr in reversed(self.diags):
+            for st in arr.status:
+                if st.name.endswith(": depth"):
+                    return {kv.key: kv.value for kv in st.values} | {"_level": st.level, "_message": st.message}
+        return {}
+
+    def close(self):
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+def depth_array(msg) -> np.ndarray:
+    assert msg.encoding == "32FC1" and msg.step == msg.width * 4
+    dt = np.dtype(">f4" if msg.is_bigendian else "<f4")
+    return np.frombuffer(bytes(msg.data), dtype=dt).reshape(msg.height, msg.width).astype(np.float32)
+
+
+def assert_same_with_nan(a: np.ndarray, b: np.ndarray, rtol=1e-5, atol=1e-5):
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return make_tiny_depth_model(tmp_path_factory.mktemp("model") / "tiny.onnx", height=H_M, width=W_M,
+                                 K_model=K_MODEL, camera_height_m=CAMERA_HEIGHT_M, rel_factor=REL_FACTOR)
+
+
+@pytest.fixture(scope="module")
+def node(tiny_model, ros_subprocess_env, tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("log") / "node.log"
+    proc = start_node(ros_subprocess_env, tiny_model, log_path, "/cam", "qos:=reliable",
+                      "camera_info_timeout_s:=1.0", "log_throttle_s:=0.0", "diagnostics_period_s:=0.3")
+    client = None
+    try:
+        client = Client("/cam")
+        client.wait_connected(proc)
+        yield proc, client
+    finally:
+        if client is not None:
+            client.close()
+        stop_node(proc)
+
+
+def test_depth_and_cloud_equal_backprojection_of_published_depth(node):
+    proc, c = node
+    ns, rgb = c.send_good(1)
+    depth_msg, info_msg, cloud_msg = c.wait_outputs(ns, proc)
+    for msg in (depth_msg, info_msg, cloud_msg):
+        assert msg.header.frame_id == FRAME_ID
+        assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == ns
+    depth = depth_array(depth_msg)
+    assert depth.shape == (H_IN, W_IN)
+    K = np.array(info_msg.k).reshape(3, 3)
+    np.testing.assert_allclose(K, K_IN)
+    # Sky (beyond max_depth) is NaN, the road below the horizon is finite and metric (model scale 5).
+    assert np.isnan(depth[: H_IN // 3]).all()
+    assert np.isfinite(depth[-H_IN // 4:]).all() and np.nanmax(depth) <= 80.0
+    v = H_IN - 1
+    assert depth[v, 0] == pytest.approx(CAMERA_HEIGHT_M * K[1, 1] / (v - K[1, 2]), rel=0.05)
+    cloud = pointcloud2_to_array(cloud_msg)
+    assert cloud.shape == (H_IN, W_IN) and not cloud_msg.is_dense
+    xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
+    expected = backproject(depth, K)
+    for i in range(3):
+        assert_same_with_nan(xyz[..., i], expected[..., i])
+    np.testing.assert_array_equal(unpack_rgb(cloud["rgb"]), rgb)  # colour of every pixel, NaN or not
+
+
+def test_model_resolution_and_decimation_follow_live_parameters(node):
+    proc, c = node
+    results = c.set_params(output_resolution="model", decimation=3, cloud_rgb=False)
+    assert all(r.successful for r in results), [r.reason for r in results]
+    try:
+        ns, _ = c.send_good(2)
+        depth_msg, info_msg, cloud_msg = c.wait_outputs(ns, proc)
+        depth = depth_array(depth_msg)
+        assert depth.shape == (H_M, W_M) and (info_msg.width, info_msg.height) == (W_M, H_M)
+        K = np.array(info_msg.k).reshape(3, 3)
+        np.testing.assert_allclose(K, K_MODEL)
+        np.testing.assert_allclose(np.array(info_msg.p).reshape(3, 4)[:, :3], K_MODEL)
+        # At model resolution the road is exact: depth = h * fy / (v - cy).
+        v = np.arange(H_M - 6, H_M)
+        np.testing.assert_allclose(depth[v, 5], CAMERA_HEIGHT_M * K[1, 1] / (v - K[1, 2]), rtol=1e-4)
+        cloud = pointcloud2_to_array(cloud_msg)
+        assert [f.name for f in cloud_msg.fields] == ["x", "y", "z"]
+        assert cloud.shape == (11, 32)
+        expected = backproject(depth, K)[::3, ::3]
+        for i, name in enumerate("xyz"):
+            assert_same_with_nan(cloud[name], expected[..., i])
+    finally:
+        c.set_params(output_resolution="input", decimation=1, cloud_rgb=True)
+
+
+def test_invalid_parameter_values_are_rejected_with_a_reason(node):
+    _, c = node
+    (r,) = c.set_params(decimation=0)
+    assert not r.successful and "decimation" in r.reason
+    (r,) = c.set_params(min_depth=500.0)
+    assert not r.successful and "max_depth" in r.reason
+    (r,) = c.set_params(scale_policy="magic")
+    assert not r.successful and "scale_policy" in r.reason
+    (r,) = c.set_params(model_path="/tmp/other.onnx")
+    assert not r.successful and "read-only" in r.reason
+
+
+def test_ground_plane_policy_recovers_metric_scale_from_camera_height(node):
+    proc, c = node
+    assert all(r.successful for r in c.set_params(scale_policy="ground_plane", output_resolution="model",
+                                                  fixed_scale=1.0))  # fixed_scale must not matter here
+    try:
+        for i in range(3):
+            ns, _ = c.send_good(10 + i)
+            depth_msg, info_msg = c.wait_outputs(ns, proc, keys=("depth", "info"))
+        depth = depth_array(depth_msg)
+        K = np.array(info_msg.k).reshape(3, 3)
+        v = np.arange(H_M - 8, H_M)
+        np.testing.assert_allclose(depth[v, 40], CAMERA_HEIGHT_M * K[1, 1] / (v - K[1, 2]), rtol=0.01)
+        assert c.spin_until(lambda: c.latest_diag_values().get("scale", "n/a") != "n/a", 3.0)
+        assert float(c.latest_diag_values()["scale"]) == pytest.approx(1.0 / REL_FACTOR, rel=0.01)
+    finally:
+        c.set_params(scale_policy="fixed", output_resolution="input", fixed_scale=0.0)
+
+
+def _bad_unknown_encoding(c):
+    stamp, _ = c.next_stamp()
+    msg = c.image_msg(make_rgb(3), stamp, encoding="yuv_nonsense")
+    return msg, c.info_msg(stamp), "unknown image encoding 'yuv_nonsense'", "problems.image"
+
+
+def _bad_step(c):
+    stamp, _ = c.next_stamp()
+    msg = c.image_msg(make_rgb(3), stamp)
+    msg.step = W_IN * 3 + 8  # claims padded rows the data does not have
+    return msg, c.info_msg(stamp), "step*height", "problems.image"
+
+
+def _bad_empty(c):
+    stamp, _ = c.next_stamp()
+    msg = c.image_msg(make_rgb(3), stamp)
+    msg.data = b""
+    return msg, c.info_msg(stamp), "empty image data", "problems.image"
+
+
+def _bad_k_zero(c):
+    stamp, _ = c.next_stamp()
+    return c.image_msg(make_rgb(3), stamp), c.info_msg(stamp, K=np.zeros((3, 3))), "camera_info rejected", \
+        "problems.camera_info"
+
+
+def _bad_nan_model_output(c):
+    stamp, _ = c.next_stamp()
+    white = np.full((H_IN, W_IN, 3), 255, np.uint8)  # the tiny model answers NaN for pure white
+    return c.image_msg(white, stamp), c.info_msg(stamp), "model output is all NaN", "problems.model_output"
+
+
+@pytest.mark.parametrize("make_bad", [_bad_unknown_encoding, _bad_step, _bad_empty, _bad_k_zero,
+                                      _bad_nan_model_output], ids=lambda f: f.__name__[5:])
+def test_bad_input_is_logged_and_diagnosed_and_next_good_frame_is_served(node, make_bad):
+    proc, c = node
+    log_offset = len(proc.log_path.read_text())
+    image_msg, info_msg, log_text, diag_key = make_bad(c)
+    c.send(image_msg, info_msg)
+    ns, _ = c.send_good(4)
+    c.wait_outputs(ns, proc)
+    assert proc.poll() is None
+    assert c.spin_until(lambda: log_text in proc.log_path.read_text()[log_offset:], 5.0), \
+        proc.log_path.read_text()[log_offset:]
+    assert c.spin_until(lambda: int(c.latest_diag_values().get(diag_key, "0")) > 0, 3.0), c.latest_diag_values()
+
+
+def test_missing_camera_info_is_logged_and_frames_resume_when_it_returns(node):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    proc, c = node
+    ns, _ = c.send_good(5)
+    c.wait_outputs(ns, proc)
+    log_offset = len(proc.log_path.read_text())
+    stamp, _ = c.next_stamp()
+    c.pub_image.publish(c.image_msg(make_rgb(6), stamp))  # an image whose camera_info never comes
+    assert c.spin_until(lambda: "no valid camera_info on /cam/camera_info" in proc.log_path.read_text()[log_offset:],
+                        4.0)
+    assert c.spin_until(lambda: "camera_info" in c.latest_diag_values()["_message"], 3.0)
+    assert c.latest_diag_values()["_level"] == DiagnosticStatus.WARN
+    ns, _ = c.send_good(7)
+    c.wait_outputs(ns, proc)
+    assert proc.poll() is None
+
+
+def test_diagnostics_report_rates_latency_drops_and_backend(node):
+    proc, c = node
+    for i in range(5):
+        ns, _ = c.send_good(20 + i)
+        c.wait_outputs(ns, proc)
+    assert c.spin_until(lambda: float(c.latest_diag_values().get("output_rate_hz", "0")) > 0, 3.0)
+    values = c.latest_diag_values()
+    assert values["backend"].startswith("onnxruntime")
+    for key in ("input_rate_hz", "dropped_frames", "latency_p50_ms", "latency_p99_ms"):
+        assert key in values
+    assert 0 < float(values["latency_p50_ms"]) <= float(values["latency_p99_ms"]) < 5000
+
+
+def test_compressed_images_are_decoded(tiny_model, ros_subprocess_env, tmp_path):
+    from sensor_msgs.msg import CompressedImage
+
+    proc = start_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/camc", "qos:=reliable",
+                      "use_compressed:=true")
+    c = None
+    try:
+        c = Client("/camc", compressed=True)
+        c.wait_connected(proc)
+        stamp, ns = c.next_stamp()
+        rgb = make_rgb(8)
+        msg = CompressedImage()
+        msg.header.stamp, msg.header.frame_id, msg.format = stamp, FRAME_ID, "png"
+        msg.data = cv2.imencode(".png", rgb[..., ::-1])[1].tobytes()
+        c.send(msg, c.info_msg(stamp))
+        _, _, cloud_msg = c.wait_outputs(ns, proc)
+        np.testing.assert_array_equal(unpack_rgb(pointcloud2_to_array(cloud_msg)["rgb"]), rgb)
+    finally:
+        if c is not None:
+            c.close()
+        stop_node(proc)
+
+
+@pytest.mark.parametrize("content", [None, b"not an onnx model"], ids=["missing", "broken"])
+def test_startup_with_unusable_model_exits_nonzero_with_a_clear_message(content, ros_subprocess_env, tmp_path):
+    model = tmp_path / "model.onnx"
+    if content is not None:
+        model.write_bytes(content)
+    cmd = [sys.executable, "-m", "monodepth_ros.depth_node", "--ros-args", "-p", f"model_path:={model}"]
+    res = subprocess.run(cmd, env=ros_subprocess_env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "cannot load model" in out and str(model) in out
+    assert "Traceback" not in out

@@ -1,0 +1,101 @@
+"""A tiny, real exported depth model (ONNX, built with onnx.helper) for node tests and the node benchmark.
+
+Its disparity is what a camera ``camera_height_m`` above a flat road sees (``disp = (v - cy) / (fy * h) / k``
+below the horizon, ``1 / (10 * max_depth)`` above it), in relative units (``k`` = ``rel_factor``) so that
+``fixed`` with the stored scale ``1 / k`` and ``ground_plane`` both give metric depth. One deliberate trap:
+a pure-white image gives NaN disparity (``0 * sqrt(negative)``), to test the node's NaN handling with a real
+ONNX Runtime session. Optionally ``extra_convs`` 3x3 convolutions make it cost something (benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from monodepth_ros.geometry import denormalize_intrinsics
+
+KITTI_K_NORM = [[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]]
+
+
+def road_disparity(height: int, width: int, K: np.ndarray, camera_height_m: float, rel_factor: float,
+                   max_depth: float) -> np.ndarray:
+    """Relative disparity (height, width) float32 of a flat road seen by a level camera with intrinsics K."""
+    v = np.arange(height, dtype=np.float64)
+    fy, cy = K[1, 1], K[1, 2]
+    ground = (v - cy) / (fy * camera_height_m) / rel_factor
+    sky = 1.0 / (10.0 * max_depth) / rel_factor
+    col = np.where(v - cy >= 1.0, ground, sky)
+    return np.repeat(col[:, None], width, axis=1).astype(np.float32)
+
+
+def make_tiny_depth_model(
+    path: str | Path,
+    height: int = 32,
+    width: int = 96,
+    K_norm=KITTI_K_NORM,
+    K_model: np.ndarray | None = None,
+    camera_height_m: float = 1.65,
+    rel_factor: float = 0.2,
+    min_depth: float = 0.1,
+    max_depth: float = 100.0,
+    extra_convs: int = 0,
+) -> Path:
+    """Write the model to ``path`` (.onnx) with the ``monodepth_ros`` metadata; returns the path.
+
+    ``K_model``: pixel intrinsics (3, 3) at the model size used for the road; default ``K_norm`` denormalised.
+    Pass the ones the node will derive (``scale_intrinsics`` of the camera's K) to get an exactly planar road.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    K = denormalize_intrinsics(np.asarray(K_norm, dtype=np.float64), width, height) if K_model is None else K_model
+    ramp = road_disparity(height, width, K, camera_height_m, rel_factor, max_depth)[None, None]
+    inits = [
+        numpy_helper.from_array(np.full((1, 3, 1, 1), 1.0 / 3.0, np.float32), "w_gray"),
+        numpy_helper.from_array(ramp, "ramp"),
+        numpy_helper.from_array(np.array(2.99, np.float32), "white_level"),
+        numpy_helper.from_array(np.array(3.0, np.float32), "three"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+    ]
+    nodes = [helper.make_node("Conv", ["rgb", "w_gray"], ["gray"])]
+    feat = "gray"
+    for i in range(extra_convs):  # compute load only: the result is multiplied by zero below
+        w = np.random.default_rng(i).normal(0, 0.1, (8, 8 if i else 1, 3, 3)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [helper.make_node("Conv", [feat, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        feat = f"r{i}"
+    nodes += [
+        helper.make_node("Mul", ["gray", "three"], ["sum3"]),
+        helper.make_node("Sub", ["white_level", "sum3"], ["margin"]),
+        helper.make_node("Sqrt", ["margin"], ["gate"]),  # NaN where the pixel is (almost) pure white
+        helper.make_node("Mul", ["gate", "zero"], ["nan_or_zero"]),
+        helper.make_node("Add", ["ramp", "nan_or_zero"], ["disp0"]),
+    ]
+    if extra_convs:
+        inits.append(numpy_helper.from_array(np.zeros((1, 8, 1, 1), np.float32), "w_out"))
+        nodes += [helper.make_node("Conv", [feat, "w_out"], ["load0"]),
+                  helper.make_node("Add", ["disp0", "load0"], ["disp"])]
+    else:
+        nodes[-1].output[0] = "disp"
+    graph = helper.make_graph(
+        nodes, "tiny_depth",
+        [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, height, width])],
+        [helper.make_tensor_value_info("disp", TensorProto.FLOAT, [1, 1, height, width])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tiny_depth")
+    model.ir_version = 9
+    meta = {
+        "height": height, "width": width, "min_depth": min_depth, "max_depth": max_depth,
+        "scale_policy": "fixed", "scale": 1.0 / rel_factor, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+        "intrinsics_norm": [list(map(float, r)) for r in K_norm], "source_sha256": "0" * 64,
+        "depth_net": "tiny_road",
+    }
+    helper.set_model_props(model, {"monodepth_ros": json.dumps(meta)})
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.write_bytes(model.SerializeToString())
+    return path
