@@ -63,14 +63,33 @@ def gt_depth_m() -> np.ndarray:
     return 1.0 / (DISP_LO + (DISP_HI - DISP_LO) * t)
 
 
+R_CAM_FROM_VELO = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+
+
+def write_lidar_scan(path, depth_m, K, rng, fraction=0.05):
+    """A .bin scan whose points hit a random 5 % of the pixels at their GT depth (KITTI's 1-based pixel rule:
+    a point projecting to u lands in column round(u) - 1), plus points behind the sensor that must be ignored."""
+    rows, cols = np.nonzero(rng.random(depth_m.shape) < fraction)
+    z = depth_m[rows, cols]
+    p_cam = np.stack([(cols + 1 - K[0, 2]) / K[0, 0] * z, (rows + 1 - K[1, 2]) / K[1, 1] * z, z], axis=1)
+    p_velo = p_cam @ R_CAM_FROM_VELO  # = (R^T p_cam^T)^T
+    behind = p_velo[:50] * np.array([-1.0, 1.0, 1.0])
+    pts = np.concatenate([p_velo, behind])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.concatenate([pts, np.ones((len(pts), 1))], axis=1).astype(np.float32).tofile(path)
+
+
 def make_kitti_folder(root, n_frames=3, sparse=False):
-    """Minimal KITTI raw layout: calib, image_02 PNGs, improved-GT PNGs, split file. Returns (data, split)."""
+    """Minimal KITTI raw layout: calib, image_02 PNGs, velodyne scans, improved-GT PNGs, split file.
+
+    Returns (data, split)."""
     date = "2011_09_26"
     drive = f"{date}/{date}_drive_0001_sync"
     K = np.array([[0.58 * RAW_W, 0, RAW_W / 2, 0], [0, 1.92 * RAW_H, RAW_H / 2, 0], [0, 0, 1, 0]])
     kitti.write_calib_file(root / date / "calib_cam_to_cam.txt",
                            {"S_rect_02": np.array([RAW_W, RAW_H]), "R_rect_00": np.eye(3), "P_rect_02": K})
-    kitti.write_calib_file(root / date / "calib_velo_to_cam.txt", {"R": np.eye(3), "T": np.zeros(3)})
+    # LiDAR axes (x fwd, y left, z up) at the camera centre, so x_velo equals the camera depth z.
+    kitti.write_calib_file(root / date / "calib_velo_to_cam.txt", {"R": R_CAM_FROM_VELO, "T": np.zeros(3)})
     depth = gt_depth_m()
     grey = np.round(255 * (1 / depth - DISP_LO) / (DISP_HI - DISP_LO)).astype(np.uint8)
     rng = np.random.default_rng(0)
@@ -83,6 +102,7 @@ def make_kitti_folder(root, n_frames=3, sparse=False):
         if sparse:
             gt[rng.random(gt.shape) > 0.3] = 0.0
         kitti.write_depth_png(root / drive / "proj_depth" / "groundtruth" / "image_02" / f"{frame:010d}.png", gt)
+        write_lidar_scan(root / drive / "velodyne_points" / "data" / f"{frame:010d}.bin", depth, K[:, :3], rng)
         entries.append(kitti.SplitEntry(drive, frame, "l"))
     split = root / "splits" / "test_files.txt"
     kitti.write_split(split, entries)
@@ -159,6 +179,18 @@ def test_cli_exports_gt_npz_once_then_reuses_it(tiny):
         png.unlink()
     assert main(args + ["--gt", "improved"]) == 0
     assert json.loads((out / "metrics.json").read_text())["metrics"] == first
+
+
+def test_cli_with_velodyne_gt_on_raw_layout(tiny):
+    data, split, model, out = tiny
+    assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+                 "--gt", "velodyne", "--panels", "1"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["gt"] == "velodyne"
+    n_valid = report["per_image"][0]["n_valid"]
+    # ~5 % of the Garg-cropped pixels carry a LiDAR point
+    assert 0.02 * RAW_H * RAW_W * 0.55 < n_valid < 0.08 * RAW_H * RAW_W * 0.55
+    assert report["metrics"]["abs_rel"] < 0.02 and report["metrics"]["a1"] > 0.99
 
 
 def test_cli_reports_missing_gt_clearly(tiny, capsys):
