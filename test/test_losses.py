@@ -233,3 +233,18 @@ def test_monodepth2_loss_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="T_src_from_tgt"):
         losses.monodepth2_loss({("disp", 0): torch.rand(1, 1, 16, 32)}, tgt, [tgt], torch.eye(4)[None],
                                kitti_like_K(1, 16, 32), MIN_DEPTH, MAX_DEPTH)
+
+
+def test_loss_runs_in_float32_under_autocast():
+    B, H, W = 1, 32, 64
+    tgt, src = texture(B, H, W), texture(B, H, W, 7)
+    sigma = torch.rand(B, 1, H, W, generator=torch.Generator().manual_seed(0))
+    args = ({("disp", 0): sigma}, tgt, [src], translation_pose(B, 1, [0.1, 0, 0.5]), kitti_like_K(B, H, W),
+            MIN_DEPTH, MAX_DEPTH)
+    ref = losses.monodepth2_loss(*args, tie_break=0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        # What the loss receives from a network under AMP: half-precision disparities.
+        half_args = ({("disp", 0): sigma.bfloat16()}, *args[1:])
+        out = losses.monodepth2_loss(*half_args, tie_break=0.0)
+    assert out["loss"].dtype == torch.float32
+    torch.testing.assert_close(out["loss"], ref["loss"], rtol=2e-2, atol=0)

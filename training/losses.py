@@ -196,8 +196,21 @@ def monodepth2_loss(
     scales = sorted(s for (kind, s) in outputs if kind == "disp")
     if not scales:
         raise ValueError("outputs hold no ('disp', s) entries")
-    H, W = target.shape[-2:]
+    # Under AMP the networks run in half precision, but the warp's pixel coordinates (hundreds of pixels) and
+    # SSIM's E[x^2] - mu^2 lose too much in fp16/bf16, so the loss itself always runs in float32.
+    with torch.autocast(device_type=target.device.type, enabled=False):
+        return _monodepth2_loss_fp32(
+            {k: outputs[k].float() for k in outputs if k[0] == "disp"}, target.float(), sources.float(),
+            T_src_from_tgt.float(), K.float(), scales, min_depth, max_depth, alpha, smoothness_weight, automask,
+            min_reprojection, full_res_multiscale, tie_break, generator,
+        )
 
+
+def _monodepth2_loss_fp32(outputs, target, sources, T_src_from_tgt, K, scales, min_depth, max_depth, alpha,
+                          smoothness_weight, automask, min_reprojection, full_res_multiscale, tie_break, generator):
+    """Body of :func:`monodepth2_loss` on validated float32 inputs."""
+    B, S = sources.shape[:2]
+    H, W = target.shape[-2:]
     photometric_terms, smooth_terms = [], []
     logs: dict[str, torch.Tensor] = {}
     identity_full = _errors(sources, target, alpha) if automask and full_res_multiscale else None
