@@ -98,7 +98,8 @@ def generate_depth_map(calib_dir: str | os.PathLike, velo_path: str | os.PathLik
     velo = load_velodyne_points(velo_path)
     velo = velo[velo[:, 0] >= 0]
 
-    uvw = velo @ P_velo_to_img.T  # (N, 3)
+    # A contiguous (4, 3) right operand: with the transposed view OpenBLAS took ~45 ms here instead of ~0.1 ms.
+    uvw = velo @ np.ascontiguousarray(P_velo_to_img.T)  # (N, 3)
     with np.errstate(divide="ignore", invalid="ignore"):
         uv = uvw[:, :2] / uvw[:, 2:3]
     depth = velo[:, 0] if vel_depth else uvw[:, 2]
