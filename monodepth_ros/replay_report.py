@@ -1,0 +1,198 @@
+"""Reports of a replay run: ``report.json`` (every number, written atomically), ``report.png`` (per-frame plots
+drawn with matplotlib), ``panels.png`` (sample frames: image | prediction | GT | error, via
+:func:`monodepth_ros.visualize.panel_grid`) and ``report.html`` (one page tying them together).
+
+The report dict is built by :mod:`monodepth_ros.replay`; this module only renders it.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from monodepth_ros.bundle import atomic_write_bytes
+from monodepth_ros.metrics import METRIC_NAMES, format_table
+
+__all__ = ["percentiles_ms", "write_json", "plot_per_frame", "write_html", "summary_text", "json_safe"]
+
+
+def percentiles_ms(latencies_s: list[float] | np.ndarray) -> dict[str, float | int | None]:
+    """Latency samples (N,) in seconds -> {"n", "mean", "p50", "p95", "p99", "max"} in milliseconds (None if N=0)."""
+    lat = np.asarray(latencies_s, dtype=np.float64)
+    lat = lat[np.isfinite(lat)]
+    if lat.size == 0:
+        return {"n": 0, "mean": None, "p50": None, "p95": None, "p99": None, "max": None}
+    p50, p95, p99 = np.percentile(lat * 1e3, [50, 95, 99])
+    return {"n": int(lat.size), "mean": float(lat.mean() * 1e3), "p50": float(p50), "p95": float(p95),
+            "p99": float(p99), "max": float(lat.max() * 1e3)}
+
+
+def json_safe(obj):
+    """Recursively replace NaN/inf floats by None and NumPy scalars/arrays by Python ones (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(report: dict, path: str | os.PathLike) -> Path:
+    """Write ``report`` as strict JSON (NaN -> null), atomically; returns the path."""
+    path = Path(path)
+    text = json.dumps(json_safe(report), indent=2, sort_keys=False, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+    return path
+
+
+def plot_per_frame(report: dict, path: str | os.PathLike) -> Path:
+    """Per-frame figure (PNG, atomic): abs_rel and a1 per frame, the median-scaling ratio, and latency per frame
+    with dropped frames marked. Panels without data say so instead of being left out, so the layout is stable."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # no display on robots/CI; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    frames = report.get("per_frame", [])
+    t0 = frames[0]["stamp_ns"] if frames else 0
+    t_s = np.array([(f["stamp_ns"] - t0) / 1e9 for f in frames])
+
+    def col(key):
+        return np.array([np.nan if f.get(key) is None else float(f[key]) for f in frames], dtype=np.float64)
+
+    fig, axes = plt.subplots(3, 1, figsize=(10, 8.5), sharex=True)
+    title = (f"monodepth-replay ({report.get('mode', '?')}): {Path(str(report.get('bag', {}).get('path', ''))).name}"
+             f" | model {report.get('model', {}).get('name', '?')}")
+    fig.suptitle(title, fontsize=11)
+
+    ax = axes[0]
+    abs_rel, a1 = col("abs_rel"), col("a1")
+    if np.isfinite(abs_rel).any():
+        ax.plot(t_s, abs_rel, ".-", color="tab:red", label="abs_rel (lower is better)")
+        ax.set_ylabel("abs_rel")
+        ax2 = ax.twinx()
+        ax2.plot(t_s, a1, ".-", color="tab:blue", label="a1 = δ<1.25 (higher is better)")
+        ax2.set_ylabel("a1")
+        ax2.set_ylim(0, 1.02)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, loc="upper right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no ground truth scored", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title("depth error per frame", fontsize=10)
+
+    ax = axes[1]
+    ratio = col("ratio")
+    if report.get("settings", {}).get("median_scaling") and np.isfinite(ratio).any():
+        ax.plot(t_s, ratio, ".-", color="tab:green")
+        ax.set_ylabel("median(gt)/median(pred)")
+        ax.set_title("median-scaling ratio per frame (a steady ratio = a consistent scale)", fontsize=10)
+    else:
+        ax.text(0.5, 0.5, "median scaling off (metric/fixed scale)", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_title("scale ratio", fontsize=10)
+
+    ax = axes[2]
+    lat = col("latency_ms")
+    dropped = np.array([bool(f.get("dropped")) for f in frames], dtype=bool)
+    if np.isfinite(lat).any():
+        ax.plot(t_s, lat, ".-", color="tab:purple", label=report.get("latency", {}).get("what", "latency"))
+    if dropped.any():
+        ymark = np.nanmax(lat) if np.isfinite(lat).any() else 1.0
+        ax.plot(t_s[dropped], np.full(int(dropped.sum()), ymark), "x", color="black",
+                label=f"dropped ({int(dropped.sum())})")
+    if np.isfinite(lat).any() or dropped.any():
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylabel("ms")
+    ax.set_xlabel("time since first frame (s, from image stamps)")
+    ax.set_title("latency per frame", fontsize=10)
+    for a in axes:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def summary_text(report: dict) -> str:
+    """The console summary: the metric table (papers' layout), scale statistics, latency, rate and drops."""
+    lines = []
+    m = report.get("metrics")
+    if m:
+        lines.append(format_table(m))
+        sc = report.get("scale", {})
+        if report.get("settings", {}).get("median_scaling"):
+            lines.append(f"median scaling: ratio mean {_fmt(sc.get('ratio_mean'))}, std {_fmt(sc.get('ratio_std'))}"
+                         f" (std/median {_fmt(sc.get('ratio_std_rel'))})")
+        else:
+            lines.append("no median scaling (model scale policy is metric/fixed, or --no-median-scaling)")
+    else:
+        lines.append("no ground truth scored (no GT topic given, or no frame matched)")
+    fr = report.get("frames", {})
+    lat = report.get("latency", {})
+    rate = report.get("rate_hz", {})
+    lines.append(f"frames: {fr.get('input')} in, {fr.get('with_depth')} with depth, {fr.get('with_points')} with "
+                 f"points, {fr.get('scored')} scored; dropped {fr.get('dropped')} "
+                 f"({_fmt(100.0 * (fr.get('drop_rate') or 0.0), 1)} %)")
+    lines.append(f"latency ({lat.get('what', '?')}): p50 {_fmt(lat.get('p50'), 1)} ms, p95 {_fmt(lat.get('p95'), 1)}"
+                 f" ms, p99 {_fmt(lat.get('p99'), 1)} ms")
+    lines.append(f"rate: input {_fmt(rate.get('input'), 2)} Hz, achieved {_fmt(rate.get('achieved'), 2)} Hz")
+    return "\n".join(lines)
+
+
+def write_html(report: dict, path: str | os.PathLike) -> Path:
+    """One self-contained page (images linked relative to it): summary table, plots, sample panels, settings."""
+    path = Path(path)
+    outs = report.get("outputs", {})
+
+    def rel(key):
+        p = outs.get(key)
+        return html.escape(os.path.relpath(p, path.parent)) if p else None
+
+    m = report.get("metrics") or {}
+    head = "".join(f"<th>{n}</th>" for n in METRIC_NAMES)
+    row = "".join(f"<td>{_fmt(m.get(n))}</td>" for n in METRIC_NAMES) if m else \
+        f"<td colspan='{len(METRIC_NAMES)}'>no ground truth scored</td>"
+    imgs = ""
+    for key, caption in (("report_png", "per-frame metrics"), ("panels_png", "sample frames")):
+        if rel(key):
+            imgs += f"<h2>{caption}</h2><img src='{rel(key)}' style='max-width:100%'>\n"
+    settings = html.escape(json.dumps(json_safe({k: report.get(k) for k in ("mode", "bag", "model", "settings",
+                                                                            "frames", "latency", "rate_hz",
+                                                                            "scale", "outputs")}), indent=2))
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>monodepth-replay report</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #999;padding:4px 10px;text-align:right}} pre{{background:#f4f4f4;padding:1em}}</style>
+</head><body>
+<h1>monodepth-replay report</h1>
+<table><tr>{head}</tr><tr>{row}</tr></table>
+<pre>{html.escape(summary_text(report))}</pre>
+{imgs}
+<h2>details</h2><pre>{settings}</pre>
+</body></html>
+"""
+    atomic_write_bytes(path, page.encode("utf-8"))
+    return path
