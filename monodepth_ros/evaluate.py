@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"need 0 < --min-depth < --max-depth, got {args.min_depth}, {args.max_depth}")
     try:
         return _run(args)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: backend unavailable
         print(f"monodepth-eval: error: {e}", file=sys.stderr)
         return 1
 

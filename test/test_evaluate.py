@@ -272,3 +272,14 @@ def test_cli_runs_on_the_synthetic_worlds_kitti_output(tmp_path, capsys):
     assert report["gt"] == "improved" and report["n_images"] == len(entries)
     assert all(np.isfinite(report["metrics"][k]) for k in METRIC_NAMES)
     assert cv2.imread(str(out / "panels.png")) is not None
+
+
+def test_cli_rejects_a_model_without_metadata(tmp_path, capsys):
+    data, split = make_kitti_folder(tmp_path / "kitti", n_frames=1)
+    model = write_gray_to_disp_onnx(tmp_path / "m.onnx")
+    stripped = onnx.load(str(model))
+    del stripped.metadata_props[:]
+    onnx.save(stripped, str(model))
+    assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(tmp_path)]) == 1
+    assert "metadata" in capsys.readouterr().err
+    assert not (tmp_path / "metrics.json").exists()
