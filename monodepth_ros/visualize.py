@@ -127,8 +127,8 @@ def panel_grid(rows: Sequence[PanelRow | tuple], out_path: str | os.PathLike, ti
         gt_show, err_show = gt, err
         if np.mean(np.isfinite(gt) & (gt > 0)) < 0.2:
             gt_show, err_show = _splat_sparse(gt, 2), _splat_error(err, 2)
-        valid_err = err[np.isfinite(err)]
-        err_text = f"abs rel err 0..{max_err:g}" + (f" (mean {valid_err.mean():.3f})" if valid_err.size else "")
+        # No mean in the label: this map covers every GT pixel (no crop, no cap), unlike the metrics.
+        err_text = f"abs rel error, 0..{max_err:g}"
         tiles = [
             (np.ascontiguousarray(rgb[..., :3], dtype=np.uint8), row.label or f"image {i}"),
             (colorize_depth(pred, min_m, max_m), "prediction"),
