@@ -41,7 +41,7 @@ from monodepth_ros.pointcloud import depth_to_cloud_buffer, make_pointcloud2
 from monodepth_ros.scale_policy import POLICIES, GroundPlaneScale, disp_to_scaled_depth
 from monodepth_ros.sync import StampSynchronizer, stamp_to_ns
 
-__all__ = ["PARAMETERS", "ParamSpec", "DepthNode", "ModelStartupError", "main"]
+__all__ = ["PARAMETERS", "TOPICS", "ParamSpec", "DepthNode", "ModelStartupError", "main"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               lo=0.0, hi=600.0),
 )
 PARAM_BY_NAME = {p.name: p for p in PARAMETERS}
+# Relative topic names (remap targets); image/compressed follows the resolved `image`.
+TOPICS = ("image", "camera_info", "depth", "depth/camera_info", "points", "depth/colored")
 
 
 class ModelStartupError(RuntimeError):
