@@ -215,3 +215,60 @@ def test_export_command_line_writes_the_npz(tmp_path, capsys):
     assert len(kitti_gt.load_gt_npz(out)) == 2
     assert kitti_gt.main(["--data", str(tmp_path / "nowhere"), "--split", str(split), "--out", str(out)]) == 1
     assert "calibration file not found" in capsys.readouterr().err
+
+
+# Published KITTI raw calibration of 2011_09_26 (numbers from calib_cam_to_cam.txt / calib_velo_to_cam.txt).
+KITTI_0926 = {
+    "R_rect_00": [9.999239e-01, 9.837760e-03, -7.445048e-03, -9.869795e-03, 9.999421e-01, -4.278459e-03,
+                  7.402527e-03, 4.351614e-03, 9.999631e-01],
+    "P_rect_02": [7.215377e02, 0.0, 6.095593e02, 4.485728e01, 0.0, 7.215377e02, 1.728540e02, 2.163791e-01,
+                  0.0, 0.0, 1.0, 2.745884e-03],
+    "R": [7.533745e-03, -9.999714e-01, -6.166020e-04, 1.480249e-02, 7.280733e-04, -9.998902e-01,
+          9.998621e-01, 7.523790e-03, 1.480755e-02],
+    "T": [-4.069766e-03, -7.631618e-02, -2.717806e-01],
+}  # fmt: skip
+
+
+def reference_depth_map(P_velo_to_img, shape, velo_xyz, vel_depth):
+    """Independent, loop-based re-statement of the reference procedure (per-point dictionary, no NumPy tricks)."""
+    H, W = shape
+    best = {}
+    for x, y, z in velo_xyz:
+        if x < 0:
+            continue
+        u, v, w = P_velo_to_img @ np.array([x, y, z, 1.0])
+        col, row = int(round(u / w)) - 1, int(round(v / w)) - 1
+        if 0 <= col < W and 0 <= row < H:
+            d = x if vel_depth else w
+            best[(row, col)] = min(best.get((row, col), np.inf), d)
+    out = np.zeros(shape)
+    for (row, col), d in best.items():
+        out[row, col] = max(d, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("vel_depth", [True, False])
+def test_projection_matches_a_loop_reference_on_real_kitti_calibration(tmp_path, vel_depth):
+    calib_dir = tmp_path / "2011_09_26"
+    calib_dir.mkdir()
+    kitti.write_calib_file(calib_dir / "calib_cam_to_cam.txt",
+                           {"S_rect_02": np.array([1242.0, 375.0]), "R_rect_00": np.array(KITTI_0926["R_rect_00"]),
+                            "P_rect_02": np.array(KITTI_0926["P_rect_02"])})
+    kitti.write_calib_file(calib_dir / "calib_velo_to_cam.txt",
+                           {"R": np.array(KITTI_0926["R"]), "T": np.array(KITTI_0926["T"])})
+    rng = np.random.default_rng(11)
+    # An HDL-64-like cloud: rings of points around the car, plus repeated directions at other ranges so
+    # that many pixels receive several points.
+    az = rng.uniform(-np.pi, np.pi, 6000)
+    el = rng.uniform(-0.43, 0.03, 6000)
+    rng_m = rng.uniform(0.5, 90, 6000)
+    pts = np.stack([rng_m * np.cos(el) * np.cos(az), rng_m * np.cos(el) * np.sin(az), rng_m * np.sin(el)], 1)
+    pts = np.concatenate([pts, pts[:2000] * rng.uniform(0.3, 0.9, (2000, 1))])
+    stored = write_scan(tmp_path / "scan.bin", pts)
+    P, shape = kitti_gt.velo_to_image_projection(calib_dir)
+    assert shape == (375, 1242)
+    expected = reference_depth_map(P, shape, stored, vel_depth)
+    got = kitti_gt.generate_depth_map(calib_dir, tmp_path / "scan.bin", vel_depth=vel_depth)
+    assert np.count_nonzero(expected) > 300
+    np.testing.assert_array_equal(got > 0, expected > 0)  # the same pixels ...
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)  # ... and depths up to summation order
