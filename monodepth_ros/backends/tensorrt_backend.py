@@ -179,6 +179,11 @@ def make_entropy_calibrator(batches: CalibrationBatches | None, cache_path: str 
     """
     import tensorrt as trt
 
+    if not hasattr(trt, "IInt8EntropyCalibrator2"):  # implicit INT8 calibration is gone after TensorRT 10
+        raise RuntimeError(
+            f"TensorRT {trt.__version__} has no IInt8EntropyCalibrator2: export with --format ort-int8 and build "
+            "the engine from that INT8 QDQ ONNX (explicit quantisation) instead"
+        )
     cudart = import_cudart()
     cache_path = Path(cache_path)
 
