@@ -283,3 +283,14 @@ def test_cli_rejects_a_model_without_metadata(tmp_path, capsys):
     assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(tmp_path)]) == 1
     assert "metadata" in capsys.readouterr().err
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_panel_grows_sparse_lidar_gt_for_display_only(tmp_path):
+    gt = gt_depth_m().astype(np.float32)
+    sparse = np.where(np.random.default_rng(2).random(gt.shape) < 0.03, gt, 0.0).astype(np.float32)
+    rgb = np.zeros((RAW_H, RAW_W, 3), np.uint8)
+    grid = panel_grid([(rgb, gt, sparse)], tmp_path / "p.png", tile_width=RAW_W)
+    gt_tile = grid[24:, 2 * RAW_W : 3 * RAW_W]
+    lit = np.mean(gt_tile.sum(axis=-1) > 0)
+    assert lit > 5 * 0.03  # 2-px blobs instead of isolated pixels
+    assert np.mean(sparse > 0) < 0.04  # the GT array itself is untouched
