@@ -244,8 +244,7 @@ def test_panel_grid_layout_and_error_column(tmp_path):
 
 
 def test_cli_runs_on_the_synthetic_worlds_kitti_output(tmp_path, capsys):
-    writers = pytest.importorskip("monodepth_ros.synthetic.writers")
-    from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
+    from monodepth_ros.synthetic import SynthConfig, SyntheticWorld, writers
 
     world = SyntheticWorld(SynthConfig(width=320, height=96, seed=4))
     data = tmp_path / "synth"
