@@ -8,8 +8,8 @@ convolutions / pooling:
 
 GroupNorm throughout, ELU activations, residual blocks in the encoder, skip connections and coarse-to-fine
 inverse-depth outputs (each coarser prediction, upsampled, feeds the next finer decoder stage) in the decoder.
-``version="01"`` is the paper's PackNet01 (128.3 M parameters with d=8, the paper reports 128 M); ``version="slim"`` keeps the topology with a
-quarter of the widths for CPU experiments.
+``version="01"`` is the paper's PackNet01 (128.3 M parameters with d=8 volumes per 3D conv; the paper reports
+128 M); ``version="slim"`` keeps the topology with a quarter of the widths for CPU experiments.
 
 Export notes (why the layers look like this): zero padding is done by the convolutions themselves, never by a
 separate ``Pad`` node (TensorRT 7 rejected ONNX Pad with non-initializer pads); the 3D convolutions are 5D ``Conv``
@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from monodepth_training.networks.monodepth2 import normalize_rgb01
+from monodepth_training.networks.registry import register_depth_net
 
 # Paper widths (PackNet01, Table 1 of the paper): stem, then encoder stages 1..5.
 _WIDTHS = {"01": (64, 64, 64, 128, 256, 512), "slim": (16, 16, 16, 32, 64, 128)}
@@ -135,24 +137,21 @@ class InvDepthHead(nn.Module):
         return torch.sigmoid(self.conv(x))
 
 
+@register_depth_net("packnet")
 class PackNet(nn.Module):
     """PackNet depth network, registry contract: forward(rgb01 (B, 3, H, W) in [0, 1]) ->
     {("disp", s): sigmoid (B, 1, H/2^s, W/2^s)} for s in 0..3.  H and W must be multiples of 32.
 
     ``version``: "01" (paper, default) or "slim" (quarter widths). ``d``: number of 3D-conv feature volumes
-    (8 in the paper: with d=8 the parameter count is the paper's 128 M). ``mean``/``std``: input normalisation, applied inside the network. The paper trains from
-    scratch (no ImageNet weights), so there is no ``pretrained_path``.
+    (8: with it the parameter count matches the paper's 128 M). Input normalisation (Monodepth2's constants) is
+    inside the network. The paper trains from scratch (no ImageNet weights), so there is no ``pretrained_path``.
     """
 
-    def __init__(self, version: str = "01", d: int = 8, dropout: float = 0.0,
-                 mean: tuple[float, float, float] = (0.45, 0.45, 0.45),
-                 std: tuple[float, float, float] = (0.225, 0.225, 0.225)):
+    def __init__(self, version: str = "01", d: int = 8, dropout: float = 0.0):
         super().__init__()
         if version not in _WIDTHS:
             raise ValueError(f"unknown PackNet version {version!r}; choose one of {sorted(_WIDTHS)}")
         self.version = version
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         n0, n1, n2, n3, n4, n5 = _WIDTHS[version]
 
         self.stem = ConvGNELU(3, n0, 5)
@@ -185,7 +184,7 @@ class PackNet(nn.Module):
             raise ValueError(f"PackNet expects (B, 3, H, W) RGB, got {tuple(rgb01.shape)}")
         if rgb01.shape[-2] % 32 or rgb01.shape[-1] % 32:
             raise ValueError(f"PackNet needs H, W multiples of 32, got {tuple(rgb01.shape[-2:])}")
-        x = (rgb01 - self.mean) / self.std
+        x = normalize_rgb01(rgb01)
 
         x0 = self.stem(x)                      # 1/1
         x1p = self.pack1(self.conv1(x0))       # 1/2
