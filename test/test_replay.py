@@ -1,0 +1,275 @@
+"""monodepth-replay end to end: in-process scoring equals the evaluation code on the same frames, the real node
+over DDS answers >= 90 % of a 10 Hz bag, lidar GT works through the CLI, bad bags exit 2 with one line.
+
+Data: a synthetic-world bag (160x64) and a tiny ONNX depth model built here (a 3x3 conv + sigmoid mapped to
+Monodepth2's disparity range), carrying the exporter's metadata so every backend check runs on it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from monodepth_ros import replay
+from monodepth_ros.backends import OnnxRuntimeBackend
+from monodepth_ros.geometry import backproject, invert_pose
+from monodepth_ros.metrics import METRIC_NAMES, evaluate_depth
+from monodepth_ros.replay import ReplayConfig, run_replay
+
+W_PX, H_PX = 160, 64
+N_FRAMES = 20  # 2 s at the synthetic world's 10 Hz
+IMG, INFO, GT = "/camera/image_raw", "/camera/camera_info", "/camera/depth_gt"
+OUT_TOPICS = {"/camera/depth": "sensor_msgs/msg/Image", "/camera/depth/camera_info": "sensor_msgs/msg/CameraInfo",
+              "/camera/points": "sensor_msgs/msg/PointCloud2", "/camera/depth/colored": "sensor_msgs/msg/Image"}
+TS = get_typestore(Stores.ROS2_KILTED)
+T_CAM_FROM_LIDAR = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, -0.3], [1.0, 0.0, 0.0, -0.2], [0, 0, 0, 1.0]])
+
+
+def make_tiny_onnx(path: Path, scale_policy: str = "relative", min_depth: float = 0.1, max_depth: float = 100.0):
+    """A (1,3,H,W) -> (1,1,H,W) disparity model: conv3x3 -> sigmoid -> [1/max_depth, 1/min_depth]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array((rng.normal(size=(1, 3, 3, 3)) * 0.5).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([-1.0], np.float32), "b"),
+        numpy_helper.from_array(np.array(1 / min_depth - 1 / max_depth, np.float32), "k"),
+        numpy_helper.from_array(np.array(1 / max_depth, np.float32), "o"),
+    ]
+    nodes = [helper.make_node("Conv", ["rgb", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["s", "k"], ["m"]),
+             helper.make_node("Add", ["m", "o"], ["disp"])]
+    graph = helper.make_graph(nodes, "tiny",
+                              [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, H_PX, W_PX])],
+                              [helper.make_tensor_value_info("disp", TensorProto.FLOAT, [1, 1, H_PX, W_PX])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = {"height": H_PX, "width": W_PX, "min_depth": min_depth, "max_depth": max_depth,
+            "scale_policy": scale_policy, "scale": 1.0, "mean": [0.45] * 3, "std": [0.225] * 3,
+            "intrinsics_norm": None, "source_sha256": "0" * 64, "depth_net": "tiny_test"}
+    helper.set_model_props(model, {"monodepth_ros": json.dumps(meta)})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def world():
+    from monodepth_ros.synthetic.world import SynthConfig, SyntheticWorld
+
+    return SyntheticWorld(SynthConfig(width=W_PX, height=H_PX, seed=1))
+
+
+@pytest.fixture(scope="module")
+def synth_bag(world, tmp_path_factory):
+    from monodepth_ros.synthetic.writers import write_bag
+
+    return write_bag(world, tmp_path_factory.mktemp("bag") / "drive", N_FRAMES, storage="mcap")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def in_process_report(synth_bag, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("replay_inproc")
+    return run_replay(ReplayConfig(bag=synth_bag, out_dir=out, model=tiny_model, gt_topic=GT, quiet=True)), out
+
+
+def _bag_counts(bag: Path) -> dict[str, tuple[str, int]]:
+    with AnyReader([bag]) as r:
+        return {name: (t.msgtype, t.msgcount) for name, t in r.topics.items()}
+
+
+def _stamps(bag: Path, topic: str) -> set[int]:
+    with AnyReader([bag]) as r:
+        return {t for _, t, _ in r.messages(connections=[c for c in r.connections if c.topic == topic])}
+
+
+def test_in_process_metrics_equal_the_evaluation_code_on_the_same_frames(in_process_report, world, tiny_model):
+    report, _ = in_process_report
+    backend = OnnxRuntimeBackend(tiny_model)
+    gts, preds = [], []
+    for i in range(N_FRAMES):  # straight from the renderer: independent of the bag reader
+        f = world.render(i)
+        gts.append(f.depth_m)
+        preds.append(backend.infer(f.rgb, out_size=f.depth_m.shape))
+    ref = evaluate_depth(gts, preds, median_scaling=True, crop=None)
+    assert report["frames"]["scored"] == N_FRAMES and report["settings"]["median_scaling"] is True
+    for name in METRIC_NAMES:
+        assert report["metrics"][name] == pytest.approx(ref.metrics[name], abs=1e-6, rel=1e-6), name
+    assert report["scale"]["ratio_mean"] == pytest.approx(ref.ratio_mean, rel=1e-6)
+    assert report["scale"]["ratio_std"] == pytest.approx(ref.ratio_std, rel=1e-6, abs=1e-9)
+    per_frame_abs_rel = [f["abs_rel"] for f in report["per_frame"]]
+    np.testing.assert_allclose(per_frame_abs_rel, [p["abs_rel"] for p in ref.per_image], rtol=1e-6)
+
+
+def test_in_process_writes_output_bag_and_reports(in_process_report):
+    report, out = in_process_report
+    counts = _bag_counts(out / "replay_bag")
+    expected = {IMG: "sensor_msgs/msg/Image", INFO: "sensor_msgs/msg/CameraInfo", GT: "sensor_msgs/msg/Image",
+                **OUT_TOPICS}
+    assert counts == {t: (typ, N_FRAMES) for t, typ in expected.items()}
+    assert _stamps(out / "replay_bag", "/camera/points") == _stamps(out / "replay_bag", IMG)
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["metrics"] == pytest.approx(report["metrics"])
+    assert on_disk["frames"]["dropped"] == 0 and on_disk["latency"]["p50"] > 0
+    for name in ("report.png", "panels.png"):
+        img = cv2.imread(str(out / name))
+        assert img is not None and img.shape[0] > 200 and img.shape[1] > 400, name
+    assert "abs_rel" in (out / "report.html").read_text()
+
+
+@pytest.mark.ros
+def test_through_node_answers_90_percent_of_frames_at_the_recorded_rate(synth_bag, tiny_model, tmp_path,
+                                                                        in_process_report, ros_subprocess_env):
+    report = run_replay(ReplayConfig(bag=synth_bag, out_dir=tmp_path, model=tiny_model, gt_topic=GT,
+                                     through_node=True, domain_id=int(ros_subprocess_env["ROS_DOMAIN_ID"]),
+                                     quiet=True))
+    fr = report["frames"]
+    assert fr["input"] == N_FRAMES
+    assert fr["dropped"] == N_FRAMES - fr["with_depth"] and fr["drop_rate"] == fr["dropped"] / N_FRAMES
+    counts = _bag_counts(tmp_path / "replay_bag")
+    in_stamps = _stamps(tmp_path / "replay_bag", IMG)
+    assert len(in_stamps) == N_FRAMES
+    for topic in ("/camera/depth", "/camera/points"):
+        got = _stamps(tmp_path / "replay_bag", topic)
+        assert got <= in_stamps and len(got) >= 0.9 * N_FRAMES, (topic, len(got))
+        assert counts[topic][0] == OUT_TOPICS[topic]
+    assert report["rate_hz"]["input"] == pytest.approx(10.0, rel=0.1)
+    assert report["rate_hz"]["achieved"] == pytest.approx(10.0, rel=0.2)
+    assert 0 < report["latency"]["p50"] <= report["latency"]["p99"] < 1000
+    assert report["node"]["exit_code"] == 0
+    # The node runs the same model: its depth scores like the in-process backend, frame by frame.
+    ref = {f["index"]: f["abs_rel"] for f in in_process_report[0]["per_frame"]}
+    for f in report["per_frame"]:
+        if f["abs_rel"] is not None:
+            assert f["abs_rel"] == pytest.approx(ref[f["index"]], rel=1e-4), f["index"]
+
+
+def _image(stamp_ns, arr, encoding):
+    h, w = arr.shape[:2]
+    T = TS.types
+    hdr = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9,
+                                                                         nanosec=stamp_ns % 10**9),
+                                   frame_id="camera_optical_frame")
+    data = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
+    return T["sensor_msgs/msg/Image"](header=hdr, height=h, width=w, encoding=encoding, is_bigendian=0,
+                                      step=data.size // h, data=data)
+
+
+def test_lidar_gt_replay_scores_the_projected_cloud(world, synth_bag, tiny_model, tmp_path):
+    """Bag = the synthetic images + a sparse 'lidar' cloud sampled from the rendered depth, 10 ms off the image
+    stamps. Scores must equal the evaluation of the same sparse depth taken straight from the renderer."""
+    T = TS.types
+    n = 5
+    PF = T["sensor_msgs/msg/PointField"]
+    fields = [PF(name=nm, offset=4 * i, datatype=7, count=1) for i, nm in enumerate("xyz")]
+    T_lidar_from_cam = invert_pose(T_CAM_FROM_LIDAR)
+    gts, preds = [], []
+    backend = OnnxRuntimeBackend(tiny_model)
+    bag = tmp_path / "lidar_bag"
+    with AnyReader([synth_bag]) as src, Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {c.topic: w.add_connection(c.topic, c.msgtype, typestore=TS) for c in src.connections
+                 if c.topic in (IMG, INFO)}
+        c_pts = w.add_connection("/points", "sensor_msgs/msg/PointCloud2", typestore=TS)
+        for c, t_ns, raw in src.messages(connections=[c for c in src.connections if c.topic in conns]):
+            w.write(conns[c.topic], t_ns, raw)
+        for i in range(n):
+            f = world.render(i)
+            mask = np.isfinite(f.depth_m) & (f.depth_m < 80)
+            mask[:, 1::2] = False
+            sparse = np.where(mask, f.depth_m, 0.0).astype(np.float32)
+            pts = backproject(sparse, f.K)[mask] @ T_lidar_from_cam[:3, :3].T + T_lidar_from_cam[:3, 3]
+            s = round(f.stamp_s * 1e9) + 10_000_000
+            hdr = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=s // 10**9, nanosec=s % 10**9),
+                                           frame_id="lidar")
+            data = pts.astype("<f4").reshape(-1).view(np.uint8)
+            cloud = T["sensor_msgs/msg/PointCloud2"](header=hdr, height=1, width=len(pts), fields=fields,
+                                                    is_bigendian=False, point_step=12, row_step=12 * len(pts),
+                                                    data=data, is_dense=True)
+            w.write(c_pts, s, TS.serialize_cdr(cloud, cloud.__msgtype__))
+            gts.append(sparse)
+            preds.append(backend.infer(f.rgb, out_size=sparse.shape))
+    extr = tmp_path / "T_cam_from_lidar.yaml"
+    extr.write_text(yaml.safe_dump({"T_cam_from_lidar": T_CAM_FROM_LIDAR.tolist()}))
+    out = tmp_path / "out"
+    rc = replay.main(["--bag", str(bag), "--model", str(tiny_model), "--lidar-topic", "/points",
+                      "--extrinsics", str(extr), "--max-frames", str(n), "--out", str(out), "--quiet"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    ref = evaluate_depth(gts, preds, median_scaling=True, crop=None)
+    assert report["frames"]["scored"] == n and report["settings"]["gt"]["kind"] == "lidar"
+    for name in METRIC_NAMES:
+        assert report["metrics"][name] == pytest.approx(ref.metrics[name], rel=1e-4, abs=1e-6), name
+    assert _bag_counts(out / "replay_bag")["/points"] == ("sensor_msgs/msg/PointCloud2", n)
+
+
+def test_metric_model_is_scored_without_median_scaling(synth_bag, tmp_path):
+    model = make_tiny_onnx(tmp_path / "metric.onnx", scale_policy="metric")
+    report = run_replay(ReplayConfig(bag=synth_bag, out_dir=tmp_path / "out", model=model, gt_topic=GT,
+                                     max_frames=3, quiet=True))
+    assert report["settings"]["median_scaling"] is False
+    assert report["frames"]["input"] == 3 and report["scale"]["ratio_mean"] != report["scale"]["ratio_mean"]  # NaN
+    assert all(f["ratio"] == 1.0 for f in report["per_frame"])
+
+
+# ---- bad input: exit code 2, one line, no traceback ------------------------------------------------------------
+def test_cli_missing_topic_exits_2_with_one_line_listing_the_topics(synth_bag, tiny_model, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "monodepth_ros.replay", "--bag", str(synth_bag), "--model", str(tiny_model),
+         "--image-topic", "/front/image", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("monodepth-replay: error: image topic '/front/image' is not in bag")
+    for topic in (IMG, INFO, GT, "/odom"):
+        assert topic in lines[0]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty_bag", "gt_missing"])
+def test_cli_bad_bags_exit_2_with_one_line(synth_bag, tiny_model, tmp_path, capsys, damage):
+    import shutil
+
+    bag = tmp_path / "bag"
+    args = []
+    if damage == "empty_bag":
+        with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+            w.add_connection(IMG, "sensor_msgs/msg/Image", typestore=TS)
+        expect = "is empty"
+    else:
+        shutil.copytree(synth_bag, bag)
+        if damage == "truncated":
+            f = next(bag.glob("*.mcap"))
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+            expect = "corrupted or truncated"
+        else:
+            args = ["--gt-topic", "/camera/depth"]
+            expect = "depth GT topic '/camera/depth' is not in bag"
+    rc = replay.main(["--bag", str(bag), "--model", str(tiny_model), "--out", str(tmp_path / "out"), "--quiet",
+                      *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and expect in err, err
+    assert "topics in the bag:" in err
+
+
+def test_missing_default_model_tells_the_user_to_pass_model(synth_bag, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(replay, "default_model_path", lambda: tmp_path / "models" / "default.onnx")
+    rc = replay.main(["--bag", str(synth_bag), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "pass --model" in err and "default model is not installed" in err
