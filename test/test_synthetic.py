@@ -352,3 +352,14 @@ def test_cli_rejects_bad_arguments_with_clear_message(tmp_path, capsys, args, me
         synth_main(["--out", str(tmp_path / "x"), *args])
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_preview_writes_frame_above_its_depth(tmp_path):
+    from monodepth_ros.synthetic import preview
+
+    assert preview.main(["--out", str(tmp_path / "p.png"), "--index", "3"]) == 0
+    img = kitti.load_rgb(tmp_path / "p.png")
+    assert img.shape == (384, 640, 3)
+    frame = SyntheticWorld(SynthConfig(moving_objects=True)).render(3)
+    np.testing.assert_array_equal(img[:192], frame.rgb)
+    assert (img[192:][~np.isfinite(frame.depth_m)] == 0).all(), "sky (inf depth) is black in the depth panel"

@@ -13,22 +13,14 @@ import numpy as np
 
 from monodepth_ros.bundle import atomic_write_bytes
 from monodepth_ros.synthetic.world import SynthConfig, SyntheticWorld
-
-
-def depth_to_colour(depth_m: np.ndarray, min_m: float = 2.0, max_m: float = 80.0) -> np.ndarray:
-    """Depth (H, W) metres -> (H, W, 3) uint8 RGB, magma on inverse depth (near = bright); sky/inf = black."""
-    disp = 1.0 / np.clip(depth_m, min_m, max_m)
-    scaled = (disp - 1.0 / max_m) / (1.0 / min_m - 1.0 / max_m)
-    grey = np.round(np.clip(scaled, 0.0, 1.0) ** 0.5 * 255).astype(np.uint8)
-    rgb = cv2.applyColorMap(grey, cv2.COLORMAP_MAGMA)[..., ::-1].copy()
-    rgb[~np.isfinite(depth_m)] = 0
-    return rgb
+from monodepth_ros.visualize import colorize_depth
 
 
 def preview_image(world: SyntheticWorld, index: int) -> np.ndarray:
     """Frame ``index`` above its depth, (2H, W, 3) uint8 RGB."""
     f = world.render(index)
-    return np.vstack([f.rgb, depth_to_colour(f.depth_m)])
+    # The project's fixed depth colour map (the node's depth/colored uses it too): comparable across pictures.
+    return np.vstack([f.rgb, colorize_depth(f.depth_m, min_m=2.0, max_m=80.0)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--index", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--moving-objects", action="store_true", default=True)
+    p.add_argument("--no-moving-objects", dest="moving_objects", action="store_false",
+                   help="leave out the moving cars (shown by default)")  # fmt: skip
     args = p.parse_args(argv)
     world = SyntheticWorld(SynthConfig(seed=args.seed, moving_objects=args.moving_objects))
     ok, buf = cv2.imencode(".png", preview_image(world, args.index)[..., ::-1])
