@@ -328,7 +328,8 @@ class DepthNode(Node):
         try:
             rgb = compressed_to_rgb(img_msg) if isinstance(img_msg, CompressedImage) else image_msg_to_rgb(img_msg)
         except ValueError as e:
-            self.report_problem("image", f"image on {self.resolve_topic_name('image')} skipped: {e}")
+            topic = self.resolve_topic_name("image") + ("/compressed" if self.p["use_compressed"] else "")
+            self.report_problem("image", f"image on {topic} skipped: {e}")
             return
         H, W = rgb.shape[:2]
         if info_msg.width and info_msg.height and (info_msg.width, info_msg.height) != (W, H):

@@ -339,11 +339,13 @@ def test_bad_input_is_logged_and_diagnosed_and_next_good_frame_is_served(node, m
     log_offset = len(proc.log_path.read_text())
     image_msg, info_msg, log_text, diag_key = make_bad(c)
     c.send(image_msg, info_msg)
+    # Wait for the report before the good frame: the node keeps only the newest frame, so a good frame sent
+    # right behind the bad one could replace it before the worker looks at it.
+    assert c.spin_until(lambda: log_text in proc.log_path.read_text()[log_offset:], 5.0, proc), \
+        proc.log_path.read_text()[log_offset:]
     ns, _ = c.send_good(4)
     c.wait_outputs(ns, proc)
     assert proc.poll() is None
-    assert c.spin_until(lambda: log_text in proc.log_path.read_text()[log_offset:], 5.0), \
-        proc.log_path.read_text()[log_offset:]
     assert c.spin_until(lambda: int(c.latest_diag_values().get(diag_key, "0")) > 0, 3.0), c.latest_diag_values()
 
 
@@ -378,7 +380,7 @@ def test_diagnostics_report_rates_latency_drops_and_backend(node):
     assert 0 < float(values["latency_p50_ms"]) <= float(values["latency_p99_ms"]) < 5000
 
 
-def test_compressed_images_are_decoded(tiny_model, ros_subprocess_env, tmp_path):
+def test_compressed_images_are_decoded_and_undecodable_ones_reported(tiny_model, ros_subprocess_env, tmp_path):
     from sensor_msgs.msg import CompressedImage
 
     proc = start_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/camc", "qos:=reliable",
@@ -387,6 +389,12 @@ def test_compressed_images_are_decoded(tiny_model, ros_subprocess_env, tmp_path)
     try:
         c = Client("/camc", compressed=True)
         c.wait_connected(proc)
+        stamp, _ = c.next_stamp()
+        junk = CompressedImage(format="jpeg", data=b"\xff\xd8 not really a jpeg")
+        junk.header.stamp, junk.header.frame_id = stamp, FRAME_ID
+        c.send(junk, c.info_msg(stamp))
+        assert c.spin_until(lambda: "/camc/image/compressed skipped: could not decode" in proc.log_path.read_text(),
+                            5.0, proc), proc.log_path.read_text()
         stamp, ns = c.next_stamp()
         rgb = make_rgb(8)
         msg = CompressedImage()
@@ -395,6 +403,7 @@ def test_compressed_images_are_decoded(tiny_model, ros_subprocess_env, tmp_path)
         c.send(msg, c.info_msg(stamp))
         _, _, cloud_msg = c.wait_outputs(ns, proc)
         np.testing.assert_array_equal(unpack_rgb(pointcloud2_to_array(cloud_msg)["rgb"]), rgb)
+        assert proc.poll() is None
     finally:
         if c is not None:
             c.close()

@@ -1,0 +1,265 @@
+"""Depth-node throughput over DDS: 640x192 frames at 30 Hz into the node running as its own process.
+
+For each model (ORT fp32, ORT INT8, ...) it measures, over ``--duration`` seconds after a warm-up:
+output rate, dropped frames (published - clouds received), latency p50/p99 from the image stamp to the
+receipt of the point cloud in this process, CPU% of the node process (psutil, 100 % = one core), the bare
+backend throughput (``create_backend(...).infer_disp`` in this process, before the node starts) and
+- ``delivery_ratio`` = output rate / min(input rate, bare backend rate): the share of achievable frames the
+  node delivers;
+- ``capacity_ratio`` = bare inference time / node processing time (pair received -> cloud published, p50,
+  from the node's /diagnostics): node throughput capacity over bare backend throughput; 1 - it = overhead.
+
+    python benchmarks/node_throughput.py --fp32 model.onnx --int8 model_int8.onnx
+    python benchmarks/node_throughput.py --tiny-model   # a small generated ONNX model, no trained model needed
+
+Prints a table and writes benchmarks/results/node_throughput.json (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from monodepth_ros import ros_env  # noqa: E402
+from monodepth_ros.bundle import atomic_write_bytes  # noqa: E402
+
+
+def make_frames(width: int, height: int, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """``n`` RGB frames (H, W, 3) uint8 and K (3, 3) from the synthetic world (random texture if absent)."""
+    try:
+        from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
+
+        world = SyntheticWorld(SynthConfig(width=width, height=height))
+        frames = [world.render(i) for i in range(n)]
+        return [f.rgb for f in frames], frames[0].K
+    except ImportError:
+        from monodepth_ros.geometry import denormalize_intrinsics
+
+        rng = np.random.default_rng(0)
+        K = denormalize_intrinsics(np.array([[0.58, 0, 0.5], [0, 1.92, 0.5], [0, 0, 1.0]]), width, height)
+        return [rng.integers(0, 240, (height, width, 3), dtype=np.uint8) for _ in range(n)], K
+
+
+def bare_backend(model: str, frames: list[np.ndarray], threads: int, n: int = 60) -> dict:
+    """Inference time of the backend alone on the same frames (ms per frame, p50)."""
+    from monodepth_ros.backends import create_backend
+
+    backend = create_backend(model, threads=threads or None)
+    for f in frames[:5]:
+        backend.infer_disp(f)
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        backend.infer_disp(frames[i % len(frames)])
+        times.append(time.perf_counter() - t0)
+    backend.close()
+    ms = float(np.median(times) * 1e3)
+    return {"bare_ms_p50": ms, "bare_hz": 1e3 / ms}
+
+
+def run_node(model: str, frames, K, args, domain: int) -> dict:
+    """Start the node, stream frames at args.rate for args.duration s, collect clouds and diagnostics."""
+    import psutil
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+    env = ros_env.ros_env(domain)
+    cmd = [sys.executable, "-m", "monodepth_ros.depth_node", "--ros-args",
+           "--params-file", str(REPO / "config" / "depth_node.yaml"), "-r", "__ns:=/bench",
+           "-p", f"model_path:={model}", "-p", f"threads:={args.threads}"]
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("node_throughput_bench", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    try:
+        pub_img = node.create_publisher(Image, "/bench/image", qos_profile_sensor_data)
+        pub_info = node.create_publisher(CameraInfo, "/bench/camera_info", qos_profile_sensor_data)
+        arrivals: dict[int, float] = {}
+        diags: list = []
+        node.create_subscription(PointCloud2, "/bench/points",
+                                 lambda m: arrivals.setdefault(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
+                                                               time.time()),
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+        end = time.monotonic() + 60
+        while (pub_img.get_subscription_count() == 0 or pub_info.get_subscription_count() == 0):
+            if proc.poll() is not None or time.monotonic() > end:
+                log.seek(0)
+                raise RuntimeError(f"node did not come up (rc={proc.poll()}):\n{log.read()[-3000:]}")
+            ex.spin_once(timeout_sec=0.05)
+
+        h, w = frames[0].shape[:2]
+        msgs = []
+        for rgb in frames:
+            m = Image(height=h, width=w, encoding="rgb8", is_bigendian=False, step=w * 3)
+            m.header.frame_id = "camera_optical_frame"
+            m.data = rgb.tobytes()
+            msgs.append(m)
+        info = CameraInfo(height=h, width=w, distortion_model="plumb_bob", d=[0.0] * 5)
+        info.header.frame_id = "camera_optical_frame"
+        info.k = [float(v) for v in np.asarray(K).ravel()]
+        info.p = [float(K[0, 0]), 0.0, float(K[0, 2]), 0.0, 0.0, float(K[1, 1]), float(K[1, 2]), 0.0, 0, 0, 1.0, 0]
+
+        sent: list[int] = []
+        stop = threading.Event()
+        measuring = threading.Event()
+
+        def publish_loop():
+            period = 1.0 / args.rate
+            t_next = time.monotonic()
+            i = 0
+            while not stop.is_set():
+                ns = time.time_ns()
+                msg = msgs[i % len(msgs)]
+                msg.header.stamp.sec, msg.header.stamp.nanosec = ns // 10**9, ns % 10**9
+                info.header.stamp = msg.header.stamp
+                pub_info.publish(info)
+                pub_img.publish(msg)
+                if measuring.is_set():
+                    sent.append(ns)
+                i += 1
+                t_next += period
+                time.sleep(max(0.0, t_next - time.monotonic()))
+
+        ps = psutil.Process(proc.pid)
+        pub_thread = threading.Thread(target=publish_loop, daemon=True)
+        pub_thread.start()
+        warm_end = time.monotonic() + args.warmup
+        while time.monotonic() < warm_end:
+            ex.spin_once(timeout_sec=0.01)
+        ps.cpu_percent(None)
+        measuring.set()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < args.duration:
+            ex.spin_once(timeout_sec=0.01)
+            if proc.poll() is not None:
+                raise RuntimeError(f"node exited during the run (rc={proc.returncode})")
+        measuring.clear()
+        elapsed = time.monotonic() - t0
+        cpu = ps.cpu_percent(None)
+        stop.set()
+        pub_thread.join()
+        t_drain = time.monotonic() + 1.0
+        while time.monotonic() < t_drain:
+            ex.spin_once(timeout_sec=0.01)
+        lat_ms = np.array([(arrivals[s] - s * 1e-9) * 1e3 for s in sent if s in arrivals])
+        received = len(lat_ms)
+        diag = {}
+        for arr in reversed(diags):
+            if arr.status and arr.status[0].name.startswith("/bench/depth_node"):
+                diag = {kv.key: kv.value for kv in arr.status[0].values}
+                break
+        return {
+            "published": len(sent),
+            "input_rate_hz": len(sent) / elapsed,
+            "received": received,
+            "output_rate_hz": received / elapsed,
+            "dropped": len(sent) - received,
+            "latency_p50_ms": float(np.percentile(lat_ms, 50)) if received else float("nan"),
+            "latency_p99_ms": float(np.percentile(lat_ms, 99)) if received else float("nan"),
+            "node_cpu_percent": cpu,
+            "node_processing_p50_ms": float(diag.get("processing_p50_ms", "nan")),
+            "node_dropped_latest_only": int(diag.get("dropped_latest_only", "0")),
+            "backend": diag.get("backend", ""),
+        }
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        os.unlink(log.name)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fp32", help="ORT fp32 ONNX model")
+    ap.add_argument("--int8", help="ORT INT8 ONNX model")
+    ap.add_argument("--tiny-model", action="store_true", help="also run a generated small ONNX model (no training)")
+    ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per model (>= 20 for the report)")
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--rate", type=float, default=30.0)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=192)
+    ap.add_argument("--threads", type=int, default=0, help="inference threads (node and bare), 0 = ORT default")
+    ap.add_argument("--domain", type=int, default=None)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "node_throughput.json"))
+    args = ap.parse_args(argv)
+
+    domain = ros_env.default_domain_id() if args.domain is None else args.domain
+    ros_env.apply_ros_env(domain)
+    ros_env.cleanup_stale_shm()
+    models = [(name, path) for name, path in (("ort_fp32", args.fp32), ("ort_int8", args.int8)) if path]
+    tmp = None
+    if args.tiny_model or not models:
+        sys.path.insert(0, str(REPO / "test"))
+        from tiny_depth_model import make_tiny_depth_model
+
+        tmp = tempfile.TemporaryDirectory()
+        models.append(("tiny_fp32", str(make_tiny_depth_model(Path(tmp.name) / "tiny.onnx", args.height,
+                                                              args.width, extra_convs=3))))
+    frames, K = make_frames(args.width, args.height, 30)
+    rows = []
+    for name, path in models:
+        print(f"[{name}] bare backend ...", flush=True)
+        row = {"model": name, "path": str(path)} | bare_backend(path, frames, args.threads)
+        print(f"[{name}] node over DDS for {args.duration:.0f} s at {args.rate:.0f} Hz ...", flush=True)
+        row |= run_node(path, frames, K, args, domain)
+        achievable = min(row["input_rate_hz"], row["bare_hz"])
+        row["delivery_ratio"] = row["output_rate_hz"] / achievable if achievable else float("nan")
+        row["capacity_ratio"] = row["bare_ms_p50"] / row["node_processing_p50_ms"]
+        rows.append(row)
+    if tmp is not None:
+        tmp.cleanup()
+
+    cols = [("model", "{}"), ("input_rate_hz", "{:.1f}"), ("output_rate_hz", "{:.1f}"), ("dropped", "{}"),
+            ("latency_p50_ms", "{:.1f}"), ("latency_p99_ms", "{:.1f}"), ("node_cpu_percent", "{:.0f}"),
+            ("bare_ms_p50", "{:.1f}"), ("bare_hz", "{:.1f}"), ("node_processing_p50_ms", "{:.1f}"),
+            ("delivery_ratio", "{:.2f}"), ("capacity_ratio", "{:.2f}")]
+    print("| " + " | ".join(c for c, _ in cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(f.format(r[c]) for c, f in cols) + " |")
+    result = {
+        "benchmark": "node_throughput",
+        "frame_size": [args.width, args.height],
+        "rate_hz": args.rate,
+        "duration_s": args.duration,
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "note": "latency = image stamp -> PointCloud2 received by the benchmark process; CPU% 100 = one core",
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
