@@ -363,3 +363,18 @@ def test_preview_writes_frame_above_its_depth(tmp_path):
     frame = SyntheticWorld(SynthConfig(moving_objects=True)).render(3)
     np.testing.assert_array_equal(img[:192], frame.rgb)
     assert (img[192:][~np.isfinite(frame.depth_m)] == 0).all(), "sky (inf depth) is black in the depth panel"
+
+
+def test_kitti_writer_replaces_a_drive_whole_and_keeps_other_drives_in_splits(tmp_path):
+    world = _world(seed=1)
+    writers.write_kitti(world, tmp_path, 8, drive=1)
+    writers.write_kitti(world, tmp_path, 12, drive=2)
+    drive1 = writers.write_kitti(world, tmp_path, 5, drive=1)  # shorter rerun: no stale frames 5..7 may remain
+    assert sorted(p.name for p in (drive1 / "image_02" / "data").iterdir())[-1] == "0000000004.png"
+    assert not list((tmp_path / "2011_09_26").glob(".*.tmp")), "temporary drive folders must be gone"
+    entries = [e for s in ("train", "val", "test") for e in kitti.read_split(tmp_path / "splits" / f"{s}_files.txt")]
+    by_drive = {f: sorted(e.frame for e in entries if e.folder == f) for f in {e.folder for e in entries}}
+    assert by_drive == {writers.drive_folder("2011_09_26", 1): [1, 2, 3],
+                        writers.drive_folder("2011_09_26", 2): list(range(1, 11))}  # fmt: skip
+    with pytest.raises(ValueError, match="another date"):
+        writers.write_kitti(_world(w=96, h=32), tmp_path, 3, drive=3)

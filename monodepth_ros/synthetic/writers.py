@@ -145,7 +145,13 @@ def write_kitti(
     progress: Progress = None,
 ) -> Path:
     """Render frames ``0 .. n_frames-1`` into a KITTI-raw-style folder (see module docstring); returns the
-    drive folder. Every file is written atomically; an existing drive folder is overwritten file by file."""
+    drive folder.
+
+    The drive is built in a temporary folder and renamed into place when complete (a previous run of the same
+    drive is replaced whole, so no stale frames survive). Several drives may share ``out_dir``: the split files
+    keep other drives' entries, and a date folder's calibration must match (else ``ValueError``: use another
+    ``date``).
+    """
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
     if not (len(date) == 10 and date[4] == "_" and date[7] == "_" and date.replace("_", "").isdigit()):
@@ -155,8 +161,37 @@ def write_kitti(
     out = Path(out_dir)
     folder = drive_folder(date, drive)
     drive_dir = out / folder
-    for name, entries in calibration(world).items():
+    calib = calibration(world)
+    for name, entries in calib.items():
+        path = out / date / name
+        if path.is_file():
+            old = kitti.read_calib_file(path)
+            same = all(k in old and old[k].size == np.size(v) and np.allclose(old[k], np.ravel(v), rtol=1e-9)
+                       for k, v in entries.items())  # fmt: skip
+            if not same:
+                raise ValueError(f"{path} holds a different calibration (camera size or intrinsics); "
+                                 f"write this drive under another date")  # fmt: skip
+    for name, entries in calib.items():
         kitti.write_calib_file(out / date / name, entries, calib_time="01-Jan-2011 00:00:00")
+    (out / date).mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{drive_dir.name}.", suffix=".tmp", dir=out / date))
+    try:
+        _write_drive(world, tmp_dir, n_frames, stereo, progress)
+        if drive_dir.exists():
+            os.replace(drive_dir, tmp_dir / ".old")
+        os.replace(tmp_dir / "drive", drive_dir)
+        os.chmod(drive_dir, 0o755)  # mkdtemp made it owner-only; a dataset folder is meant to be shared
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    for split, entries in _splits(folder, n_frames).items():
+        path = out / "splits" / f"{split}_files.txt"
+        others = [e for e in kitti.read_split(path) if e.folder != folder] if path.is_file() else []
+        kitti.write_split(path, sorted(others + entries, key=lambda e: (e.folder, e.frame, e.side)))
+    return drive_dir
+
+
+def _write_drive(world: SyntheticWorld, tmp_dir: Path, n_frames: int, stereo: bool, progress: Progress) -> None:
+    drive_dir = tmp_dir / "drive"
     cams = [("left", "image_02")] + ([("right", "image_03")] if stereo else [])
     merc = _Mercator(world.trajectory.T_world_from_vehicle(0))
     poses, stamps = [], []
@@ -179,9 +214,6 @@ def write_kitti(
         atomic_write_bytes(drive_dir / sub / "timestamps.txt", ts)
     atomic_write_bytes(drive_dir / "oxts" / "dataformat.txt", "".join(f"{n}\n" for n in kitti.OXTS_FIELDS).encode())
     kitti.write_poses_file(drive_dir / "poses_cam02.txt", np.stack(poses))
-    for split, entries in _splits(folder, n_frames).items():
-        kitti.write_split(out / "splits" / f"{split}_files.txt", entries)
-    return drive_dir
 
 
 # ---------------------------------------------------------------------------------------------------- bag
