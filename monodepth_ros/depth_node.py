@@ -360,18 +360,19 @@ class DepthNode(Node):
         else:
             out_disp, K_out = disp, K_model
             rgb_out = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != (H, W) else rgb
-        depth = disp_to_scaled_depth(out_disp, scale)
-        depth[~((depth >= p["min_depth"]) & (depth <= p["max_depth"]))] = np.nan
+        depth = disp_to_scaled_depth(out_disp, scale, p["min_depth"], p["max_depth"])
 
         header = img_msg.header
         self.pub_depth.publish(depth_to_image_msg(depth, header))
         self.pub_info.publish(self._rescaled_info(info_msg, K_out, depth.shape))
-        points, fields = depth_to_cloud_buffer(
-            depth, K_out, rgb=rgb_out if p["cloud_rgb"] else None, decimation=p["decimation"]
-        )
-        self.pub_points.publish(make_pointcloud2(header, points, fields))
+        # Lazy like depth_image_proc: the cloud and the colour picture cost milliseconds, build them for listeners.
+        if self.pub_points.get_subscription_count() > 0:
+            points, fields = depth_to_cloud_buffer(
+                depth, K_out, rgb=rgb_out if p["cloud_rgb"] else None, decimation=p["decimation"]
+            )
+            self.pub_points.publish(make_pointcloud2(header, points, fields))
         now = time.monotonic()
-        if p["publish_colored"]:
+        if p["publish_colored"] and self.pub_colored.get_subscription_count() > 0:
             from monodepth_ros.visualize import colorize_depth
 
             self.pub_colored.publish(

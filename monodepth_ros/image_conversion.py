@@ -127,6 +127,8 @@ def depth_to_image_msg(depth_m: np.ndarray, header):
     """Depth (H, W) metres -> sensor_msgs/Image 32FC1 (REP 118: metres, NaN = no measurement)."""
     from sensor_msgs.msg import Image
 
+    from monodepth_ros.pointcloud import as_byte_array
+
     depth = np.ascontiguousarray(depth_m, dtype=np.float32)
     msg = Image()
     msg.header = header
@@ -134,13 +136,15 @@ def depth_to_image_msg(depth_m: np.ndarray, header):
     msg.encoding = "32FC1"
     msg.is_bigendian = sys.byteorder == "big"
     msg.step = depth.shape[1] * 4
-    msg.data = depth.tobytes()
+    msg.data = as_byte_array(depth)
     return msg
 
 
 def rgb_to_image_msg(rgb: np.ndarray, header):
     """RGB (H, W, 3) uint8 -> sensor_msgs/Image rgb8."""
     from sensor_msgs.msg import Image
+
+    from monodepth_ros.pointcloud import as_byte_array
 
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     msg = Image()
@@ -149,5 +153,5 @@ def rgb_to_image_msg(rgb: np.ndarray, header):
     msg.encoding = "rgb8"
     msg.is_bigendian = False
     msg.step = rgb.shape[1] * 3
-    msg.data = rgb.tobytes()
+    msg.data = as_byte_array(rgb)
     return msg

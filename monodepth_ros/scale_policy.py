@@ -29,12 +29,21 @@ __all__ = ["POLICIES", "disp_to_scaled_depth", "PlaneFit", "fit_ground_plane", "
 POLICIES = ("median_free", "fixed", "ground_plane")
 
 
-def disp_to_scaled_depth(disp: np.ndarray, scale: float) -> np.ndarray:
-    """Scaled disparity (H, W) -> depth (H, W) float32 = ``scale / disp``; NaN where disp <= 0 or non-finite."""
+def disp_to_scaled_depth(
+    disp: np.ndarray, scale: float, min_depth: float = 0.0, max_depth: float = np.inf
+) -> np.ndarray:
+    """Scaled disparity (H, W) -> depth (H, W) float32 = ``scale / disp``.
+
+    NaN (REP 118: no measurement) where disp <= 0 or non-finite, and where the depth falls outside
+    [min_depth, max_depth] (sky and the far range the model cannot resolve).
+    """
     disp = np.asarray(disp, dtype=np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
         depth = np.float32(scale) / disp
-    return np.where(np.isfinite(disp) & (disp > 0), depth, np.float32(np.nan)).astype(np.float32, copy=False)
+    # NaN disparity fails every comparison; disp <= 0 or inf gives a non-positive or non-finite depth.
+    valid = (disp > 0) & (depth > 0) & np.isfinite(depth) & (depth >= min_depth) & (depth <= max_depth)
+    depth[~valid] = np.nan
+    return depth
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,13 @@ def test_disp_to_scaled_depth_inverts_and_marks_invalid_as_nan():
     assert np.isnan(depth[0, 1:]).all()  # zero, negative and non-finite disparity have no depth
 
 
+def test_disp_to_scaled_depth_masks_outside_the_depth_range():
+    disp = np.array([[1.0, 0.1, 0.01, 0.001]], np.float32)
+    depth = disp_to_scaled_depth(disp, 2.0, min_depth=5.0, max_depth=1000.0)
+    assert np.isnan(depth[0, 0]) and np.isnan(depth[0, 3])  # 2 m < min, 2000 m > max (sky)
+    np.testing.assert_allclose(depth[0, 1:3], [20.0, 200.0])
+
+
 @pytest.mark.parametrize("pitch_deg,roll_deg", [(0.0, 0.0), (4.0, 0.0), (-3.0, 2.0)])
 def test_ground_plane_recovers_scale_of_relative_road_depth(pitch_deg, roll_deg):
     true_scale = 7.3
