@@ -211,18 +211,21 @@ class Trajectory:
         idx = np.asarray(idx, dtype=np.int64)
         v = self.cfg.speed_mps * (1.0 + 0.08 * np.sin(2 * np.pi * idx / 230.0 + self.speed_phase))
         if self.cfg.static_segments:
-            factor = np.ones(idx.shape)
-            for b in np.unique(idx // self.BLOCK):
-                r = _rng(self.cfg.seed, 3, int(b))
-                start = b * self.BLOCK + int(r.integers(25, 60))
-                stop_len = int(r.integers(6, 15))
-                i = idx.astype(np.float64)
-                down = np.clip((start - i) / self.RAMP, 0, 1)  # 1 before the ramp, 0 from ``start``
-                up = np.clip((i - (start + stop_len - 1)) / self.RAMP, 0, 1)
-                in_block = (idx // self.BLOCK) == b
-                factor = np.where(in_block, np.maximum(down, up), factor)
+            block = idx // self.BLOCK
+            blocks = np.unique(block)
+            params = np.array([self._stop(int(b)) for b in blocks], np.float64).reshape(-1, 2)
+            start, stop_len = (params[np.searchsorted(blocks, block), k] for k in range(2))
+            i = idx.astype(np.float64)
+            down = np.clip((start - i) / self.RAMP, 0, 1)  # 1 before the ramp, 0 from ``start``
+            up = np.clip((i - (start + stop_len - 1)) / self.RAMP, 0, 1)
+            factor = np.maximum(down, up)
             v = v * factor
         return v
+
+    def _stop(self, block: int) -> tuple[int, int]:
+        """First stopped frame and stop length (frames) of 100-frame block ``block``."""
+        r = _rng(self.cfg.seed, 3, block)
+        return block * self.BLOCK + int(r.integers(25, 60)), int(r.integers(6, 15))
 
     def x_at(self, index: int) -> float:
         """Distance along x (m) of frame ``index``: cumulative trapezoid of the speed, cached and extended."""
