@@ -18,6 +18,7 @@ from tiny_depth_model import make_tiny_depth_model
 
 from monodepth_ros.geometry import backproject, denormalize_intrinsics, scale_intrinsics
 from monodepth_ros.pointcloud import pointcloud2_to_array, unpack_rgb
+from monodepth_ros.visualize import colorize_depth
 
 pytestmark = pytest.mark.ros
 
@@ -223,7 +224,8 @@ def node(tiny_model, ros_subprocess_env, tmp_path_factory):
 def test_depth_and_cloud_equal_backprojection_of_published_depth(node):
     proc, c = node
     ns, rgb = c.send_good(1)
-    depth_msg, info_msg, cloud_msg = c.wait_outputs(ns, proc)
+    depth_msg, info_msg, cloud_msg, colored_msg = c.wait_outputs(ns, proc, keys=("depth", "info", "points",
+                                                                                  "colored"))
     for msg in (depth_msg, info_msg, cloud_msg):
         assert msg.header.frame_id == FRAME_ID
         assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == ns
@@ -243,6 +245,10 @@ def test_depth_and_cloud_equal_backprojection_of_published_depth(node):
     for i in range(3):
         assert_same_with_nan(xyz[..., i], expected[..., i])
     np.testing.assert_array_equal(unpack_rgb(cloud["rgb"]), rgb)  # colour of every pixel, NaN or not
+    # depth/colored: the shared fixed colour map over the configured range (defaults 1..80 m).
+    assert colored_msg.encoding == "rgb8" and colored_msg.header.stamp == depth_msg.header.stamp
+    colored = np.frombuffer(bytes(colored_msg.data), np.uint8).reshape(H_IN, W_IN, 3)
+    np.testing.assert_array_equal(colored, colorize_depth(depth, 1.0, 80.0))
 
 
 def test_model_resolution_and_decimation_follow_live_parameters(node):
