@@ -149,6 +149,11 @@ def _sky(dx, dy, dz, fx: float, tex) -> np.ndarray:
     return base * (1 - 0.7 * c) + 0.7 * c * np.array([0.97, 0.97, 0.97], np.float32)
 
 
+def _fmod(x: np.ndarray, period) -> np.ndarray:
+    """x mod period (>= 0) for float arrays; np.mod on floats is ~20x slower (exact divmod semantics we don't need)."""
+    return x - np.floor(x / period) * period
+
+
 def _lambert(axis: int, sign: float) -> float:
     """Diffuse shading of a face whose normal is ``sign`` times world axis ``axis`` (fixed sun)."""
     return float(AMBIENT + DIFFUSE * max(sign * SUN_DIR[axis], 0.0))
@@ -199,7 +204,7 @@ def shade(depth, prim, d, o, offset, K, boxes: w.Boxes, tex) -> np.ndarray:
                 fp = t / fx / np.sqrt(np.maximum(cos, 0.02))
                 col = tex["asphalt" if m == w.ROAD else "sidewalk"].sample(xs, ys, fp)
                 if m == w.ROAD:
-                    xm = xs % np.float32(8.0)
+                    xm = _fmod(xs, np.float32(8.0))
                     ay = np.abs(ys)
                     paint = ((ay < 0.08) & (xm < 3.0)) | (np.abs(ay - (w.ROAD_HALF_W_M - 0.35)) < 0.08)
                     col = np.where(paint[:, None], 0.55 + 1.2 * col, col)
@@ -251,8 +256,8 @@ def _windows(col, s_m, z_m, facade, params, length_m, height_m, fp, tex):
     inside = facade & (a > -0.12) & (s_m < length_m - 0.68) & (zz > -0.12) & (z_m < height_m - 1.08)
     if not inside.any():
         return col
-    ma = np.mod(a + 0.12, col_sp)
-    mz = np.mod(zz + 0.12, floor_h)
+    ma = _fmod(a + np.float32(0.12), col_sp)
+    mz = _fmod(zz + np.float32(0.12), floor_h)
     frame = inside & (ma < win_w + 0.24) & (mz < win_h + 0.24)
     glass = frame & (ma >= 0.12) & (ma < win_w + 0.12) & (mz >= 0.12) & (mz < win_h + 0.12)
     glass &= (a > 0) & (s_m < length_m - 0.8) & (zz > 0) & (z_m < height_m - 1.2)
