@@ -40,6 +40,7 @@ import numpy as np
 from monodepth_ros import __version__
 from monodepth_ros.bag_io import (
     CAMERA_INFO_TYPE,
+    COMPRESSED_TYPE,
     IMAGE_TYPE,
     POINTCLOUD2_TYPE,
     BagError,
@@ -116,10 +117,16 @@ def output_topics(image_topic: str) -> dict[str, str]:
 
     The node runs in the image topic's namespace (``/camera/image_raw`` -> ``/camera``), so its relative
     outputs become ``/camera/depth``, ``/camera/points``, ...; in-process mode writes the same names.
+    A compressed stream ``<image>/compressed`` counts as ``<image>`` (image_transport naming).
     """
+    image_topic = _raw_image_topic(image_topic)
     ns = image_topic.rsplit("/", 1)[0] if image_topic.count("/") > 1 else ""
     return {"depth": f"{ns}/depth", "depth_info": f"{ns}/depth/camera_info", "points": f"{ns}/points",
             "colored": f"{ns}/depth/colored", "ns": ns or "/"}
+
+
+def _raw_image_topic(image_topic: str) -> str:
+    return image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") else image_topic
 
 
 # ---- model -----------------------------------------------------------------------------------------------------
@@ -142,6 +149,13 @@ def _model_info(path: Path):
 
     if path.suffix.lower() == ".onnx":
         return read_onnx_meta(path)
+    if path.suffix.lower() == ".safetensors":  # a training bundle, run with --backend torch
+        from monodepth_ros.backends import ModelInfo
+        from monodepth_ros.bundle import read_meta
+
+        m = read_meta(path)
+        return ModelInfo(height=m.height, width=m.width, min_depth=m.min_depth, max_depth=m.max_depth,
+                         scale_policy=m.scale_policy, scale=m.scale, name=path.name)
     side = read_sidecar(path)
     if side is None:
         raise ReplayError(f"{path}: no metadata (expected an .onnx, or an engine with its .json sidecar)")
@@ -361,7 +375,8 @@ def _patch_stamp(raw: bytes, stamp_ns: int) -> bytes:
 class _NodeProcess:
     """The depth node as a child process on its own DDS domain; its log goes to ``log_path``."""
 
-    def __init__(self, cfg: ReplayConfig, model_path: Path, domain_id: int, info, log_path: Path):
+    def __init__(self, cfg: ReplayConfig, model_path: Path, domain_id: int, info, log_path: Path,
+                 compressed: bool = False):
         from monodepth_ros.ros_env import ros_env
 
         t = output_topics(cfg.image_topic)
@@ -372,9 +387,11 @@ class _NodeProcess:
         # Fixed-point formatting: ROS parses "-p x:=1e-05" as a string, not a double.
         params = [f"model_path:={model_path}", f"backend:={cfg.backend}", "qos:=reliable",
                   "output_resolution:=input", f"min_depth:={lo:.6f}", f"max_depth:={hi:.6f}"]
+        if compressed:  # the node then subscribes <image>/compressed
+            params.append("use_compressed:=true")
         params += list(cfg.node_params)
         cmd = [sys.executable, "-m", "monodepth_ros.depth_node", "--ros-args", "-r", f"__ns:={t['ns']}",
-               "-r", f"image:={cfg.image_topic}", "-r", f"camera_info:={cfg.camera_info_topic}"]
+               "-r", f"image:={_raw_image_topic(cfg.image_topic)}", "-r", f"camera_info:={cfg.camera_info_topic}"]
         for p in params:
             cmd += ["-p", p]
         self.cmd = cmd
@@ -410,12 +427,12 @@ def _pick_domain(cfg: ReplayConfig) -> int:
     return cfg.domain_id if cfg.domain_id is not None else 1 + os.getpid() % 101
 
 
-def _run_through_node(cfg, bag, gt, model_path, info, writer, scorer, n_frames):
+def _run_through_node(cfg, bag, gt, model_path, info, writer, scorer, n_frames, compressed=False):
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
     from monodepth_ros.ros_env import cleanup_stale_shm, ros_env
 
@@ -429,7 +446,7 @@ def _run_through_node(cfg, bag, gt, model_path, info, writer, scorer, n_frames):
     topics = output_topics(cfg.image_topic)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     node_log = cfg.out_dir / "node.log"
-    node = _NodeProcess(cfg, model_path, domain, info, node_log)
+    node = _NodeProcess(cfg, model_path, domain, info, node_log, compressed)
     spool = _Spool(cfg.out_dir)
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx, domain_id=domain)
@@ -441,7 +458,7 @@ def _run_through_node(cfg, bag, gt, model_path, info, writer, scorer, n_frames):
         rnode = rclpy.create_node("monodepth_replay", context=ctx)
         executor.add_node(rnode)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        pub_img = rnode.create_publisher(Image, cfg.image_topic, reliable)
+        pub_img = rnode.create_publisher(CompressedImage if compressed else Image, cfg.image_topic, reliable)
         pub_info = rnode.create_publisher(CameraInfo, cfg.camera_info_topic, reliable)
         record_qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
         subs = {}
@@ -476,9 +493,9 @@ def _run_through_node(cfg, bag, gt, model_path, info, writer, scorer, n_frames):
         first = _warm_up(cfg, bag, msgs, pub_img, pub_info, spool, node, node_log)
 
         # Playback at the recorded rate: message i goes out at t0 + (log_i - log_0) / rate.
-        t0_wall, log0 = time.monotonic(), first[0][1]
         n_img = 0
         bar = _progress(None, n_frames, "replay (through node)", cfg)
+        t0_wall, log0 = time.monotonic() + 0.05, first[0][1]  # a small lead so frame 0 is on time too
 
         def play(topic, log_ns, raw):
             nonlocal n_img
@@ -648,19 +665,22 @@ def run_replay(cfg: ReplayConfig) -> dict:
     colored_range = (1.0, 80.0)  # the node's default depth/colored range
 
     with BagReader(cfg.bag) as bag:
-        img_t = bag.require_topic(cfg.image_topic, (IMAGE_TYPE, "sensor_msgs/msg/CompressedImage"), "image")
+        img_t = bag.require_topic(cfg.image_topic, (IMAGE_TYPE, COMPRESSED_TYPE), "image")
+        compressed = img_t.msgtype == COMPRESSED_TYPE
         bag.require_topic(cfg.camera_info_topic, (CAMERA_INFO_TYPE,), "camera_info")
         if gt is not None:
             bag.require_topic(gt.topic, (IMAGE_TYPE,) if gt.kind == "depth" else (POINTCLOUD2_TYPE,),
                               "depth GT" if gt.kind == "depth" else "lidar")
-        if cfg.through_node and img_t.msgtype != IMAGE_TYPE:
-            raise ReplayError("--through-node plays raw sensor_msgs/Image topics; this image topic is compressed")
+        if cfg.through_node and compressed and not cfg.image_topic.endswith("/compressed"):
+            raise ReplayError(f"--through-node: the CompressedImage topic {cfg.image_topic} must be named "
+                              "<image>/compressed (image_transport naming) for the node to subscribe to it")
         n_frames = min(img_t.count, cfg.max_frames or img_t.count)
         scorer = _Scorer(cfg, median_scaling, float(info.max_depth * info.scale), n_frames)
         bag_out = cfg.out_dir / "replay_bag"
         with OutputBagWriter(bag_out, _output_bag_topics(cfg, gt, img_t.msgtype)) as writer:
             if cfg.through_node:
-                per_frame, timing = _run_through_node(cfg, bag, gt, model_path, info, writer, scorer, n_frames)
+                per_frame, timing = _run_through_node(cfg, bag, gt, model_path, info, writer, scorer, n_frames,
+                                                      compressed)
             else:
                 per_frame, timing = _run_in_process(cfg, bag, gt, model_path, writer, scorer, n_frames,
                                                     colored_range)

@@ -110,10 +110,9 @@ def plot_per_frame(report: dict, path: str | os.PathLike) -> Path:
     dropped = np.array([bool(f.get("dropped")) for f in frames], dtype=bool)
     if np.isfinite(lat).any():
         ax.plot(t_s, lat, ".-", color="tab:purple", label=report.get("latency", {}).get("what", "latency"))
-    if dropped.any():
-        ymark = np.nanmax(lat) if np.isfinite(lat).any() else 1.0
-        ax.plot(t_s[dropped], np.full(int(dropped.sum()), ymark), "x", color="black",
-                label=f"dropped ({int(dropped.sum())})")
+    if dropped.any():  # on the time axis (0 ms), where they do not hide the latencies
+        ax.plot(t_s[dropped], np.zeros(int(dropped.sum())), "x", color="black",
+                label=f"dropped: no output ({int(dropped.sum())})")
     if np.isfinite(lat).any() or dropped.any():
         ax.legend(loc="upper right", fontsize=8)
     ax.set_ylabel("ms")

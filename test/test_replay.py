@@ -273,3 +273,43 @@ def test_missing_default_model_tells_the_user_to_pass_model(synth_bag, tmp_path,
     rc = replay.main(["--bag", str(synth_bag), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and "pass --model" in err and "default model is not installed" in err
+
+
+@pytest.fixture(scope="module")
+def compressed_bag(synth_bag, tmp_path_factory):
+    """The synthetic bag with its images as PNG CompressedImage on <image>/compressed (lossless)."""
+    out = tmp_path_factory.mktemp("cbag") / "drive_png"
+    CI = TS.types["sensor_msgs/msg/CompressedImage"]
+    with AnyReader([synth_bag]) as r, Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {}
+        for c, t_ns, raw in r.messages():
+            topic, msgtype = c.topic, c.msgtype
+            if topic == IMG:
+                m = r.deserialize(raw, c.msgtype)
+                ok, png = cv2.imencode(".png", m.data.reshape(m.height, m.width, 3)[..., ::-1])
+                msg = CI(header=m.header, format="rgb8; png compressed bgr8", data=png.reshape(-1))
+                topic, msgtype, raw = IMG + "/compressed", CI.__msgtype__, TS.serialize_cdr(msg, CI.__msgtype__)
+            if topic not in conns:
+                conns[topic] = w.add_connection(topic, msgtype, typestore=TS)
+            w.write(conns[topic], t_ns, raw)
+    return out
+
+
+@pytest.mark.parametrize("through_node", [False, pytest.param(True, marks=pytest.mark.ros)])
+def test_compressed_image_topic_scores_like_the_raw_one(compressed_bag, tiny_model, tmp_path, in_process_report,
+                                                        ros_subprocess_env, through_node):
+    n, rate = 10, 2.0  # through the node at twice the recorded speed (--rate 2)
+    report = run_replay(ReplayConfig(bag=compressed_bag, out_dir=tmp_path, model=tiny_model, gt_topic=GT,
+                                     image_topic=IMG + "/compressed", through_node=through_node, max_frames=n,
+                                     rate=rate, domain_id=int(ros_subprocess_env["ROS_DOMAIN_ID"]), quiet=True))
+    assert report["frames"]["input"] == n and report["frames"]["with_points"] >= 0.9 * n
+    if through_node:
+        assert report["rate_hz"]["input"] == pytest.approx(10.0 * rate, rel=0.15)
+    ref = {f["index"]: f["abs_rel"] for f in in_process_report[0]["per_frame"]}
+    scored = [f for f in report["per_frame"] if f["abs_rel"] is not None]
+    assert len(scored) >= 0.9 * n
+    for f in scored:
+        assert f["abs_rel"] == pytest.approx(ref[f["index"]], rel=1e-4), f["index"]
+    counts = _bag_counts(tmp_path / "replay_bag")
+    assert counts[IMG + "/compressed"] == ("sensor_msgs/msg/CompressedImage", n)
+    assert counts["/camera/points"][1] >= 0.9 * n
