@@ -378,3 +378,40 @@ def test_kitti_writer_replaces_a_drive_whole_and_keeps_other_drives_in_splits(tm
                         writers.drive_folder("2011_09_26", 2): list(range(1, 11))}  # fmt: skip
     with pytest.raises(ValueError, match="another date"):
         writers.write_kitti(_world(w=96, h=32), tmp_path, 3, drive=3)
+
+
+def test_screen_rect_culling_changes_nothing_compared_to_testing_every_pixel(monkeypatch):
+    from monodepth_ros.synthetic import render
+
+    world = _world(200, 80, seed=8, moving_objects=True)
+    for index in (0, 33):
+        T = world.T_world_from_cam(index)
+        boxes = world.boxes_near(index, T[0, 3] - 12.0, T[0, 3] + world.cfg.draw_distance_m)
+        depth_culled, prim_culled, *_ = render.cast(T, world.K, 200, 80, boxes)
+
+        def every_pixel(lo, hi, R_wc, o, K, width, height):
+            n = lo.shape[0]
+            return np.tile([0, width, 0, height], (n, 1)), np.ones(n, bool)
+
+        with monkeypatch.context() as m:
+            m.setattr(render, "box_screen_rects", every_pixel)
+            depth_full, prim_full, *_ = render.cast(T, world.K, 200, 80, boxes)
+        np.testing.assert_array_equal(depth_culled, depth_full)
+        np.testing.assert_array_equal(prim_culled, prim_full)
+
+
+def test_textures_tile_without_seams():
+    from monodepth_ros.synthetic.textures import make_textures, periodic_noise
+
+    def seam_ratio(img):
+        """Wrap-around step over the largest step between neighbouring interior columns (joints included)."""
+        steps = np.abs(np.diff(img, axis=1)).mean(0)
+        return np.abs(img[:, 0] - img[:, -1]).mean() / steps.max()
+
+    for name, tex in make_textures(0).items():
+        img = tex.data[: tex.size * tex.size].reshape(tex.size, tex.size)
+        assert seam_ratio(img) <= 1.05, name
+        assert seam_ratio(img.T) <= 1.05, name
+    # The check has teeth: cropping periodic noise breaks its periodicity and the seam shows.
+    big = periodic_noise(np.random.default_rng(0), size=512)
+    assert seam_ratio(big[:256, :256]) > 2.0

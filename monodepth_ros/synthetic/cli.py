@@ -36,7 +36,10 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="monodepth-synth", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="monodepth-synth",
+        description="Render a seeded synthetic drive (exact depth, poses, intrinsics) to a KITTI folder or a rosbag2.",
+    )
     p.add_argument("--out", required=True, help="KITTI root folder (kitti) or the bag directory to create (bag)")
     p.add_argument("--format", choices=("kitti", "bag"), default="kitti")
     p.add_argument("--frames", type=_positive_int, default=200, help="number of frames (default 200)")
