@@ -206,11 +206,14 @@ class _Scorer:
         self.by_index: dict[int, dict] = {}
         self.samples: list[tuple] = []
         self.filled_px = 0
+        self._owed = 0
         self.skipped: list[str] = []
         self.sample_at = set(np.linspace(0, max(n_expected - 1, 0), min(N_PANELS, max(n_expected, 1))).round()
                              .astype(int).tolist())
 
     def score(self, frame: BagFrame, pred_m: np.ndarray | None) -> None:
+        if frame.index in self.sample_at:
+            self._owed += 1  # a sample slot; a dropped or GT-less frame hands it to the next scored one
         if frame.gt_depth_m is None or pred_m is None:
             return
         gt = frame.gt_depth_m
@@ -224,7 +227,8 @@ class _Scorer:
             return
         self.per_image.append(m)
         self.by_index[frame.index] = m
-        if frame.index in self.sample_at:
+        if self._owed > 0:
+            self._owed -= 1
             rgb = frame.rgb if frame.rgb.shape[:2] == gt.shape else cv2.resize(frame.rgb, gt.shape[::-1])
             self.samples.append((rgb, pred * np.float32(m["ratio"]), gt, f"frame {frame.index}"))
 

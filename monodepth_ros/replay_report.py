@@ -147,8 +147,12 @@ def summary_text(report: dict) -> str:
                          f" (std/median {_fmt(sc.get('ratio_std_rel'))})")
         else:
             lines.append("no median scaling (model scale policy is metric/fixed, or --no-median-scaling)")
+    elif (report.get("settings") or {}).get("gt"):
+        gt = report["settings"]["gt"]
+        lines.append(f"no frame could be scored: no {gt['topic']} message matched an image stamp within "
+                     f"{gt['tolerance_s']:g} s (try --gt-tolerance), or no GT pixel was valid")
     else:
-        lines.append("no ground truth scored (no GT topic given, or no frame matched)")
+        lines.append("no ground truth scored (no --gt-topic / --lidar-topic given)")
     fr = report.get("frames", {})
     lat = report.get("latency", {})
     rate = report.get("rate_hz", {})

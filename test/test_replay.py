@@ -313,3 +313,26 @@ def test_compressed_image_topic_scores_like_the_raw_one(compressed_bag, tiny_mod
     counts = _bag_counts(tmp_path / "replay_bag")
     assert counts[IMG + "/compressed"] == ("sensor_msgs/msg/CompressedImage", n)
     assert counts["/camera/points"][1] >= 0.9 * n
+
+
+def test_in_process_metrics_match_the_evaluation_cli_on_the_same_frames(in_process_report, world, tiny_model,
+                                                                       tmp_path, capsys):
+    """The same rendered frames written as KITTI (RGB PNG + 16-bit depth-benchmark GT) and scored by
+    monodepth-eval: equal up to the GT PNG's 1/256 m quantisation."""
+    from monodepth_ros import evaluate, kitti
+    from monodepth_ros.synthetic.writers import write_kitti
+
+    drive = write_kitti(world, tmp_path / "kitti", N_FRAMES)
+    split = tmp_path / "all_frames.txt"
+    kitti.write_split(split, [kitti.SplitEntry(f"{drive.parent.name}/{drive.name}", i, "l") for i in range(N_FRAMES)])
+    rc = evaluate.main(["--onnx", str(tiny_model), "--data", str(tmp_path / "kitti"), "--split", str(split),
+                        "--gt", "improved", "--crop", "none", "--panels", "0", "--out", str(tmp_path / "eval")])
+    capsys.readouterr()
+    assert rc == 0
+    cli = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    report, _ = in_process_report
+    assert cli["n_images"] == report["frames"]["scored"] == N_FRAMES
+    for name in METRIC_NAMES:
+        assert report["metrics"][name] == pytest.approx(cli["metrics"][name], rel=5e-4), name
+    np.testing.assert_allclose([f["abs_rel"] for f in report["per_frame"]], [p["abs_rel"] for p in cli["per_image"]],
+                               rtol=5e-4)
