@@ -226,12 +226,15 @@ def main(argv=None) -> int:
     rows = []
     for name, path in models:
         print(f"[{name}] bare backend ...", flush=True)
-        row = {"model": name, "path": str(path)} | bare_backend(path, frames, args.threads)
+        # The machine may be shared: record its load so that numbers from a busy machine are recognisable.
+        row = {"model": name, "path": str(path), "loadavg_1min_before": os.getloadavg()[0]}
+        row |= bare_backend(path, frames, args.threads)
         print(f"[{name}] node over DDS for {args.duration:.0f} s at {args.rate:.0f} Hz ...", flush=True)
         row |= run_node(path, frames, K, args, domain)
         achievable = min(row["input_rate_hz"], row["bare_hz"])
         row["delivery_ratio"] = row["output_rate_hz"] / achievable if achievable else float("nan")
         row["capacity_ratio"] = row["bare_ms_p50"] / row["node_processing_p50_ms"]
+        row["loadavg_1min_after"] = os.getloadavg()[0]
         rows.append(row)
     if tmp is not None:
         tmp.cleanup()
@@ -251,7 +254,8 @@ def main(argv=None) -> int:
         "duration_s": args.duration,
         "threads": args.threads,
         "cpu_count": os.cpu_count(),
-        "note": "latency = image stamp -> PointCloud2 received by the benchmark process; CPU% 100 = one core",
+        "note": "latency = image stamp -> PointCloud2 received by the benchmark process; CPU% 100 = one core; "
+                "the benchmark subscribes to points only, so the node skips depth/colored (lazy)",
         "rows": rows,
     }
     out = Path(args.out)
