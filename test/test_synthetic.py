@@ -415,3 +415,17 @@ def test_textures_tile_without_seams():
     # The check has teeth: cropping periodic noise breaks its periodicity and the seam shows.
     big = periodic_noise(np.random.default_rng(0), size=512)
     assert seam_ratio(big[:256, :256]) > 2.0
+
+
+def test_rendering_in_worker_processes_gives_the_same_frames_in_order():
+    world = _world(96, 32, seed=4, moving_objects=True)
+    serial = list(writers.iter_frames(world, 6, ("left", "right"), workers=1))
+    parallel = list(writers.iter_frames(world, 6, ("left", "right"), workers=2))
+    assert [v[0].index for v in parallel] == list(range(6))
+    for a, b in zip(serial, parallel):
+        for fa, fb in zip(a, b):
+            assert fa.camera == fb.camera
+            assert fa.rgb.tobytes() == fb.rgb.tobytes() and fa.depth_m.tobytes() == fb.depth_m.tobytes()
+            np.testing.assert_array_equal(fa.T_world_from_cam, fb.T_world_from_cam)
+    with pytest.raises(ValueError, match="workers"):
+        next(writers.iter_frames(world, 1, workers=0))

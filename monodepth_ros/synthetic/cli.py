@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)")
     p.add_argument("--date", default="2011_09_26", help="kitti: date folder name (default 2011_09_26)")
     p.add_argument("--drive", type=int, default=1, help="kitti: drive number (default 1)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="render in this many processes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="bag: replace an existing bag directory")
     return p
 
@@ -83,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.format == "kitti":
                 out = writers.write_kitti(world, args.out, args.frames, date=args.date, drive=args.drive,
-                                          stereo=args.stereo, progress=bar.update)  # fmt: skip
+                                          stereo=args.stereo, progress=bar.update, workers=args.workers)  # fmt: skip
             else:
-                out = writers.write_bag(world, args.out, args.frames, storage=args.storage,
-                                        overwrite=args.overwrite, progress=bar.update)  # fmt: skip
+                out = writers.write_bag(world, args.out, args.frames, storage=args.storage, overwrite=args.overwrite,
+                                        progress=bar.update, workers=args.workers)  # fmt: skip
         except (ValueError, FileExistsError) as e:
             bar.close()
             print(f"monodepth-synth: error: {e}", file=sys.stderr)

@@ -44,6 +44,47 @@ CAMERA_FRAME = "camera_optical_frame"
 Progress = Callable[[int], None] | None
 
 
+# ------------------------------------------------------------------------------------------- rendering
+
+
+_WORKER_WORLD: SyntheticWorld | None = None
+
+
+def _init_worker(cfg) -> None:
+    global _WORKER_WORLD
+    _WORKER_WORLD = SyntheticWorld(cfg)
+
+
+def _render_in_worker(index: int, cameras: tuple[str, ...]):
+    return tuple(_WORKER_WORLD.render(index, c) for c in cameras)
+
+
+def iter_frames(world: SyntheticWorld, n_frames: int, cameras: tuple[str, ...] = ("left",), workers: int = 1):
+    """Yield, in index order, a tuple of Frames (one per camera) for frames ``0 .. n_frames-1``.
+
+    With ``workers > 1`` frames are rendered in that many processes (each builds its own world from the
+    config, so the output is byte-identical to ``workers=1``); at most ``4 * workers`` frames are in flight,
+    so memory stays bounded however long the drive.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1:
+        for i in range(n_frames):
+            yield tuple(world.render(i, c) for c in cameras)
+        return
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(world.cfg,)) as pool:
+        pending: deque = deque()
+        next_index = 0
+        while next_index < n_frames or pending:
+            while next_index < n_frames and len(pending) < 4 * workers:
+                pending.append(pool.submit(_render_in_worker, next_index, cameras))
+                next_index += 1
+            yield pending.popleft().result()
+
+
 # -------------------------------------------------------------------------------------------------- KITTI
 
 
@@ -143,6 +184,7 @@ def write_kitti(
     drive: int = 1,
     stereo: bool = False,
     progress: Progress = None,
+    workers: int = 1,
 ) -> Path:
     """Render frames ``0 .. n_frames-1`` into a KITTI-raw-style folder (see module docstring); returns the
     drive folder.
@@ -150,7 +192,7 @@ def write_kitti(
     The drive is built in a temporary folder and renamed into place when complete (a previous run of the same
     drive is replaced whole, so no stale frames survive). Several drives may share ``out_dir``: the split files
     keep other drives' entries, and a date folder's calibration must match (else ``ValueError``: use another
-    ``date``).
+    ``date``). ``workers`` > 1 renders in that many processes (same bytes as one).
     """
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
@@ -176,7 +218,7 @@ def write_kitti(
     (out / date).mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{drive_dir.name}.", suffix=".tmp", dir=out / date))
     try:
-        _write_drive(world, tmp_dir, n_frames, stereo, progress)
+        _write_drive(world, tmp_dir, n_frames, stereo, progress, workers)
         if drive_dir.exists():
             os.replace(drive_dir, tmp_dir / ".old")
         os.replace(tmp_dir / "drive", drive_dir)
@@ -190,15 +232,14 @@ def write_kitti(
     return drive_dir
 
 
-def _write_drive(world: SyntheticWorld, tmp_dir: Path, n_frames: int, stereo: bool, progress: Progress) -> None:
+def _write_drive(world, tmp_dir: Path, n_frames: int, stereo: bool, progress: Progress, workers: int) -> None:
     drive_dir = tmp_dir / "drive"
     cams = [("left", "image_02")] + ([("right", "image_03")] if stereo else [])
     merc = _Mercator(world.trajectory.T_world_from_vehicle(0))
     poses, stamps = [], []
-    for i in range(n_frames):
+    for i, views in enumerate(iter_frames(world, n_frames, tuple(c for c, _ in cams), workers)):
         name = f"{i:010d}"
-        for camera, img_dir in cams:
-            f = world.render(i, camera)
+        for (camera, img_dir), f in zip(cams, views):
             atomic_write_bytes(drive_dir / img_dir / "data" / f"{name}.png", _png_bytes(f.rgb[..., ::-1]))
             kitti.write_depth_png(drive_dir / "proj_depth" / "groundtruth" / img_dir / f"{name}.png", f.depth_m)
             if camera == "left":
@@ -247,11 +288,13 @@ def write_bag(
     storage: str = "mcap",
     overwrite: bool = False,
     progress: Progress = None,
+    workers: int = 1,
 ) -> Path:
     """Render frames ``0 .. n_frames-1`` into a rosbag2 directory ``out_path`` (MCAP or sqlite3 storage).
 
     The bag is written into a temporary folder beside ``out_path`` and renamed into place when complete, so a
-    crash never leaves a half-written bag under the final name.
+    crash never leaves a half-written bag under the final name. ``workers`` > 1 renders in that many
+    processes (same messages as one).
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -295,8 +338,7 @@ def write_bag(
                 "depth": writer.add_connection("/camera/depth_gt", Image.__msgtype__, typestore=ts),
                 "odom": writer.add_connection("/odom", Odometry.__msgtype__, typestore=ts),
             }
-            for i in range(n_frames):
-                f = world.render(i)
+            for i, (f,) in enumerate(iter_frames(world, n_frames, ("left",), workers)):
                 ns = stamp_ns(f.stamp_s)
                 cam_header = Header(
                     stamp=Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000), frame_id=CAMERA_FRAME
