@@ -228,3 +228,10 @@ def test_load_frames_reads_kitti_split_and_heldout_gt(tmp_path):
     assert len(calib) == 3 and calib[0].dtype == np.uint8 and calib[0].shape == (H, W, 3)
     held = load_frames(str(tmp_path / "kitti"), 2, H, W, heldout=True)
     assert held and all(g is not None and g.shape == (H, W) and (g > 0).any() for _, g in held)
+
+
+def test_failed_parity_check_raises_and_leaves_no_model(exported, tmp_path):
+    # atol=0: float32 ONNX Runtime never matches PyTorch bit for bit, so the check must fail and clean up
+    with pytest.raises(ExportError, match="disagrees with PyTorch"):
+        export_onnx(exported["bundle"], tmp_path, atol=0.0, n_random=1, n_synthetic=0)
+    assert list(tmp_path.iterdir()) == []

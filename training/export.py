@@ -33,6 +33,7 @@ from monodepth_ros.backends.model_meta import (
     META_KEY,
     OUTPUT_NAME,
     ModelMeta,
+    sidecar_path,
     write_sidecar,
 )
 from monodepth_ros.bundle import BundleMeta, atomic_write_bytes, file_sha256, read_meta
@@ -223,8 +224,10 @@ def export_onnx(
     out_path, meta = export_module_onnx(head, bundle_meta, out_path, file_sha256(bundle), opset)
     export_s = time.perf_counter() - t0
     diff = torch_vs_onnx_max_diff(head, out_path, parity_inputs(meta.height, meta.width, n_random, n_synthetic))
-    if not diff < atol:
-        raise ExportError(f"ONNX Runtime disagrees with PyTorch: max |d disp| = {diff:.3g} >= {atol:g}")
+    if not diff < atol:  # never leave a model behind that does not compute what the bundle computes
+        out_path.unlink(missing_ok=True)
+        sidecar_path(out_path).unlink(missing_ok=True)
+        raise ExportError(f"ONNX Runtime disagrees with PyTorch: max |d disp| = {diff:.3g} >= {atol:g}; removed")
     return ExportResult(path=out_path, meta=meta, parity_max_abs_diff=diff, seconds=export_s)
 
 

@@ -36,6 +36,8 @@ __all__ = [
     "preprocess",
     "read_onnx_meta",
     "read_onnx_model_meta",
+    "read_sidecar",
+    "tensorrt_unavailable_reason",
 ]
 
 BACKEND_KINDS = ("auto", "onnxruntime", "tensorrt", "torch")
