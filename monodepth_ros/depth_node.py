@@ -39,7 +39,7 @@ from monodepth_ros.geometry import scale_intrinsics, validate_intrinsics
 from monodepth_ros.image_conversion import compressed_to_rgb, depth_to_image_msg, image_msg_to_rgb, rgb_to_image_msg
 from monodepth_ros.pointcloud import depth_to_cloud_buffer, make_pointcloud2
 from monodepth_ros.scale_policy import POLICIES, GroundPlaneScale, disp_to_scaled_depth
-from monodepth_ros.sync import StampSynchronizer, stamp_to_ns
+from monodepth_ros.sync import LatestSlot, StampSynchronizer, stamp_to_ns
 
 __all__ = ["PARAMETERS", "TOPICS", "ParamSpec", "DepthNode", "ModelStartupError", "main"]
 
@@ -147,8 +147,7 @@ class DepthNode(Node):
     def __init__(self, node_name: str = "depth_node", **kwargs):
         super().__init__(node_name, **kwargs)
         # Set first: destroy_node() runs even when construction fails half way (rclpy context clean-up).
-        self._cond = threading.Condition()
-        self._stop = False
+        self._slot = LatestSlot()  # newest (image_msg, info_msg, t_received) not yet processed
         self._worker: threading.Thread | None = None
         self.backend = None
         for spec in PARAMETERS:
@@ -172,13 +171,8 @@ class DepthNode(Node):
         self.problems: dict[str, int] = {}
         self.last_problem = ""
         self.last_problem_time = -1e9
-        self.dropped_frames = 0  # pairs replaced in the latest-frame slot before the worker took them
-        self.stale_frames = 0  # pairs older than one already processed
         self.last_info_time = time.monotonic()
         self.got_info = False
-        self._last_stamp_ns = -1
-
-        self._slot = None  # the newest (image_msg, info_msg, t_received) not yet processed
 
         sub_qos = qos_profile_sensor_data if self.p["qos"] == "sensor_data" else QoSProfile(
             depth=5, reliability=ReliabilityPolicy.RELIABLE
@@ -295,29 +289,16 @@ class DepthNode(Node):
         self._offer(self.sync.push_info(stamp_to_ns(msg.header.stamp), msg))
 
     def _offer(self, pair) -> None:
-        if pair is None:
-            return
-        stamp_ns = stamp_to_ns(pair[0].header.stamp)
-        with self._cond:
-            if stamp_ns <= self._last_stamp_ns:
-                self.stale_frames += 1  # a late pair: the newer frame already went out
-                return
-            self._last_stamp_ns = stamp_ns
-            if self._slot is not None:
-                self.dropped_frames += 1  # latest frame only: the unprocessed older pair is dropped
-            self._slot = (pair[0], pair[1], time.monotonic())
-            self._cond.notify()
+        if pair is not None:  # latest frame only: an older pair still waiting is dropped, a late one refused
+            self._slot.put(stamp_to_ns(pair[0].header.stamp), (pair[0], pair[1], time.monotonic()))
 
     # ---- inference worker -----------------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
-            with self._cond:
-                while self._slot is None and not self._stop:
-                    self._cond.wait(0.5)
-                if self._stop:
-                    return
-                img_msg, info_msg, t_recv = self._slot
-                self._slot = None
+            item = self._slot.take()
+            if item is None:  # closed
+                return
+            img_msg, info_msg, t_recv = item
             try:
                 self._process(img_msg, info_msg, t_recv)
             except Exception as e:  # noqa: BLE001 - one bad frame must never stop the node
@@ -449,8 +430,8 @@ class DepthNode(Node):
             "input_rate_hz": f"{self.in_rate.rate_hz(now):.2f}",
             "output_rate_hz": f"{self.out_rate.rate_hz(now):.2f}",
             "frames_out": str(self.out_rate.total),
-            "dropped_frames": str(self.dropped_frames + self.stale_frames + sync.dropped_images),
-            "dropped_latest_only": str(self.dropped_frames),
+            "dropped_frames": str(self._slot.dropped + self._slot.stale + sync.dropped_images),
+            "dropped_latest_only": str(self._slot.dropped),
             "dropped_unpaired_images": str(sync.dropped_images),
             "latency_p50_ms": f"{self.latency.percentile_ms(50):.1f}",
             "latency_p99_ms": f"{self.latency.percentile_ms(99):.1f}",
@@ -467,9 +448,7 @@ class DepthNode(Node):
         self.pub_diag.publish(arr)
 
     def destroy_node(self):
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
+        self._slot.close()
         if self._worker is not None:
             self._worker.join(timeout=5.0)
         if self.backend is not None:

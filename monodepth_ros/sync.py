@@ -13,10 +13,11 @@ Thread-safety: the caller serialises pushes (the node calls it from its executor
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["StampSynchronizer", "SyncStats", "stamp_to_ns"]
+__all__ = ["StampSynchronizer", "SyncStats", "LatestSlot", "stamp_to_ns"]
 
 
 def stamp_to_ns(stamp) -> int:
@@ -137,3 +138,49 @@ class StampSynchronizer:
             self.stats.dropped_images += n
         else:
             self.stats.dropped_infos += n
+
+
+class LatestSlot:
+    """A one-place mailbox between the executor thread and the inference worker: never a backlog.
+
+    ``put`` replaces an item the worker has not taken yet (counted in ``dropped``) and refuses items whose
+    stamp is not newer than the last one accepted (counted in ``stale``), so the worker always gets the newest
+    frame and never goes back in time. ``take`` blocks until an item arrives or :meth:`close` is called.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item: Any = None
+        self._has_item = False
+        self._last_stamp_ns: int | None = None
+        self._closed = False
+        self.dropped = 0
+        self.stale = 0
+
+    def put(self, stamp_ns: int, item: Any) -> bool:
+        """Offer an item; False if it was refused as stale."""
+        with self._cond:
+            if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
+                self.stale += 1
+                return False
+            self._last_stamp_ns = stamp_ns
+            if self._has_item:
+                self.dropped += 1
+            self._item, self._has_item = item, True
+            self._cond.notify()
+            return True
+
+    def take(self, timeout_s: float | None = None) -> Any:
+        """The newest item, or None once closed (or when ``timeout_s`` passes with nothing to take)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._has_item or self._closed, timeout_s):
+                return None
+            if not self._has_item:
+                return None
+            item, self._item, self._has_item = self._item, None, False
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

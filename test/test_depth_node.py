@@ -389,24 +389,34 @@ def test_diagnostics_report_rates_latency_drops_and_backend(node):
 def test_compressed_images_are_decoded_and_undecodable_ones_reported(tiny_model, ros_subprocess_env, tmp_path):
     from sensor_msgs.msg import CompressedImage
 
-    proc = start_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/camc", "qos:=reliable",
-                      "use_compressed:=true")
+    # Default subscription QoS here (sensor_data, best effort): the first messages after discovery may be lost,
+    # so each step re-sends (with a new stamp) until the node has answered.
+    proc = start_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/camc", "use_compressed:=true")
     c = None
+
+    def compressed(data: bytes, fmt: str):
+        stamp, ns = c.next_stamp()
+        msg = CompressedImage(format=fmt, data=data)
+        msg.header.stamp, msg.header.frame_id = stamp, FRAME_ID
+        return msg, c.info_msg(stamp), ns
+
     try:
         c = Client("/camc", compressed=True)
         c.wait_connected(proc)
-        stamp, _ = c.next_stamp()
-        junk = CompressedImage(format="jpeg", data=b"\xff\xd8 not really a jpeg")
-        junk.header.stamp, junk.header.frame_id = stamp, FRAME_ID
-        c.send(junk, c.info_msg(stamp))
-        assert c.spin_until(lambda: "/camc/image/compressed skipped: could not decode" in proc.log_path.read_text(),
-                            5.0, proc), proc.log_path.read_text()
-        stamp, ns = c.next_stamp()
+        decode_error = "/camc/image/compressed skipped: could not decode"
+        for _ in range(20):
+            msg, info, _ = compressed(b"\xff\xd8 not really a jpeg", "jpeg")
+            c.send(msg, info)
+            if c.spin_until(lambda: decode_error in proc.log_path.read_text(), 0.5, proc):
+                break
+        assert decode_error in proc.log_path.read_text(), proc.log_path.read_text()
         rgb = make_rgb(8)
-        msg = CompressedImage()
-        msg.header.stamp, msg.header.frame_id, msg.format = stamp, FRAME_ID, "png"
-        msg.data = cv2.imencode(".png", rgb[..., ::-1])[1].tobytes()
-        c.send(msg, c.info_msg(stamp))
+        png = cv2.imencode(".png", rgb[..., ::-1])[1].tobytes()
+        for _ in range(20):
+            msg, info, ns = compressed(png, "png")
+            c.send(msg, info)
+            if c.spin_until(lambda ns=ns: ns in c.got["points"], 0.5, proc):
+                break
         _, _, cloud_msg = c.wait_outputs(ns, proc)
         np.testing.assert_array_equal(unpack_rgb(pointcloud2_to_array(cloud_msg)["rgb"]), rgb)
         assert proc.poll() is None

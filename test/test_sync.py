@@ -1,12 +1,15 @@
-"""StampSynchronizer: exact and approximate pairing, mismatched stamps, drops and out-of-order arrival."""
+"""StampSynchronizer: exact and approximate pairing, mismatched stamps, drops and out-of-order arrival;
+LatestSlot: the node's latest-frame-only hand-over to the inference worker."""
 
 from __future__ import annotations
 
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
 
-from monodepth_ros.sync import StampSynchronizer, stamp_to_ns
+from monodepth_ros.sync import LatestSlot, StampSynchronizer, stamp_to_ns
 
 MS = 1_000_000
 
@@ -86,3 +89,33 @@ def test_tolerance_can_change_live_and_bad_settings_are_rejected():
 
 def test_stamp_to_ns_combines_seconds_and_nanoseconds():
     assert stamp_to_ns(SimpleNamespace(sec=3, nanosec=250)) == 3_000_000_250
+
+
+def test_latest_slot_keeps_only_the_newest_item_and_refuses_stale_ones():
+    slot = LatestSlot()
+    assert slot.put(1, "a") and slot.put(2, "b") and slot.put(3, "c")
+    assert slot.take(0) == "c" and slot.dropped == 2
+    assert not slot.put(3, "again") and not slot.put(1, "late")  # never back in time
+    assert slot.stale == 2 and slot.take(0.01) is None
+
+
+def test_latest_slot_never_builds_a_backlog_behind_a_slow_consumer():
+    slot = LatestSlot()
+    taken = []
+
+    def consumer():
+        while (item := slot.take()) is not None:
+            taken.append(item)
+            time.sleep(0.005)  # slower than the producer
+
+    worker = threading.Thread(target=consumer)
+    worker.start()
+    for i in range(200):
+        slot.put(i, i)
+        time.sleep(0.0005)
+    time.sleep(0.05)
+    slot.close()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    assert taken == sorted(taken) and taken[-1] == 199  # in order, and the last frame is always served
+    assert len(taken) + slot.dropped == 200 and slot.dropped > 0
