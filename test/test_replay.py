@@ -35,21 +35,32 @@ TS = get_typestore(Stores.ROS2_KILTED)
 T_CAM_FROM_LIDAR = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, -0.3], [1.0, 0.0, 0.0, -0.2], [0, 0, 0, 1.0]])
 
 
-def make_tiny_onnx(path: Path, scale_policy: str = "relative", min_depth: float = 0.1, max_depth: float = 100.0):
-    """A (1,3,H,W) -> (1,1,H,W) disparity model: conv3x3 -> sigmoid -> [1/max_depth, 1/min_depth]."""
+def make_tiny_onnx(path: Path, scale_policy: str = "relative", min_depth: float = 0.1, max_depth: float = 100.0,
+                   slow_layers: int = 0):
+    """A (1,3,H,W) -> (1,1,H,W) disparity model: conv3x3 -> sigmoid -> [1/max_depth, 1/min_depth].
+
+    ``slow_layers`` > 0 first runs that many 48-channel 3x3 convs (~0.1 GFLOP each at 160x64): a model too
+    slow for the node to keep up with a fast playback, so that it must drop frames.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     inits = [
-        numpy_helper.from_array((rng.normal(size=(1, 3, 3, 3)) * 0.5).astype(np.float32), "w"),
+        numpy_helper.from_array((rng.normal(size=(1, 48 if slow_layers else 3, 3, 3)) * 0.5).astype(np.float32), "w"),
         numpy_helper.from_array(np.array([-1.0], np.float32), "b"),
         numpy_helper.from_array(np.array(1 / min_depth - 1 / max_depth, np.float32), "k"),
         numpy_helper.from_array(np.array(1 / max_depth, np.float32), "o"),
     ]
-    nodes = [helper.make_node("Conv", ["rgb", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["s", "k"], ["m"]),
-             helper.make_node("Add", ["m", "o"], ["disp"])]
+    nodes, x = [], "rgb"
+    for i in range(slow_layers):
+        c_in = 3 if i == 0 else 48
+        inits.append(numpy_helper.from_array((rng.normal(size=(48, c_in, 3, 3)) * 0.1).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Conv", [x, f"w{i}"], [f"h{i}"], pads=[1, 1, 1, 1]))
+        x = f"h{i}"
+    nodes += [helper.make_node("Conv", [x, "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+              helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["s", "k"], ["m"]),
+              helper.make_node("Add", ["m", "o"], ["disp"])]
     graph = helper.make_graph(nodes, "tiny",
                               [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, H_PX, W_PX])],
                               [helper.make_tensor_value_info("disp", TensorProto.FLOAT, [1, 1, H_PX, W_PX])], inits)
@@ -158,6 +169,23 @@ def test_through_node_answers_90_percent_of_frames_at_the_recorded_rate(synth_ba
     for f in report["per_frame"]:
         if f["abs_rel"] is not None:
             assert f["abs_rel"] == pytest.approx(ref[f["index"]], rel=1e-4), f["index"]
+
+
+@pytest.mark.ros
+def test_through_node_reports_the_frames_a_slow_node_dropped(synth_bag, tmp_path, ros_subprocess_env):
+    """Played at 10x the recorded rate (100 Hz) into a node whose model needs tens of ms: the node keeps only
+    the latest frame, so it must drop. Every frame reported dropped is exactly one missing from the output bag."""
+    slow = make_tiny_onnx(tmp_path / "slow.onnx", slow_layers=12)
+    report = run_replay(ReplayConfig(bag=synth_bag, out_dir=tmp_path / "out", model=slow, gt_topic=GT,
+                                     through_node=True, rate=10.0, node_params=["threads:=1"],
+                                     domain_id=int(ros_subprocess_env["ROS_DOMAIN_ID"]), quiet=True))
+    fr = report["frames"]
+    assert fr["input"] == N_FRAMES and 0 < fr["dropped"] < N_FRAMES
+    assert fr["drop_rate"] == pytest.approx(fr["dropped"] / N_FRAMES)
+    answered = {f["stamp_ns"] for f in report["per_frame"] if not f["dropped"]}
+    assert _stamps(tmp_path / "out" / "replay_bag", "/camera/depth") == answered
+    assert len(answered) == fr["with_depth"] == N_FRAMES - fr["dropped"]
+    assert report["rate_hz"]["achieved"] < report["rate_hz"]["input"]
 
 
 def _image(stamp_ns, arr, encoding):
