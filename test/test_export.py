@@ -219,13 +219,16 @@ def test_load_frames_rejects_unknown_data(tmp_path):
 
 
 def test_load_frames_reads_kitti_split_and_heldout_gt(tmp_path):
-    writers = pytest.importorskip("monodepth_ros.synthetic.writers")
-    from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
+    from monodepth_ros.synthetic import SynthConfig, SyntheticWorld, writers
 
     world = SyntheticWorld(SynthConfig(width=W, height=H))
-    writers.write_kitti(world, tmp_path / "kitti", 6)
+    writers.write_kitti(world, tmp_path / "kitti", 12)
+    from monodepth_ros.kitti import read_split
+
+    n_train = len(read_split(tmp_path / "kitti" / "splits" / "train_files.txt"))
     calib = load_frames(str(tmp_path / "kitti"), 3, H, W)
-    assert len(calib) == 3 and calib[0].dtype == np.uint8 and calib[0].shape == (H, W, 3)
+    assert len(calib) == min(3, n_train) > 0  # spread over the split, never more than it holds
+    assert calib[0].dtype == np.uint8 and calib[0].shape == (H, W, 3)
     held = load_frames(str(tmp_path / "kitti"), 2, H, W, heldout=True)
     assert held and all(g is not None and g.shape == (H, W) and (g > 0).any() for _, g in held)
 
@@ -235,3 +238,18 @@ def test_failed_parity_check_raises_and_leaves_no_model(exported, tmp_path):
     with pytest.raises(ExportError, match="disagrees with PyTorch"):
         export_onnx(exported["bundle"], tmp_path, atol=0.0, n_random=1, n_synthetic=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_load_frames_reads_a_bag_with_heldout_gt_after_the_calibration_frames(tmp_path):
+    from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
+    from monodepth_ros.synthetic.writers import write_bag
+
+    world = SyntheticWorld(SynthConfig(width=W, height=H))
+    bag = write_bag(world, tmp_path / "drive", 6, storage="mcap")
+    calib = load_frames(str(bag), 3, H, W)
+    assert len(calib) == 3 and calib[0].shape == (H, W, 3) and calib[0].dtype == np.uint8
+    np.testing.assert_array_equal(calib[0], world.render(0).rgb)
+    held = load_frames(str(bag), 3, H, W, heldout=True)
+    assert len(held) == 3
+    np.testing.assert_array_equal(held[0][0], world.render(3).rgb)  # no overlap with the calibration frames
+    assert all(g is not None and g.shape == (H, W) for _, g in held)
