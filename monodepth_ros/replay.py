@@ -345,7 +345,12 @@ class _Spool:
         self.counts: dict[str, int] = {}
 
     def add(self, key: str, raw: bytes, receipt_ns: int) -> None:
-        stamp = cdr_header_stamp_ns(raw)
+        try:
+            stamp = cdr_header_stamp_ns(raw)
+        except ValueError:  # never raise in a DDS callback: it would stop the executor and the recording
+            with self._lock:
+                self.counts["undecodable"] = self.counts.get("undecodable", 0) + 1
+            return
         with self._lock:
             self.counts[key] = self.counts.get(key, 0) + 1
             if (key, stamp) in self.index:
