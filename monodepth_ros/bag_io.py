@@ -134,20 +134,60 @@ def depth_msg_to_array(msg) -> np.ndarray:
 
 
 def resolve_bag_path(path: str | os.PathLike) -> Path:
-    """A rosbag2 directory (with metadata.yaml), or one of its storage files -> the bag directory."""
+    """A rosbag2 directory (with metadata.yaml), one of its storage files, or a lone ``.mcap`` file.
+
+    Returns the bag directory, or the ``.mcap`` file itself when it has no metadata.yaml beside it (e.g. a
+    Foxglove recording); :class:`BagReader` reads such a file through a generated metadata.yaml.
+    """
     p = Path(path)
     if not p.exists():
         raise BagError(f"bag not found: {p}")
     if p.is_file():
         if (p.parent / "metadata.yaml").is_file():
             return p.parent
+        if p.suffix == ".mcap":
+            return p
         raise BagError(
             f"{p} is a file, but rosbag2 bags are directories holding metadata.yaml and the .mcap/.db3 storage "
-            f"(record with `ros2 bag record`); no metadata.yaml next to it"
+            f"(record with `ros2 bag record`; `ros2 bag reindex` rebuilds a lost metadata.yaml)"
         )
     if not (p / "metadata.yaml").is_file():
-        raise BagError(f"{p} is not a rosbag2 bag: metadata.yaml is missing")
+        raise BagError(f"{p} is not a rosbag2 bag: metadata.yaml is missing (`ros2 bag reindex` rebuilds it)")
     return p
+
+
+def _bare_mcap_as_bag(mcap_path: Path, tmp_dir: Path) -> Path:
+    """A lone ROS 2 ``.mcap`` file -> a rosbag2 directory in ``tmp_dir``: a symlink + a metadata.yaml written from
+    the MCAP summary (topics, types, counts, time span). rosbags reads only bag directories, and this is the
+    information ``ros2 bag reindex`` would recover. An MCAP without a summary section (truncated) is an error."""
+    from mcap.reader import make_reader
+
+    try:
+        with open(mcap_path, "rb") as f:
+            summary = make_reader(f).get_summary()
+    except Exception as e:  # noqa: BLE001 - the mcap parser's errors on a damaged file
+        raise BagError(f"cannot open {mcap_path} (corrupted or truncated?): {_one_line(e)}", []) from None
+    if summary is None or summary.statistics is None:
+        raise BagError(f"{mcap_path} has no MCAP summary section (truncated, or still being recorded?)", [])
+    stats = summary.statistics
+    topics = []
+    for cid, ch in sorted(summary.channels.items()):
+        schema = summary.schemas.get(ch.schema_id)
+        topics.append({"message_count": int(stats.channel_message_counts.get(cid, 0)), "topic_metadata": {
+            "name": ch.topic, "type": schema.name if schema else "", "serialization_format": ch.message_encoding,
+            "offered_qos_profiles": ch.metadata.get("offered_qos_profiles", "")}})
+    n = int(stats.message_count)
+    meta = {"rosbag2_bagfile_information": {
+        "version": 9, "storage_identifier": "mcap", "relative_file_paths": [mcap_path.name],
+        "duration": {"nanoseconds": int(stats.message_end_time - stats.message_start_time) if n else 0},
+        "starting_time": {"nanoseconds_since_epoch": int(stats.message_start_time) if n else 0},
+        "message_count": n, "topics_with_message_count": topics, "compression_format": "", "compression_mode": "",
+        "files": [], "custom_data": None, "ros_distro": ""}}
+    bag_dir = tmp_dir / mcap_path.stem
+    bag_dir.mkdir()
+    (bag_dir / mcap_path.name).symlink_to(mcap_path.resolve())
+    (bag_dir / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    return bag_dir
 
 
 def _topics_from_metadata(bag_dir: Path) -> list[TopicSummary] | None:
@@ -221,7 +261,9 @@ class BagReader:
     """Context manager over a rosbag2 bag (MCAP or sqlite3) that turns every read failure into BagError."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = resolve_bag_path(path)
+        self.path = resolve_bag_path(path)  # what messages name: the bag directory, or a lone .mcap file
+        self._dir = self.path
+        self._tmp: tempfile.TemporaryDirectory | None = None
         self._reader = None
         self.topics: dict[str, TopicSummary] = {}
         self._conns: dict[str, list] = {}
@@ -231,13 +273,21 @@ class BagReader:
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
 
+        if self.path.is_file():
+            self._tmp = tempfile.TemporaryDirectory(prefix="monodepth-bag-")
+            try:
+                self._dir = _bare_mcap_as_bag(self.path, Path(self._tmp.name))
+            except BaseException:
+                self.close()
+                raise
         try:
             # The default typestore only serves sqlite3 bags recorded without embedded message definitions.
-            reader = AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_KILTED))
+            reader = AnyReader([self._dir], default_typestore=get_typestore(Stores.ROS2_KILTED))
             reader.open()
         except _BAG_READ_ERRORS as e:
-            raise BagError(f"cannot open bag {self.path} (corrupted or truncated?): {_one_line(e)}",
-                           _topics_from_metadata(self.path) or []) from None
+            topics = _topics_from_metadata(self._dir) or []
+            self.close()
+            raise BagError(f"cannot open bag {self.path} (corrupted or truncated?): {_one_line(e)}", topics) from None
         self._reader = reader
         for conn in reader.connections:
             self._conns.setdefault(conn.topic, []).append(conn)
@@ -258,6 +308,9 @@ class BagReader:
             except Exception:  # noqa: BLE001 - closing a damaged bag must not hide the original error
                 pass
             self._reader = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def __enter__(self) -> BagReader:
         return self.open()

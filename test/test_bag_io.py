@@ -340,3 +340,21 @@ def test_extrinsics_file_is_validated(tmp_path):
         load_extrinsics(tmp_path / "nokey.yaml")
     with pytest.raises(ValueError, match="4x4"):
         validate_rigid(np.eye(3))
+
+
+def test_lone_mcap_file_without_metadata_is_read(tmp_path, world):
+    """A bare .mcap (as Foxglove records) has no metadata.yaml; it is read through its MCAP summary."""
+    from monodepth_ros.synthetic.writers import write_bag
+
+    lone = tmp_path / "recording.mcap"
+    shutil.move(_storage_file(write_bag(world, tmp_path / "b", N_FRAMES, storage="mcap")), lone)
+    shutil.rmtree(tmp_path / "b")
+    with BagReader(lone) as bag:
+        assert bag.path == lone and bag.topics[IMG].count == N_FRAMES
+        frames = list(iter_frames(bag, IMG, INFO, GtSource(GT)))
+    assert len(frames) == N_FRAMES
+    np.testing.assert_array_equal(frames[-1].rgb, world.render(N_FRAMES - 1).rgb)
+    assert [p.name for p in tmp_path.iterdir()] == ["recording.mcap"]  # nothing left beside it
+    lone.write_bytes(lone.read_bytes()[: lone.stat().st_size // 2])
+    with pytest.raises(BagError, match="recording.mcap.*(corrupted or truncated|no MCAP summary)"):
+        BagReader(lone).open()
