@@ -173,6 +173,7 @@ class DepthNode(Node):
         self.last_problem_time = -1e9
         self.last_info_time = time.monotonic()
         self.got_info = False
+        self.last_scale: float | None = None  # depth = last_scale / disp, for /diagnostics
 
         sub_qos = qos_profile_sensor_data if self.p["qos"] == "sensor_data" else QoSProfile(
             depth=5, reliability=ReliabilityPolicy.RELIABLE
@@ -335,6 +336,7 @@ class DepthNode(Node):
         h, w = disp.shape
         K_model = scale_intrinsics(K, w / W, h / H)
         scale = self._scale(p, disp, K_model)
+        self.last_scale = scale
         if p["output_resolution"] == "input":
             out_disp = cv2.resize(disp, (W, H), interpolation=cv2.INTER_LINEAR) if (h, w) != (H, W) else disp
             K_out, rgb_out = K, rgb
@@ -437,7 +439,8 @@ class DepthNode(Node):
             "latency_p99_ms": f"{self.latency.percentile_ms(99):.1f}",
             "processing_p50_ms": f"{self.proc_time.percentile_ms(50):.1f}",
             "processing_p99_ms": f"{self.proc_time.percentile_ms(99):.1f}",
-            "scale": f"{self.ground.scale:.4f}" if self.ground.scale is not None else "n/a",
+            "scale": f"{self.last_scale:.4f}" if self.last_scale is not None else "n/a",
+            "ground_plane_fresh": str(self.ground.fresh),
             "last_problem": self.last_problem,
         }
         values.update({f"problems.{k}": str(v) for k, v in sorted(self.problems.items())})

@@ -300,7 +300,8 @@ def test_ground_plane_policy_recovers_metric_scale_from_camera_height(node):
         K = np.array(info_msg.k).reshape(3, 3)
         v = np.arange(H_M - 8, H_M)
         np.testing.assert_allclose(depth[v, 40], CAMERA_HEIGHT_M * K[1, 1] / (v - K[1, 2]), rtol=0.01)
-        assert c.spin_until(lambda: c.latest_diag_values().get("scale", "n/a") != "n/a", 3.0)
+        assert c.spin_until(lambda: c.latest_diag_values().get("ground_plane_fresh") == "True", 3.0)
+        # The applied scale is the estimate (fixed_scale is 1, the model's stored scale 5 = 1 / REL_FACTOR).
         assert float(c.latest_diag_values()["scale"]) == pytest.approx(1.0 / REL_FACTOR, rel=0.01)
     finally:
         c.set_params(scale_policy="fixed", output_resolution="input", fixed_scale=0.0)
