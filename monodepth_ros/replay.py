@@ -754,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay a rosbag2 (MCAP or sqlite3) through a depth model -- in-process, or through the real "
                     "depth node over DDS -- score it against GT and write an output bag plus a report.",
     )
-    p.add_argument("--bag", required=True, type=Path, help="rosbag2 directory (with metadata.yaml)")
+    p.add_argument("--bag", required=True, type=Path, help="rosbag2 directory (mcap or sqlite3), or a lone .mcap")
     p.add_argument("--out", required=True, type=Path, help="output directory (report, output bag)")
     p.add_argument("--model", type=Path, default=None,
                    help=f"exported model (.onnx); default: the embedded monodepth_ros/{DEFAULT_MODEL_REL}")
