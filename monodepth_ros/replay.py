@@ -55,7 +55,7 @@ from monodepth_ros.bag_io import (
 from monodepth_ros.metrics import MAX_DEPTH_M, METRIC_NAMES, evaluate_image, summarize
 from monodepth_ros.replay_report import percentiles_ms, plot_per_frame, summary_text, write_html, write_json
 
-__all__ = ["ReplayConfig", "ReplayError", "run_replay", "default_model_path", "output_topics", "main"]
+__all__ = ["ReplayConfig", "ReplayError", "NodeFailure", "run_replay", "default_model_path", "output_topics", "main"]
 
 PROG = "monodepth-replay"
 DEFAULT_MODEL_REL = Path("models") / "default.onnx"
@@ -64,6 +64,10 @@ N_PANELS = 4
 
 class ReplayError(RuntimeError):
     """The replay cannot run (bad model, node failed to start, ...); the message says what to do."""
+
+
+class NodeFailure(ReplayError):
+    """The depth node process failed (start-up, crash, no output): a run-time failure, exit code 1."""
 
 
 def default_model_path() -> Path:
@@ -490,10 +494,10 @@ def _run_through_node(cfg, bag, gt, model_path, info, writer, scorer, n_frames, 
         while not (pub_img.get_subscription_count() > 0 and pub_info.get_subscription_count() > 0
                    and subs["depth"].get_publisher_count() > 0 and subs["points"].get_publisher_count() > 0):
             if not node.alive():
-                raise ReplayError(f"the depth node exited with code {node.proc.returncode} during start-up: "
+                raise NodeFailure(f"the depth node exited with code {node.proc.returncode} during start-up: "
                                   f"{node.log_tail()} (full log: {node_log})")
             if time.monotonic() > deadline:
-                raise ReplayError(f"the depth node did not come up on DDS domain {domain} within "
+                raise NodeFailure(f"the depth node did not come up on DDS domain {domain} within "
                                   f"{cfg.startup_timeout_s:.0f} s: {node.log_tail()} (log: {node_log})")
             time.sleep(0.05)
 
@@ -526,7 +530,7 @@ def _run_through_node(cfg, bag, gt, model_path, info, writer, scorer, n_frames, 
                 break
             play(topic, log_ns, raw)
             if not node.alive():
-                raise ReplayError(f"the depth node died during playback (exit {node.proc.returncode}): "
+                raise NodeFailure(f"the depth node died during playback (exit {node.proc.returncode}): "
                                   f"{node.log_tail()} (log: {node_log})")
         bar.close()
         _drain(spool, published, node)
@@ -599,10 +603,10 @@ def _warm_up(cfg, bag, msgs, pub_img, pub_info, spool, node, node_log) -> list:
         while spool.counts.get("points", 0) == 0 and time.monotonic() < t_end:
             time.sleep(0.02)
         if not node.alive():
-            raise ReplayError(f"the depth node exited during warm-up (exit {node.proc.returncode}): "
+            raise NodeFailure(f"the depth node exited during warm-up (exit {node.proc.returncode}): "
                               f"{node.log_tail()} (log: {node_log})")
         if time.monotonic() > deadline:
-            raise ReplayError(f"the depth node produced no output for the warm-up frame within "
+            raise NodeFailure(f"the depth node produced no output for the warm-up frame within "
                               f"{cfg.startup_timeout_s:.0f} s: {node.log_tail()} (log: {node_log})")
     time.sleep(0.2)
     return first
@@ -793,10 +797,14 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``monodepth-replay``. Exit 0 on success, 2 with a one-line message on bad input."""
+    """Console entry point ``monodepth-replay``. Exit 0 on success; 2 with a one-line message on bad input (bag,
+    topics, model, options); 1 with a one-line message when the depth node fails."""
     args = build_parser().parse_args(argv)
     try:
         report = run_replay(config_from_args(args))
+    except NodeFailure as e:
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
     except (BagError, ReplayError, ValueError, FileNotFoundError) as e:
         msg = " ".join(str(e).split())
         print(f"{PROG}: error: {msg}", file=sys.stderr)

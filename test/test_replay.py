@@ -364,3 +364,15 @@ def test_in_process_metrics_match_the_evaluation_cli_on_the_same_frames(in_proce
         assert report["metrics"][name] == pytest.approx(cli["metrics"][name], rel=5e-4), name
     np.testing.assert_allclose([f["abs_rel"] for f in report["per_frame"]], [p["abs_rel"] for p in cli["per_image"]],
                                rtol=5e-4)
+
+
+@pytest.mark.ros
+def test_node_that_cannot_start_is_reported_with_its_own_log_line(synth_bag, tiny_model, tmp_path, capsys,
+                                                                  ros_subprocess_env):
+    rc = replay.main(["--bag", str(synth_bag), "--model", str(tiny_model), "--through-node", "--quiet",
+                      "--node-param", "decimation:=99", "--domain-id", ros_subprocess_env["ROS_DOMAIN_ID"],
+                      "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1, err
+    assert "the depth node exited with code 1 during start-up" in err and "decimation" in err and "99" in err
+    assert (tmp_path / "out" / "node.log").is_file() and not (tmp_path / "out" / "replay_bag").exists()
