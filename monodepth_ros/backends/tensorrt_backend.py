@@ -427,7 +427,7 @@ class TensorRTBackend(DepthBackend):
         x = np.ascontiguousarray(x, dtype=np.float32)
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         _check_cuda(cudart.cudaMemcpyAsync(self._d_in, x.ctypes.data, self._in_nbytes, h2d, self._stream), "H2D")
-        if not self._context.execute_async_v3(self._stream):
+        if not self._context.execute_async_v3(int(self._stream)):  # TensorRT takes the raw cudaStream_t handle
             raise RuntimeError("TensorRT execute_async_v3 failed")
         _check_cuda(
             cudart.cudaMemcpyAsync(self._out_host.ctypes.data, self._d_out, self._out_host.nbytes, d2h, self._stream),
