@@ -1,0 +1,244 @@
+"""The LightningModule: depth + pose networks from the registry, the Monodepth2 loss, Adam + StepLR, and
+validation with the project's KITTI-protocol metrics. Lightning's Trainer owns the loop, devices, precision,
+checkpoints and logging; this file only says what one step computes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monodepth_training.bundle_io import save_bundle
+from monodepth_training.geometry import sigmoid_to_disp
+from monodepth_training.losses import monodepth2_loss
+from monodepth_training.networks.monodepth2 import predict_T_src_from_tgt
+from monodepth_training.networks.registry import build_depth_net, build_pose_net
+
+from monodepth_ros.bundle import SCALE_POLICIES, BundleMeta
+from monodepth_ros.metrics import METRIC_NAMES, evaluate_image, summarize, valid_mask
+
+STEREO_KEY = "s"
+
+
+class MonoDepthModule(L.LightningModule):
+    """Self-supervised monocular depth (Monodepth2 recipe) with pluggable registered networks.
+
+    Args:
+        depth_net, depth_kwargs: registered depth network name and constructor arguments
+            (e.g. ``{"num_layers": 18, "pretrained_path": "weights/resnet18.pth"}``).
+        pose_net, pose_kwargs: registered pose network (unused when training on stereo pairs only).
+        height, width, frame_offsets, use_stereo: linked from the data module by the CLI.
+        min_depth, max_depth: range of the sigmoid -> disparity mapping (metres, or model units if relative).
+        lr, weight_decay: Adam.
+        lr_step_epochs, lr_gamma: StepLR (Monodepth2: x0.1 after 15 epochs).
+        ssim_alpha, smoothness_weight, automask, min_reprojection, full_res_multiscale: loss switches, see
+            :func:`monodepth_training.losses.monodepth2_loss`.
+        scale_policy, scale: written into the model bundle (relative | fixed | metric); validation uses
+            median scaling for ``relative`` and the fixed factor otherwise.
+        eval_min_depth, eval_max_depth, eval_crop: KITTI-protocol evaluation range (GT cap) and crop.
+    """
+
+    def __init__(
+        self,
+        depth_net: str = "monodepth2",
+        depth_kwargs: dict[str, Any] | None = None,
+        pose_net: str = "monodepth2_pose",
+        pose_kwargs: dict[str, Any] | None = None,
+        height: int = 96,
+        width: int = 320,
+        frame_offsets: list[int] | tuple[int, ...] = (0, -1, 1),
+        use_stereo: bool = False,
+        min_depth: float = 0.1,
+        max_depth: float = 100.0,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        lr_step_epochs: int = 15,
+        lr_gamma: float = 0.1,
+        ssim_alpha: float = 0.85,
+        smoothness_weight: float = 1e-3,
+        automask: bool = True,
+        min_reprojection: bool = True,
+        full_res_multiscale: bool = True,
+        scale_policy: str = "relative",
+        scale: float = 1.0,
+        eval_min_depth: float = 1e-3,
+        eval_max_depth: float = 80.0,
+        eval_crop: str | None = None,
+    ):
+        super().__init__()
+        if height % 32 or width % 32:
+            raise ValueError(f"training size {width}x{height} must be a multiple of 32 (encoder strides)")
+        if not 0 < min_depth < max_depth:
+            raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
+        if scale_policy not in SCALE_POLICIES:
+            raise ValueError(f"scale_policy must be one of {SCALE_POLICIES}, got {scale_policy!r}")
+        frame_offsets = [int(o) for o in frame_offsets]
+        if not frame_offsets or frame_offsets[0] != 0:
+            raise ValueError(f"frame_offsets must start with 0 (the target), got {frame_offsets}")
+        if len(frame_offsets) == 1 and not use_stereo:
+            raise ValueError("no source frame: give temporal offsets (e.g. [0, -1, 1]) and/or use_stereo")
+        self.save_hyperparameters()
+        self.depth = build_depth_net(depth_net, **(depth_kwargs or {}))
+        self.temporal_offsets = frame_offsets[1:]
+        self.pose = build_pose_net(pose_net, **(pose_kwargs or {})) if self.temporal_offsets else None
+        # Set by the CLI (full run config) and at fit start (the training camera); both go into the bundle.
+        self.run_config: dict[str, Any] | None = None
+        self.intrinsics_norm: list[list[float]] | None = None
+        self._val_per_image: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------------------------------ forward
+    def forward(self, rgb01: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
+        """rgb01 (B, 3, H, W) in [0, 1] -> {("disp", s): sigmoid (B, 1, H/2^s, W/2^s)}."""
+        return self.depth(rgb01)
+
+    def predict_disp(self, rgb01: torch.Tensor) -> torch.Tensor:
+        """rgb01 (B, 3, H, W) -> scaled disparity (B, 1, H, W) in [1/max_depth, 1/min_depth]."""
+        hp = self.hparams
+        return sigmoid_to_disp(self.depth(rgb01)[("disp", 0)], hp.min_depth, hp.max_depth)
+
+    def _loss(self, batch: dict[str, Any], color_key: str, outputs=None) -> dict[str, torch.Tensor]:
+        hp = self.hparams
+        inputs = batch[color_key]
+        outputs = self.depth(inputs[0]) if outputs is None else outputs
+        sources, poses = [], []
+        for off in self.temporal_offsets:
+            poses.append(predict_T_src_from_tgt(self.pose, inputs[0], inputs[off], src_is_before=off < 0))
+            sources.append(batch["color"][off])
+        if hp.use_stereo:
+            poses.append(batch["T_stereo"].to(inputs[0].dtype))
+            sources.append(batch["color"][STEREO_KEY])
+        return monodepth2_loss(
+            outputs,
+            batch["color"][0],
+            sources,
+            torch.stack(poses, dim=1).float(),
+            batch["K"],
+            hp.min_depth,
+            hp.max_depth,
+            alpha=hp.ssim_alpha,
+            smoothness_weight=hp.smoothness_weight,
+            automask=hp.automask,
+            min_reprojection=hp.min_reprojection,
+            full_res_multiscale=hp.full_res_multiscale,
+        )
+
+    # ------------------------------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        losses = self._loss(batch, "color_aug")
+        bs = batch["K"].shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
+        self.log("train/photometric", losses["photometric"], batch_size=bs)
+        self.log("train/smoothness", losses["smoothness"], batch_size=bs)
+        self.log("train/automask_fraction", losses["automask_fraction"], batch_size=bs)
+        # The depth map rides along for the preview callback (detached by the loss already).
+        return {"loss": losses["loss"], "depth": losses["depth"]}
+
+    # ---------------------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_per_image = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        hp = self.hparams
+        bs = batch["K"].shape[0]
+        outputs = self.depth(batch["color"][0])
+        losses = self._loss(batch, "color", outputs)
+        self.log("val/loss", losses["loss"], sync_dist=True, batch_size=bs)
+        disp = sigmoid_to_disp(outputs[("disp", 0)], hp.min_depth, hp.max_depth).float()
+        out = {"disp": disp}
+        if "depth_gt" in batch:
+            gt = batch["depth_gt"]
+            # Resize the disparity (not the depth) to the GT size, then invert: what the backends do.
+            disp_gt = F.interpolate(disp, gt.shape[-2:], mode="bilinear", align_corners=False)
+            pred = (1.0 / disp_gt).squeeze(1).cpu().numpy()
+            gt_np = gt.squeeze(1).cpu().numpy()
+            for i in range(gt_np.shape[0]):
+                if not valid_mask(gt_np[i], hp.eval_min_depth, hp.eval_max_depth, hp.eval_crop).any():
+                    continue  # a frame without GT (e.g. no LiDAR match) says nothing about depth
+                self._val_per_image.append(
+                    evaluate_image(
+                        gt_np[i],
+                        pred[i],
+                        median_scaling=hp.scale_policy == "relative",
+                        fixed_scale=hp.scale if hp.scale_policy == "fixed" else 1.0,
+                        min_depth=hp.eval_min_depth,
+                        max_depth=hp.eval_max_depth,
+                        cap_m=hp.eval_max_depth,
+                        crop=hp.eval_crop,
+                    )
+                )
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_per_image:
+            return
+        result = summarize(self._val_per_image, median_scaling=self.hparams.scale_policy == "relative")
+        for name in METRIC_NAMES:
+            self.log(f"val/{name}", float(result.metrics[name]), sync_dist=True, prog_bar=name == "abs_rel")
+        if np.isfinite(result.ratio_mean):
+            self.log("val/median_ratio", float(result.ratio_mean), sync_dist=True)
+        self._val_per_image = []
+
+    # ----------------------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.lr_step_epochs, gamma=hp.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------------------------------- bundle
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        ds = getattr(dm, "train_dataset", None)
+        if ds is not None and hasattr(ds, "intrinsics_norm"):
+            K_norm = ds.intrinsics_norm()
+            self.intrinsics_norm = None if K_norm is None else np.asarray(K_norm, dtype=float).tolist()
+
+    def bundle_meta(self, extra_training: dict[str, Any] | None = None) -> BundleMeta:
+        """The self-describing metadata of the current weights (see :class:`monodepth_ros.bundle.BundleMeta`)."""
+        hp = self.hparams
+        training: dict[str, Any] = {
+            "framework": "monodepth_training (Lightning)",
+            "global_step": int(self.global_step) if self._trainer is not None else 0,
+            "epoch": int(self.current_epoch) if self._trainer is not None else 0,
+            "frame_offsets": list(hp.frame_offsets),
+            "use_stereo": bool(hp.use_stereo),
+            "written_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": self.run_config or {"model": dict(hp)},
+        }
+        training.update(extra_training or {})
+        return BundleMeta(
+            depth_net=hp.depth_net,
+            height=int(hp.height),
+            width=int(hp.width),
+            min_depth=float(hp.min_depth),
+            max_depth=float(hp.max_depth),
+            depth_kwargs=dict(getattr(self.depth, "registry_kwargs", hp.depth_kwargs or {})),
+            pose_net=hp.pose_net if self.pose is not None else None,
+            pose_kwargs=dict(getattr(self.pose, "registry_kwargs", hp.pose_kwargs or {})) if self.pose else {},
+            scale_policy=hp.scale_policy,
+            scale=float(hp.scale),
+            intrinsics_norm=self.intrinsics_norm,
+            training=_jsonable(training),
+        )
+
+    def export_bundle(self, path, extra_training: dict[str, Any] | None = None) -> BundleMeta:
+        """Write the model bundle (depth + pose weights and metadata) to ``path`` atomically."""
+        return save_bundle(path, self.depth, self.bundle_meta(extra_training), pose_net=self.pose)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types only (the bundle metadata is JSON): tuples -> lists, numpy/torch scalars -> numbers,
+    anything else -> its string form."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return value
+    if isinstance(value, (np.generic, torch.Tensor)) and np.size(value) == 1:
+        return value.item()
+    return str(value)
