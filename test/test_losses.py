@@ -248,3 +248,29 @@ def test_loss_runs_in_float32_under_autocast():
         out = losses.monodepth2_loss(*half_args, tie_break=0.0)
     assert out["loss"].dtype == torch.float32
     torch.testing.assert_close(out["loss"], ref["loss"], rtol=2e-2, atol=0)
+
+
+def test_ground_truth_depth_and_pose_explain_synthetic_frames():
+    # Pins the pose direction against the synthetic world: T_src_from_tgt = inv(T_world_from_src) @ T_world_from_tgt.
+    from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
+
+    world = SyntheticWorld(SynthConfig(width=320, height=96, seed=0))
+    tgt, prev, nxt = world.render(10), world.render(9), world.render(11)
+
+    def rgb01(frame):
+        return torch.from_numpy(frame.rgb).permute(2, 0, 1)[None].float() / 255
+
+    T = torch.from_numpy(np.stack([np.linalg.inv(f.T_world_from_cam) @ tgt.T_world_from_cam for f in (prev, nxt)]))
+    T = T[None].float()
+    depth_m = np.clip(np.where(np.isfinite(tgt.depth_m), tgt.depth_m, MAX_DEPTH), MIN_DEPTH, MAX_DEPTH)
+    outputs = {("disp", 0): sigma_from_depth(torch.from_numpy(depth_m)[None, None].float())}
+    K = torch.from_numpy(tgt.K)[None].float()
+
+    def photometric(T_src_from_tgt):
+        return float(losses.monodepth2_loss(outputs, rgb01(tgt), [rgb01(prev), rgb01(nxt)], T_src_from_tgt, K,
+                                            MIN_DEPTH, MAX_DEPTH, automask=False, smoothness_weight=0.0)["photometric"])
+
+    truth, inverted = photometric(T), photometric(torch.linalg.inv(T))
+    static = photometric(torch.eye(4).expand(1, 2, 4, 4))
+    assert truth < 0.4 * static
+    assert inverted > 2 * truth
