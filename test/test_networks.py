@@ -182,7 +182,7 @@ def test_registry_lists_builds_and_reports_unknowns():
     assert net.registry_name == "monodepth2"
     assert net.registry_kwargs == {"num_layers": 34, "pretrained_path": None, "scales": (0, 1)}
     assert list(net.encoder.num_ch_enc) == [64, 64, 128, 256, 512]
-    with pytest.raises(ValueError, match=r"unknown depth network 'nope'; registered: \['monodepth2'"):
+    with pytest.raises(ValueError, match=r"unknown depth network 'nope'; registered: \[.*'monodepth2'"):
         build_depth_net("nope")
     with pytest.raises(TypeError, match="unknown arguments \\['layers'\\]"):
         build_depth_net("monodepth2", layers=18)
@@ -205,3 +205,13 @@ def test_register_decorator_adds_a_new_architecture():
             register_depth_net("tiny_test_net")(torch.nn.Identity)
     finally:
         DEPTH_NETS.pop("tiny_test_net", None)
+
+
+def test_architecture_modules_register_on_first_lookup():
+    import sys
+
+    from monodepth_training.networks.registry import ARCHITECTURE_MODULES
+
+    list_models()
+    for name in ARCHITECTURE_MODULES:
+        assert f"monodepth_training.networks.{name}" in sys.modules

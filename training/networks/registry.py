@@ -1,12 +1,14 @@
 """Name -> network registry, so configs and model bundles refer to architectures by name.
 
-``DEPTH_NETS`` / ``POSE_NETS`` map a name to ``(constructor, default kwargs)``. New architectures register
-with the :func:`register_depth_net` / :func:`register_pose_net` decorators and are imported at the bottom of
-this file so that their names exist whenever the registry does.
+``DEPTH_NETS`` / ``POSE_NETS`` map a name to ``(constructor, default kwargs)``. Architectures register with
+the :func:`register_depth_net` / :func:`register_pose_net` decorators in their own module. Monodepth2 is
+registered at import; the modules listed in ``ARCHITECTURE_MODULES`` are imported on the first lookup, so a
+bundle or config naming e.g. "packnet" builds in a fresh process without the caller importing that module.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +18,25 @@ from torch import nn
 Constructor = Callable[..., nn.Module]
 DEPTH_NETS: dict[str, tuple[Constructor, dict[str, Any]]] = {}
 POSE_NETS: dict[str, tuple[Constructor, dict[str, Any]]] = {}
+
+# Modules under monodepth_training.networks that register architectures when imported (loaded lazily: they
+# are heavier than Monodepth2 and import this module themselves). Add a new architecture's module here.
+ARCHITECTURE_MODULES = ("packnet", "ddv", "diffnet", "sfmlearner")
+_modules_loaded = False
+
+
+def _load_architecture_modules() -> None:
+    global _modules_loaded
+    if _modules_loaded:
+        return
+    _modules_loaded = True
+    for name in ARCHITECTURE_MODULES:
+        full = f"monodepth_training.networks.{name}"
+        try:
+            importlib.import_module(full)
+        except ModuleNotFoundError as e:
+            if e.name != full:  # the module exists but one of its own imports is missing: a real error
+                raise
 
 
 def _signature_defaults(ctor: Constructor) -> dict[str, Any]:
@@ -51,6 +72,7 @@ def register_pose_net(name: str, **defaults: Any):
 
 
 def _build(table: dict, kind: str, name: str, kwargs: dict[str, Any]) -> nn.Module:
+    _load_architecture_modules()
     if name not in table:
         raise ValueError(f"unknown {kind} network {name!r}; registered: {sorted(table)}")
     ctor, defaults = table[name]
@@ -77,10 +99,11 @@ def build_pose_net(name: str, **kwargs: Any) -> nn.Module:
 
 def list_models() -> dict[str, list[str]]:
     """Registered names: ``{"depth": [...], "pose": [...]}``."""
+    _load_architecture_modules()
     return {"depth": sorted(DEPTH_NETS), "pose": sorted(POSE_NETS)}
 
 
-# Built-in architectures. Later architectures (packnet, ddv, diffnet, sfmlearner_pose) add their module here.
+# Monodepth2 is registered eagerly: it is the default and every other part of the project uses it.
 from monodepth_training.networks.monodepth2 import Monodepth2DepthNet, Monodepth2PoseNet  # noqa: E402
 
 register_depth_net("monodepth2", num_layers=18, pretrained_path=None, scales=(0, 1, 2, 3))(Monodepth2DepthNet)
