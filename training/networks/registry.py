@@ -29,7 +29,6 @@ def _load_architecture_modules() -> None:
     global _modules_loaded
     if _modules_loaded:
         return
-    _modules_loaded = True
     for name in ARCHITECTURE_MODULES:
         full = f"monodepth_training.networks.{name}"
         try:
@@ -37,6 +36,7 @@ def _load_architecture_modules() -> None:
         except ModuleNotFoundError as e:
             if e.name != full:  # the module exists but one of its own imports is missing: a real error
                 raise
+    _modules_loaded = True  # only after success, so a broken module keeps raising instead of vanishing
 
 
 def _signature_defaults(ctor: Constructor) -> dict[str, Any]:
