@@ -253,3 +253,21 @@ def test_load_frames_reads_a_bag_with_heldout_gt_after_the_calibration_frames(tm
     assert len(held) == 3
     np.testing.assert_array_equal(held[0][0], world.render(3).rgb)  # no overlap with the calibration frames
     assert all(g is not None and g.shape == (H, W) for _, g in held)
+
+
+def test_int8_tries_every_recipe_when_over_budget_and_keeps_the_best(exported, tmp_path):
+    calib = load_frames("synthetic:4", 4, H, W)
+    frames = synthetic_frames(2, H, W, start=777)
+    # a negative budget cannot be met: all recipes are tried in order, the most accurate one is kept and flagged
+    q = quantize_int8(exported["res"].path, calib, out_path=tmp_path / "q.onnx", heldout_frames=frames,
+                      budget=-1.0, threads=2)
+    names = [t["recipe"]["name"] for t in q.tried]
+    assert names == ["per_tensor", "per_channel", "per_channel_mixed"]
+    scores = {t["recipe"]["name"]: t["report"]["abs_rel_int8_vs_fp32"] for t in q.tried}
+    assert q.recipe["name"] == min(scores, key=scores.get)
+    assert q.budget_met is False and q.report["budget_metric"] == "abs_rel_int8_vs_fp32"
+    meta = read_onnx_model_meta(q.path)
+    assert meta.quantization["report"]["budget_met"] is False
+    assert [t["name"] for t in meta.quantization["tried"]] == names
+    mixed = next(t["recipe"] for t in q.tried if t["recipe"]["name"] == "per_channel_mixed")
+    assert len(mixed["fp32_nodes"]) == len(q.tried[0]["recipe"]["fp32_nodes"]) + 2  # + first conv, disp conv
