@@ -196,6 +196,7 @@ def test_cli_rejects_bad_inputs_with_clear_errors(exported, tmp_path, capsys, ar
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a second full export; the fast variant is test_tensorrt's test_without_tensorrt_...say_why
 def test_cli_tensorrt_without_tensorrt_exports_onnx_then_says_why(exported, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     try:
