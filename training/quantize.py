@@ -177,6 +177,9 @@ class QuantResult:
         out = []
         for t in self.tried:
             r = t["report"]
+            if not r:
+                out.append(f"{t['recipe']['name']:<18} not evaluated (no held-out frames)")
+                continue
             gt = (f", abs_rel vs GT fp32 {r['abs_rel_fp32_gt']:.4f} -> int8 {r['abs_rel_int8_gt']:.4f} "
                   f"({r['degradation_rel']:+.2%})") if "degradation_rel" in r else ""
             out.append(f"{t['recipe']['name']:<18} abs_rel int8 vs fp32 depth {r['abs_rel_int8_vs_fp32']:.4f}{gt} "
