@@ -180,7 +180,7 @@ def test_registry_lists_builds_and_reports_unknowns():
     assert "monodepth2" in list_models()["depth"] and "monodepth2_pose" in list_models()["pose"]
     net = build_depth_net("monodepth2", num_layers=34, scales=(0, 1))
     assert net.registry_name == "monodepth2"
-    assert net.registry_kwargs == {"num_layers": 34, "pretrained_path": None, "scales": (0, 1)}
+    assert net.registry_kwargs == {"num_layers": 34, "pretrained_path": None, "scales": (0, 1), "width": 1.0}
     assert list(net.encoder.num_ch_enc) == [64, 64, 128, 256, 512]
     with pytest.raises(ValueError, match=r"unknown depth network 'nope'; registered: \[.*'monodepth2'"):
         build_depth_net("nope")
@@ -215,3 +215,24 @@ def test_architecture_modules_register_on_first_lookup():
     list_models()
     for name in ARCHITECTURE_MODULES:
         assert f"monodepth_training.networks.{name}" in sys.modules
+
+
+def test_slim_width_scales_parameters_and_keeps_output_shapes():
+    import torch
+    from monodepth_training.networks import build_depth_net
+
+    full = build_depth_net("monodepth2", num_layers=18)
+    slim = build_depth_net("monodepth2", num_layers=18, width=0.5)
+    n_full = sum(p.numel() for p in full.parameters())
+    n_slim = sum(p.numel() for p in slim.parameters())
+    assert 0.2 < n_slim / n_full < 0.3  # channels halve, so parameters drop to about a quarter
+    out = slim(torch.rand(1, 3, 64, 192))
+    assert out[("disp", 0)].shape == (1, 1, 64, 192) and out[("disp", 3)].shape == (1, 1, 8, 24)
+
+
+def test_slim_width_refuses_imagenet_weights(tmp_path):
+    import pytest
+    from monodepth_training.networks.resnet_encoder import ResnetEncoder
+
+    with pytest.raises(ValueError, match="width 1.0"):
+        ResnetEncoder(18, pretrained_path=tmp_path / "resnet18.pth", width=0.5)

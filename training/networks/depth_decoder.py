@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from monodepth_training.networks.layers import Conv3x3, ConvBlock, upsample2x
+from monodepth_training.networks.resnet_encoder import scaled_channels
 from torch import nn
 
 DECODER_CHANNELS = (16, 32, 64, 128, 256)
@@ -20,7 +21,8 @@ class DepthDecoder(nn.Module):
     sigmoid. The sigmoid is mapped to disparity later by ``geometry.sigmoid_to_disp``.
     """
 
-    def __init__(self, num_ch_enc: Sequence[int], scales: Sequence[int] = (0, 1, 2, 3), use_skips: bool = True):
+    def __init__(self, num_ch_enc: Sequence[int], scales: Sequence[int] = (0, 1, 2, 3), use_skips: bool = True,
+                 width: float = 1.0):
         super().__init__()
         if len(num_ch_enc) != 5:
             raise ValueError(f"DepthDecoder needs 5 encoder channel counts, got {list(num_ch_enc)}")
@@ -30,14 +32,15 @@ class DepthDecoder(nn.Module):
         self.num_ch_enc = [int(c) for c in num_ch_enc]
         self.scales = tuple(sorted(int(s) for s in scales))
         self.use_skips = use_skips
+        ch_dec = [scaled_channels(c, width) for c in DECODER_CHANNELS]
         self.convs = nn.ModuleDict()
         for i in range(4, -1, -1):
-            ch_in = self.num_ch_enc[-1] if i == 4 else DECODER_CHANNELS[i + 1]
-            self.convs[f"upconv_{i}_0"] = ConvBlock(ch_in, DECODER_CHANNELS[i])
-            ch_in = DECODER_CHANNELS[i] + (self.num_ch_enc[i - 1] if use_skips and i > 0 else 0)
-            self.convs[f"upconv_{i}_1"] = ConvBlock(ch_in, DECODER_CHANNELS[i])
+            ch_in = self.num_ch_enc[-1] if i == 4 else ch_dec[i + 1]
+            self.convs[f"upconv_{i}_0"] = ConvBlock(ch_in, ch_dec[i])
+            ch_in = ch_dec[i] + (self.num_ch_enc[i - 1] if use_skips and i > 0 else 0)
+            self.convs[f"upconv_{i}_1"] = ConvBlock(ch_in, ch_dec[i])
         for s in self.scales:
-            self.convs[f"dispconv_{s}"] = Conv3x3(DECODER_CHANNELS[s], 1)
+            self.convs[f"dispconv_{s}"] = Conv3x3(ch_dec[s], 1)
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[tuple[str, int], torch.Tensor]:
         outputs: dict[tuple[str, int], torch.Tensor] = {}

@@ -90,15 +90,19 @@ class DIFFNet(nn.Module):
 
     forward(rgb01 (B, 3, H, W) in [0, 1]) -> {("disp", s): sigmoid (B, 1, H/2^s, W/2^s)}, s in 0..3; H, W multiples
     of 32. ``width`` scales the HRNet branch widths (18 = the paper's W18; smaller for quick CPU runs).
-    ``pretrained_path``: a local HRNet-W18 ImageNet state dict (only with width 18).
+    ``num_modules``: HRNet modules in stages 2, 3, 4 (W18: 1, 4, 3) and ``num_blocks`` residual blocks per branch
+    (W18: 4); fewer give a shallower net with the same multi-resolution structure, for fast tests.
+    ``pretrained_path``: a local HRNet-W18 ImageNet state dict (only with the W18 defaults).
     """
 
-    def __init__(self, width: int = 18, se_reduction: int = 16, pretrained_path: str | os.PathLike | None = None):
+    def __init__(self, width: int = 18, num_modules: tuple[int, int, int] = (1, 4, 3), num_blocks: int = 4,
+                 se_reduction: int = 16, pretrained_path: str | os.PathLike | None = None):
         super().__init__()
-        if width < 2:
-            raise ValueError(f"width must be >= 2, got {width}")
+        if width < 2 or num_blocks < 1 or len(num_modules) != 3 or min(num_modules) < 1:
+            raise ValueError(f"bad HRNet size: width={width}, num_modules={num_modules}, num_blocks={num_blocks}")
         channels = tuple(width * m for m in (1, 2, 4, 8))
-        self.encoder = HRNetEncoder(channels, pretrained_path=pretrained_path)
+        stages = tuple((int(m), int(num_blocks)) for m in num_modules)
+        self.encoder = HRNetEncoder(channels, stages, pretrained_path=pretrained_path)
         self.decoder = FusionDecoder(channels, 64, se_reduction)
 
     def forward(self, rgb01: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:

@@ -33,14 +33,15 @@ def normalize_rgb01(rgb01: torch.Tensor) -> torch.Tensor:
 class Monodepth2DepthNet(nn.Module):
     """ResNet encoder + Monodepth2 depth decoder: rgb01 (B, 3, H, W) -> {("disp", s): sigmoid (B, 1, H/2^s, W/2^s)}.
 
-    H and W must be multiples of 32.
+    H and W must be multiples of 32. ``width`` < 1 scales every channel count of encoder and decoder (the
+    paper's network is width 1; the embedded default model uses a slim one to stay small).
     """
 
     def __init__(self, num_layers: int = 18, pretrained_path: str | os.PathLike | None = None,
-                 scales: Sequence[int] = (0, 1, 2, 3)):
+                 scales: Sequence[int] = (0, 1, 2, 3), width: float = 1.0):
         super().__init__()
-        self.encoder = ResnetEncoder(num_layers, pretrained_path, num_input_images=1)
-        self.decoder = DepthDecoder(self.encoder.num_ch_enc, scales)
+        self.encoder = ResnetEncoder(num_layers, pretrained_path, num_input_images=1, width=width)
+        self.decoder = DepthDecoder(self.encoder.num_ch_enc, scales, width=width)
         self.scales = self.decoder.scales
 
     def forward(self, rgb01: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
@@ -56,9 +57,9 @@ class Monodepth2PoseNet(nn.Module):
     :func:`predict_T_src_from_tgt` takes care of.
     """
 
-    def __init__(self, num_layers: int = 18, pretrained_path: str | os.PathLike | None = None):
+    def __init__(self, num_layers: int = 18, pretrained_path: str | os.PathLike | None = None, width: float = 1.0):
         super().__init__()
-        self.encoder = ResnetEncoder(num_layers, pretrained_path, num_input_images=2)
+        self.encoder = ResnetEncoder(num_layers, pretrained_path, num_input_images=2, width=width)
         self.decoder = PoseDecoder(self.encoder.num_ch_enc, num_input_features=1, num_frames_to_predict_for=1)
 
     def forward(self, rgb01_a: torch.Tensor, rgb01_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

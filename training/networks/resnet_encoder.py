@@ -60,22 +60,30 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+def scaled_channels(channels: int, width: float) -> int:
+    """``channels * width`` rounded to a multiple of 8 (at least 8), the usual slim-network rule."""
+    if not 0 < width <= 4:
+        raise ValueError(f"width multiplier must be in (0, 4], got {width}")
+    return max(8, int(round(channels * width / 8)) * 8)
+
+
 class ResNetTrunk(nn.Module):
     """torchvision-compatible ResNet body without the classifier head (no ``avgpool``/``fc``)."""
 
-    def __init__(self, num_layers: int, in_channels: int = 3):
+    def __init__(self, num_layers: int, in_channels: int = 3, width: float = 1.0):
         super().__init__()
         kind, blocks = _RESNET_SPECS[num_layers]
         block = BasicBlock if kind == "basic" else Bottleneck
-        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        planes = [scaled_channels(c, width) for c in (64, 128, 256, 512)]
+        self.conv1 = nn.Conv2d(in_channels, planes[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self._in_planes = 64
-        self.layer1 = self._make_layer(block, 64, blocks[0], 1)
-        self.layer2 = self._make_layer(block, 128, blocks[1], 2)
-        self.layer3 = self._make_layer(block, 256, blocks[2], 2)
-        self.layer4 = self._make_layer(block, 512, blocks[3], 2)
+        self._in_planes = planes[0]
+        self.layer1 = self._make_layer(block, planes[0], blocks[0], 1)
+        self.layer2 = self._make_layer(block, planes[1], blocks[1], 2)
+        self.layer3 = self._make_layer(block, planes[2], blocks[2], 2)
+        self.layer4 = self._make_layer(block, planes[3], blocks[3], 2)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -151,10 +159,13 @@ class ResnetEncoder(nn.Module):
     Feature i has ``num_ch_enc[i]`` channels at H/2^(i+1) x W/2^(i+1): the stem (after conv1/bn/relu, /2),
     then layer1 (/4, after max-pool) ... layer4 (/32). ``num_input_images`` > 1 stacks frames along channels
     (the pose encoder). ``pretrained_path`` is a local torchvision-format ImageNet state dict.
+    ``width`` < 1 gives a slim encoder (every channel count scaled, e.g. 0.5 -> 1/4 of the parameters) for
+    small embedded models; ImageNet weights exist only for width 1.
     """
 
     def __init__(
-        self, num_layers: int = 18, pretrained_path: str | os.PathLike | None = None, num_input_images: int = 1
+        self, num_layers: int = 18, pretrained_path: str | os.PathLike | None = None, num_input_images: int = 1,
+        width: float = 1.0,
     ):
         super().__init__()
         if num_layers not in _RESNET_SPECS:
@@ -163,10 +174,12 @@ class ResnetEncoder(nn.Module):
             raise ValueError(f"num_input_images must be >= 1, got {num_input_images}")
         self.num_layers = num_layers
         self.num_input_images = num_input_images
-        self.num_ch_enc = np.array([64, 64, 128, 256, 512])
+        if pretrained_path is not None and width != 1.0:
+            raise ValueError(f"ImageNet weights need width 1.0, got width {width}")
+        self.num_ch_enc = np.array([scaled_channels(c, width) for c in (64, 64, 128, 256, 512)])
         if num_layers > 34:
             self.num_ch_enc[1:] *= 4
-        self.encoder = ResNetTrunk(num_layers, in_channels=3 * num_input_images)
+        self.encoder = ResNetTrunk(num_layers, in_channels=3 * num_input_images, width=width)
         if pretrained_path is not None:
             load_torchvision_resnet(self.encoder, load_state_dict_file(pretrained_path), num_input_images)
 

@@ -1,5 +1,11 @@
 """SfMLearner baseline (Zhou, Brown, Snavely & Lowe, "Unsupervised Learning of Depth and Ego-Motion from Video",
-CVPR 2017): the pose network with an explainability-mask decoder, and the mask's regulariser.
+CVPR 2017): its DispNet-style depth network, the pose network with an explainability-mask decoder, and the
+mask's regulariser.
+
+The depth network (registered "sfmlearner") is an encoder of seven stride-2 conv pairs (32 ... 512 channels,
+kernels 7, 5, 3, ...) and a decoder of transposed convs with skip connections whose four finest stages emit
+disparities, each coarser one upsampled into the next stage. The paper squashes with ``10 * sigmoid + 0.01``; here
+the plain sigmoid is returned so that ``sigmoid_to_disp`` maps it like every other network.
 
 The pose encoder is seven stride-2 ReLU convolutions on the stacked frames; a 1x1 conv + spatial mean gives the
 6-DoF motion (x 0.01). The explainability decoder runs stride-2 transposed convolutions from the 5th encoder
@@ -22,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from monodepth_training.geometry import pose_from_axis_angle
 from monodepth_training.networks.monodepth2 import normalize_rgb01
-from monodepth_training.networks.registry import register_pose_net
+from monodepth_training.networks.registry import register_depth_net, register_pose_net
 from torch import nn
 
 ENCODER_CHANNELS = (16, 32, 64, 128, 256, 256, 256)
@@ -41,6 +47,75 @@ def _upconv(in_ch: int, out_ch: int) -> nn.Sequential:
     # kernel 3, stride 2, padding 1, output_padding 1: exactly doubles H and W
     return nn.Sequential(nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1),
                          nn.ReLU(inplace=True))
+
+
+DISP_ENCODER_CHANNELS = (32, 64, 128, 256, 512, 512, 512)
+DISP_ENCODER_KERNELS = (7, 5, 3, 3, 3, 3, 3)
+DISP_DECODER_CHANNELS = (16, 32, 64, 128, 256, 512, 512)  # stage 1 .. 7 (output stride 2^(i-1))
+
+
+def _conv_pair(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
+    """Stride-2 conv then stride-1 conv, both ReLU: one DispNet encoder level."""
+    pad = kernel // 2
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, 2, pad), nn.ReLU(inplace=True),
+                         nn.Conv2d(out_ch, out_ch, kernel, 1, pad), nn.ReLU(inplace=True))
+
+
+def _resize_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    # With H, W multiples of 32 (not 128) the two deepest levels have odd sizes, so a x2 transposed conv can
+    # overshoot its skip by a pixel; nearest resizing to the skip's size is SfMLearner's own remedy.
+    return x if x.shape[-2:] == ref.shape[-2:] else F.interpolate(x, size=ref.shape[-2:], mode="nearest")
+
+
+@register_depth_net("sfmlearner")
+class SfMLearnerDepthNet(nn.Module):
+    """DispNet-style depth network: rgb01 (B, 3, H, W) -> {("disp", s): sigmoid (B, 1, H/2^s, W/2^s)}, s in 0..3.
+
+    H, W multiples of 32.
+    """
+
+    def __init__(self):
+        super().__init__()
+        chans = (3,) + DISP_ENCODER_CHANNELS
+        self.encoder = nn.ModuleList(_conv_pair(chans[i], chans[i + 1], k) for i, k in enumerate(DISP_ENCODER_KERNELS))
+        self.upconvs = nn.ModuleDict()
+        self.iconvs = nn.ModuleDict()
+        self.disps = nn.ModuleDict()
+        ch_in = DISP_ENCODER_CHANNELS[-1]
+        for level in range(7, 0, -1):  # decoder level ``level`` works at stride 2^(level-1)
+            out = DISP_DECODER_CHANNELS[level - 1]
+            self.upconvs[str(level)] = _upconv(ch_in, out)
+            skip = DISP_ENCODER_CHANNELS[level - 2] if level > 1 else 0
+            extra = 1 if level <= 3 else 0  # the upsampled coarser disparity joins stages 3, 2, 1
+            self.iconvs[str(level)] = nn.Sequential(nn.Conv2d(out + skip + extra, out, 3, padding=1),
+                                                    nn.ReLU(inplace=True))
+            if level <= 4:
+                self.disps[str(level - 1)] = nn.Conv2d(out, 1, 3, padding=1)
+            ch_in = out
+
+    def forward(self, rgb01: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
+        if rgb01.ndim != 4 or rgb01.shape[1] != 3:
+            raise ValueError(f"SfMLearner depth net expects (B, 3, H, W) RGB, got {tuple(rgb01.shape)}")
+        if rgb01.shape[-2] % 32 or rgb01.shape[-1] % 32:
+            raise ValueError(f"SfMLearner depth net needs H, W multiples of 32, got {tuple(rgb01.shape[-2:])}")
+        x = normalize_rgb01(rgb01)
+        skips = []
+        for level in self.encoder:
+            x = level(x)
+            skips.append(x)
+        out: dict[tuple[str, int], torch.Tensor] = {}
+        disp = None
+        for level in range(7, 0, -1):
+            ref = skips[level - 2] if level > 1 else rgb01
+            x = _resize_like(self.upconvs[str(level)](x), ref)
+            parts = [x] + ([skips[level - 2]] if level > 1 else [])
+            if disp is not None:
+                parts.append(F.interpolate(disp, scale_factor=2.0, mode="nearest"))
+            x = self.iconvs[str(level)](torch.cat(parts, 1))
+            if str(level - 1) in self.disps:
+                disp = torch.sigmoid(self.disps[str(level - 1)](x))
+                out[("disp", level - 1)] = disp
+        return out
 
 
 @register_pose_net("sfmlearner_pose")
