@@ -61,17 +61,36 @@ def _config(tmp_path: Path, every_n_steps: int = 2, **trainer) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a CPU shared with other jobs, OpenMP threads spin-waiting on each other made a
+    step 5-10x slower than a single thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run_with_recorder(tmp_path: Path, args: list[str], log: Path):
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return run([*args, "--trainer.callbacks+=step_recorder.StepRecorder", f"--trainer.callbacks.path={log}"])
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
 def test_short_fit_gives_finite_losses_checkpoints_and_a_loadable_bundle(tmp_path):
-    cfg = _config(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=2)
+    # Integer limits of 2, not 1: a YAML 1 reaches Lightning as 1.0, which means "100 %".
+    cfg = _config(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2, num_sanity_val_steps=0)
     cli = run(["fit", "--config", str(cfg)])
     metrics = cli.trainer.callback_metrics
-    assert cli.trainer.global_step == 4
+    assert cli.trainer.global_step == 2
     assert math.isfinite(float(metrics["train/loss"])) and math.isfinite(float(metrics["val/abs_rel"]))
     ckpts = tmp_path / "run" / "checkpoints"
     assert (ckpts / "last.ckpt").exists() and list(ckpts.glob("best-*.ckpt"))
     # Lightning's checkpoint loads with the safe (weights-only) unpickler.
     state = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
-    assert state["global_step"] == 4
+    assert state["global_step"] == 2
 
     bundles = tmp_path / "run" / "bundles"
     for name in ("best.safetensors", "last.safetensors"):
@@ -83,7 +102,7 @@ def test_short_fit_gives_finite_losses_checkpoints_and_a_loadable_bundle(tmp_pat
     np.testing.assert_allclose(meta.intrinsics_norm, [[K[0, 0] / W, 0, K[0, 2] / W], [0, K[1, 1] / H, K[1, 2] / H],
                                                       [0, 0, 1]], atol=1e-9)
     assert meta.training["config"]["data"]["train"]["source"] == "synthetic"
-    assert meta.training["global_step"] == 4
+    assert meta.training["global_step"] == 2
     # The bundle's depth net is the trained one, not a fresh init.
     x = torch.rand(1, 3, H, W)
     cli.model.eval()
@@ -91,10 +110,26 @@ def test_short_fit_gives_finite_losses_checkpoints_and_a_loadable_bundle(tmp_pat
     assert list((tmp_path / "run" / "tb").rglob("events.out.tfevents.*"))
 
 
+def test_resume_from_last_continues_the_global_step_mid_epoch(tmp_path):
+    cfg = _config(tmp_path, every_n_steps=2, max_steps=2, limit_val_batches=0, num_sanity_val_steps=0)
+    (tmp_path / "step_recorder.py").write_text(STEP_RECORDER)
+    first = _run_with_recorder(tmp_path, ["fit", "--config", str(cfg)], tmp_path / "a.txt")
+    assert first.trainer.global_step == 2  # stopped inside the first epoch (5 batches)
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2
+    resumed = _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last",
+                                            "--trainer.max_steps", "3"], tmp_path / "b.txt")
+    assert (tmp_path / "a.txt").read_text().split() == ["0", "1"]
+    assert (tmp_path / "b.txt").read_text().split() == ["2"]  # continued, not restarted
+    assert resumed.trainer.global_step == 3
+
+
+@pytest.mark.slow
 def test_resume_from_last_after_sigkill_continues_the_global_step(tmp_path):
     cfg = _config(tmp_path, every_n_steps=2, max_epochs=100, limit_val_batches=1)
     (tmp_path / "step_recorder.py").write_text(STEP_RECORDER)
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
     log = tmp_path / "steps_first.txt"
     recorder = ["--trainer.callbacks+=step_recorder.StepRecorder", f"--trainer.callbacks.path={log}"]
     proc = subprocess.Popen(
@@ -116,18 +151,14 @@ def test_resume_from_last_after_sigkill_continues_the_global_step(tmp_path):
     assert saved_step >= 4 and max(steps_before_kill) >= saved_step
     assert max(steps_before_kill) - saved_step <= 2  # at most one checkpoint interval lost
 
-    sys.path.insert(0, str(tmp_path))
-    try:
-        log2 = tmp_path / "steps_resumed.txt"
-        cli = run(["fit", "--config", str(cfg), "--ckpt_path", "last", "--trainer.max_steps", str(saved_step + 3),
-                   "--trainer.callbacks+=step_recorder.StepRecorder", f"--trainer.callbacks.path={log2}"])
-    finally:
-        sys.path.remove(str(tmp_path))
+    log2 = tmp_path / "steps_resumed.txt"
+    cli = _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last",
+                                        "--trainer.max_steps", str(saved_step + 3)], log2)
     assert [int(s) for s in log2.read_text().split()] == [saved_step, saved_step + 1, saved_step + 2]
     assert cli.trainer.global_step == saved_step + 3
 
 
-def _fixed_batch(n=4, seed=0):
+def _fixed_batch(n=2, seed=0):
     ds = SyntheticDataset(height=64, width=96, num_frames=n + 2, seed=seed)
     return default_collate([ds[i] for i in range(n)])
 
