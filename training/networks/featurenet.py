@@ -66,12 +66,14 @@ class FeatureNet(nn.Module):
     """
 
     def __init__(self, num_layers: int = 18, pretrained_path: str | os.PathLike | None = None,
-                 feature_level: int = 0, scales: Sequence[int] = (0, 1, 2, 3)):
+                 feature_level: int = 0, scales: Sequence[int] = (0, 1, 2, 3), width: float = 1.0):
         super().__init__()
         if feature_level not in range(5):
             raise ValueError(f"feature_level must be within 0..4, got {feature_level}")
         self.feature_level = int(feature_level)
-        self.encoder = ResnetEncoder(num_layers, pretrained_path, num_input_images=1)
+        self.config = {"num_layers": int(num_layers), "feature_level": self.feature_level,
+                       "scales": [int(s) for s in scales], "width": float(width)}
+        self.encoder = ResnetEncoder(num_layers, pretrained_path, num_input_images=1, width=width)
         self.decoder = ReconstructionDecoder(int(self.encoder.num_ch_enc[-1]), scales)
         self.scales = self.decoder.scales
 
@@ -100,3 +102,35 @@ class FeatureNet(nn.Module):
         out: dict = {"features": features}
         out.update(self.decoder(features[-1]))
         return out
+
+
+def save_featurenet(path: str | os.PathLike, net: FeatureNet) -> None:
+    """Write a FeatureNet's weights + constructor config to one ``.safetensors`` file, atomically."""
+    import json
+
+    from safetensors.torch import save as st_save
+
+    from monodepth_ros.bundle import atomic_write_bytes
+
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    atomic_write_bytes(path, st_save(state, metadata={"featurenet": json.dumps(net.config)}))
+
+
+def load_featurenet(path: str | os.PathLike) -> FeatureNet:
+    """Rebuild a FeatureNet saved by :func:`save_featurenet` (strict key check; no pickle involved)."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FeatureNet weights not found: {path}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "featurenet" not in meta:
+        raise ValueError(f"{path} has no 'featurenet' metadata: not written by save_featurenet")
+    net = FeatureNet(**json.loads(meta["featurenet"]))
+    net.load_state_dict(load_file(str(path)), strict=True)
+    return net
