@@ -1,0 +1,99 @@
+"""Parameter counts and FLOPs of every registered network at 640x192, beside the papers' published numbers.
+
+    .venv/bin/python benchmarks/model_complexity.py [--height 192 --width 640]
+
+Prints a table and writes benchmarks/results/model_complexity.json. FLOPs come from torch's own
+``FlopCounterMode`` (convolutions, matmuls; elementwise ops are not counted) on a ``meta``-device copy of each
+network, so nothing is computed and even PackNet01 is measured in seconds. Papers usually quote multiply-adds
+("FLOPs" in their tables are MACs), so both are listed: GMACs = GFLOPs / 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+# Architectures outside the registry's eager imports register on import.
+import monodepth_training.networks.ddv  # noqa: F401
+import monodepth_training.networks.diffnet  # noqa: F401
+import monodepth_training.networks.packnet  # noqa: F401
+import monodepth_training.networks.sfmlearner  # noqa: F401
+import torch
+from monodepth_training.networks.registry import DEPTH_NETS, POSE_NETS, build_depth_net, build_pose_net
+from torch.utils.flop_counter import FlopCounterMode
+
+RESULTS = Path(__file__).resolve().parent / "results" / "model_complexity.json"
+
+# (kind, registry name, kwargs, label); registry defaults are each paper's configuration.
+VARIANTS = [
+    ("depth", "packnet", {"version": "slim"}, "PackNet slim (quarter widths)"),
+    ("depth", "ddv", {"num_layers": 50, "dilate_last": False}, "DDV ResNet-50 (undilated)"),
+    ("depth", "ddv", {"num_layers": 18, "dilate_last": False}, "DDV ResNet-18 (undilated)"),
+    ("depth", "monodepth2", {"num_layers": 50}, "Monodepth2 ResNet-50"),
+]
+# Published parameter counts (millions) for the same configuration, and where they come from.
+PAPER = {
+    "monodepth2": (14.3, "Godard et al. ICCV 2019 (ResNet-18)"),
+    "packnet": (128.0, "Guizilini et al. CVPR 2020, Table 2 (PackNet)"),
+    "ddv": (None, "Johnston & Carneiro CVPR 2020: ResNet-101 + attention + DDV, count not stated"),
+    "diffnet": (10.87, "Zhou et al. BMVC 2021 (DIFFNet, HRNet-18)"),
+    "sfmlearner": (None, "Zhou et al. CVPR 2017: DispNet-style, count not stated"),
+}
+
+
+def measure(kind: str, name: str, kwargs: dict, height: int, width: int) -> dict:
+    """Params (M) and GFLOPs / GMACs of one forward at batch 1 (pose nets: one frame pair)."""
+    build = build_depth_net if kind == "depth" else build_pose_net
+    with torch.device("meta"):
+        net = build(name, **kwargs).eval()
+        frames = [torch.empty(1, 3, height, width) for _ in range(1 if kind == "depth" else 2)]
+    params = sum(p.numel() for p in net.parameters())
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(*frames)
+    flops = counter.get_total_flops()
+    return {"kind": kind, "name": name, "kwargs": kwargs, "params_m": params / 1e6, "gflops": flops / 1e9,
+            "gmacs": flops / 2e9}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--height", type=int, default=192)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+
+    jobs = [("depth", n, {}, f"{n} (paper default)") for n in sorted(DEPTH_NETS)]
+    jobs += [v for v in VARIANTS if v[1] in DEPTH_NETS]
+    jobs += [("pose", n, {}, f"{n} (paper default)") for n in sorted(POSE_NETS)]
+    rows = []
+    t0 = time.perf_counter()
+    for kind, name, kwargs, label in jobs:
+        row = measure(kind, name, kwargs, args.height, args.width)
+        paper_m, source = PAPER.get(name, (None, "")) if not kwargs else (None, "")
+        row.update(label=label, paper_params_m=paper_m, paper_source=source)
+        rows.append(row)
+
+    header = f"{'network':<36} {'kind':<5} {'params (M)':>10} {'paper (M)':>9} {'GFLOPs':>8} {'GMACs':>7}"
+    print(f"Model complexity at {args.width}x{args.height}, batch 1 (pose nets: one frame pair)")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        paper = f"{r['paper_params_m']:.2f}" if r["paper_params_m"] is not None else "-"
+        print(f"{r['label']:<36} {r['kind']:<5} {r['params_m']:>10.2f} {paper:>9} {r['gflops']:>8.1f} "
+              f"{r['gmacs']:>7.1f}")
+    result = {"height": args.height, "width": args.width, "batch": 1, "flop_counter": "torch.utils.flop_counter",
+              "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 2), "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(args.out)  # atomic
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
