@@ -226,3 +226,24 @@ def test_rosbag_source_reads_synthetic_bag_with_speed_and_depth_gt(tmp_path):
     assert np.all(gt[~finite] == 0)
     expected_rgb = torch.from_numpy(frame.rgb.transpose(2, 0, 1).astype(np.float32) / 255.0)
     torch.testing.assert_close(s["color"][0], expected_rgb)
+
+
+def test_synthetic_samples_are_explained_by_ground_truth_depth_and_pose():
+    """The sample's K, frame offsets and colours agree with the warp: GT depth + GT motion make each source
+    look like the target far better than no motion does (pins the conventions the loss relies on)."""
+    from monodepth_training.geometry import warp
+    from monodepth_training.losses import photometric_error
+
+    from monodepth_ros.geometry import invert_pose
+
+    ds = SyntheticDataset(height=96, width=320, num_frames=8, seed=4)
+    s, (index, _) = ds[3], ds.samples[3]
+    depth = ds.world.render(index).depth_m.copy()
+    depth[~np.isfinite(depth)] = 1e3  # sky: far away
+    depth_t = torch.from_numpy(depth).float()[None, None]
+    for off in (-1, 1):
+        T_src_from_tgt = invert_pose(ds.world.T_world_from_cam(index + off)) @ ds.world.T_world_from_cam(index)
+        warped = warp(s["color"][off][None], depth_t, s["K"][None], torch.from_numpy(T_src_from_tgt).float()[None])
+        err_warped = float(photometric_error(warped, s["color"][0][None]).mean())
+        err_static = float(photometric_error(s["color"][off][None], s["color"][0][None]).mean())
+        assert err_warped < 0.5 * err_static, (off, err_warped, err_static)
