@@ -37,6 +37,15 @@ PAPER_PARAMS_M = {"packnet": 128.0, "diffnet": 10.87}
 SHAPE_OPS = {"Shape", "ConstantOfShape", "Gather"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The CI box's cores are shared: one intra-op thread per test process avoids oversubscription stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _seeded(name: str, **kwargs) -> nn.Module:
     torch.manual_seed(0)
     return build_depth_net(name, **kwargs)
