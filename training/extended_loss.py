@@ -181,6 +181,8 @@ def extended_loss(
         B, N = imgs.shape[:2]
         # The depth/pose networks see the features as fixed targets: letting this term reach the FeatureNet
         # would reward features that collapse to a constant. The FeatureNet learns only from its own objective.
+        if extras.featurenet_mode == "pretrained":
+            featurenet.eval()  # frozen: BatchNorm must not track the depth run's statistics either
         with torch.no_grad():
             feats = featurenet.feature_map(imgs.flatten(0, 1))
         feats = feats.view(B, N, *feats.shape[1:])
