@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 # Every process that may start a ROS node stays on loopback (see config/fastdds.xml and README).
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 PYTEST_ARGS ?=
+# One BLAS/OpenMP thread per process in tests: the suite runs node and training processes side by side on
+# 2 cores, and spinning OpenMP threads made contended training steps 5-10x slower (measured).
+TEST_ENV := OMP_NUM_THREADS=1
 
 .PHONY: setup test test-all lint demo colcon-test train-default bench clean
 
@@ -24,10 +27,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-all: $(STAMP) lint
-	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest -m "" --durations=15 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m monodepth_ros.demo
