@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monodepth_training.bundle_io import save_bundle
+from monodepth_training.extended_loss import ExtraLossConfig, build_featurenet, extended_loss, resolve_scale_policy
 from monodepth_training.geometry import sigmoid_to_disp
 from monodepth_training.losses import monodepth2_loss
 from monodepth_training.networks.monodepth2 import predict_T_src_from_tgt
@@ -38,7 +39,17 @@ class MonoDepthModule(L.LightningModule):
         ssim_alpha, smoothness_weight, automask, min_reprojection, full_res_multiscale: loss switches, see
             :func:`monodepth_training.losses.monodepth2_loss`.
         scale_policy, scale: written into the model bundle (relative | fixed | metric); validation uses
-            median scaling for ``relative`` and the fixed factor otherwise.
+            median scaling for ``relative`` and the fixed factor otherwise. ``auto`` (the default) follows the
+            supervision: ``metric`` with velocity supervision, ``fixed`` (scale 1, the baseline is in metres)
+            with a stereo source, else ``relative``.
+        feature_metric_weight: FeatDepth's feature-metric reprojection term (paper: 1e-3; 0 = off); needs
+            ``featurenet_mode`` joint (FeatureNet trained alongside, from ``featurenet_kwargs``) or pretrained
+            (frozen, from ``featurenet_path`` written by ``networks.featurenet.save_featurenet``).
+        velocity_weight: PackNet-SfM's | ||t|| - v dt | on the pose translation (PackNet's default 0.1; 0 = off);
+            needs speed and time stamps in the data (synthetic, KITTI oxts, a bag's odometry topic).
+        explainability_weight: with a pose net that predicts explainability masks (``sfmlearner_pose``), use
+            SfMLearner's mask-weighted photometric term and its regulariser at this weight (paper: 0.2; 0 = off).
+        See :mod:`monodepth_training.extended_loss`.
         eval_min_depth, eval_max_depth, eval_crop: KITTI-protocol evaluation range (GT cap) and crop.
     """
 
@@ -63,18 +74,24 @@ class MonoDepthModule(L.LightningModule):
         automask: bool = True,
         min_reprojection: bool = True,
         full_res_multiscale: bool = True,
-        scale_policy: str = "relative",
+        scale_policy: str = "auto",
         scale: float = 1.0,
         eval_min_depth: float = 1e-3,
         eval_max_depth: float = 80.0,
         eval_crop: str | None = None,
+        feature_metric_weight: float = 0.0,
+        featurenet_mode: str = "off",
+        featurenet_path: str | None = None,
+        featurenet_kwargs: dict[str, Any] | None = None,
+        velocity_weight: float = 0.0,
+        explainability_weight: float = 0.0,
     ):
         super().__init__()
         if height % 32 or width % 32:
             raise ValueError(f"training size {width}x{height} must be a multiple of 32 (encoder strides)")
         if not 0 < min_depth < max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
-        if scale_policy not in SCALE_POLICIES:
+        if scale_policy not in (*SCALE_POLICIES, "auto"):
             raise ValueError(f"scale_policy must be one of {SCALE_POLICIES}, got {scale_policy!r}")
         frame_offsets = [int(o) for o in frame_offsets]
         if not frame_offsets or frame_offsets[0] != 0:
@@ -85,6 +102,18 @@ class MonoDepthModule(L.LightningModule):
         self.depth = build_depth_net(depth_net, **(depth_kwargs or {}))
         self.temporal_offsets = frame_offsets[1:]
         self.pose = build_pose_net(pose_net, **(pose_kwargs or {})) if self.temporal_offsets else None
+        self.extras = ExtraLossConfig(feature_metric_weight=feature_metric_weight, velocity_weight=velocity_weight,
+                                      explainability_weight=explainability_weight, featurenet_mode=featurenet_mode)
+        if velocity_weight > 0 and not self.temporal_offsets:
+            raise ValueError("velocity_weight > 0 needs temporal source frames (a pose network to supervise)")
+        # Training aid only (not in the bundle); a submodule so joint mode optimises it and checkpoints hold it.
+        self.featurenet = build_featurenet(featurenet_mode, featurenet_path, featurenet_kwargs)
+        self._use_extras = feature_metric_weight > 0 or velocity_weight > 0 or (
+            explainability_weight > 0 and getattr(self.pose, "predicts_explainability", False))
+        if scale_policy == "auto":
+            self.scale_policy, self.scale = resolve_scale_policy(scale_policy, velocity_weight, use_stereo)
+        else:
+            self.scale_policy, self.scale = scale_policy, float(scale)
         # Set by the CLI (full run config) and at fit start (the training camera); both go into the bundle.
         self.run_config: dict[str, Any] | None = None
         self.intrinsics_norm: list[list[float]] | None = None
@@ -104,6 +133,14 @@ class MonoDepthModule(L.LightningModule):
         hp = self.hparams
         inputs = batch[color_key]
         outputs = self.depth(inputs[0]) if outputs is None else outputs
+        if self._use_extras:
+            return extended_loss(
+                self.depth, self.pose, batch, color_key, temporal_offsets=self.temporal_offsets,
+                use_stereo=hp.use_stereo, min_depth=hp.min_depth, max_depth=hp.max_depth, extras=self.extras,
+                featurenet=self.featurenet, outputs=outputs, alpha=hp.ssim_alpha,
+                smoothness_weight=hp.smoothness_weight, automask=hp.automask, min_reprojection=hp.min_reprojection,
+                full_res_multiscale=hp.full_res_multiscale,
+            )
         sources, poses = [], []
         for off in self.temporal_offsets:
             poses.append(predict_T_src_from_tgt(self.pose, inputs[0], inputs[off], src_is_before=off < 0))
@@ -134,6 +171,9 @@ class MonoDepthModule(L.LightningModule):
         self.log("train/photometric", losses["photometric"], batch_size=bs)
         self.log("train/smoothness", losses["smoothness"], batch_size=bs)
         self.log("train/automask_fraction", losses["automask_fraction"], batch_size=bs)
+        for key in ("feature_metric", "featurenet", "velocity", "pose_translation_m", "explainability_reg"):
+            if key in losses:
+                self.log(f"train/{key}", losses[key], batch_size=bs)
         # The depth map rides along for the preview callback (detached by the loss already).
         return {"loss": losses["loss"], "depth": losses["depth"]}
 
@@ -162,8 +202,8 @@ class MonoDepthModule(L.LightningModule):
                     evaluate_image(
                         gt_np[i],
                         pred[i],
-                        median_scaling=hp.scale_policy == "relative",
-                        fixed_scale=hp.scale if hp.scale_policy == "fixed" else 1.0,
+                        median_scaling=self.scale_policy == "relative",
+                        fixed_scale=self.scale if self.scale_policy == "fixed" else 1.0,
                         min_depth=hp.eval_min_depth,
                         max_depth=hp.eval_max_depth,
                         cap_m=hp.eval_max_depth,
@@ -175,7 +215,7 @@ class MonoDepthModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_per_image:
             return
-        result = summarize(self._val_per_image, median_scaling=self.hparams.scale_policy == "relative")
+        result = summarize(self._val_per_image, median_scaling=self.scale_policy == "relative")
         for name in METRIC_NAMES:
             self.log(f"val/{name}", float(result.metrics[name]), sync_dist=True, prog_bar=name == "abs_rel")
         if np.isfinite(result.ratio_mean):
@@ -206,6 +246,9 @@ class MonoDepthModule(L.LightningModule):
             "epoch": int(self.current_epoch) if self._trainer is not None else 0,
             "frame_offsets": list(hp.frame_offsets),
             "use_stereo": bool(hp.use_stereo),
+            "extras": {"feature_metric_weight": float(hp.feature_metric_weight),
+                       "featurenet_mode": hp.featurenet_mode, "velocity_weight": float(hp.velocity_weight),
+                       "explainability_weight": float(hp.explainability_weight)},
             "written_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "config": self.run_config or {"model": dict(hp)},
         }
@@ -219,8 +262,8 @@ class MonoDepthModule(L.LightningModule):
             depth_kwargs=dict(getattr(self.depth, "registry_kwargs", hp.depth_kwargs or {})),
             pose_net=hp.pose_net if self.pose is not None else None,
             pose_kwargs=dict(getattr(self.pose, "registry_kwargs", hp.pose_kwargs or {})) if self.pose else {},
-            scale_policy=hp.scale_policy,
-            scale=float(hp.scale),
+            scale_policy=self.scale_policy,
+            scale=float(self.scale),
             intrinsics_norm=self.intrinsics_norm,
             training=_jsonable(training),
         )
