@@ -93,8 +93,8 @@ def run_variant(name: str, args, heldout) -> dict:
             opt.step()
             steps += 1
             if steps % 10 == 0:
-                history.append({k: float(losses[k].detach()) for k in ("loss", "photometric", "velocity", "feature_metric",
-                                                               "pose_translation_m") if k in losses})
+                keys = ("loss", "photometric", "velocity", "feature_metric", "pose_translation_m")
+                history.append({k: float(losses[k].detach()) for k in keys if k in losses})
             if time.process_time() - c0 >= args.budget_cpu_s:
                 done = True
                 break
