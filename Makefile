@@ -18,7 +18,7 @@ setup: $(STAMP)
 # Re-installs only when a dependency list or the package metadata changes.
 $(STAMP): requirements/runtime.txt requirements/train.txt requirements/dev.txt setup.py package.xml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade "pip>=24" "setuptools>=70" wheel
+	$(BIN)/python -m pip install -q --upgrade "pip>=24" "setuptools>=70,<80" wheel
 	$(BIN)/python -m pip install -q -r requirements/dev.txt
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
 	@touch $(STAMP)
