@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                        through_node=not args.in_process)
     report = run_replay(cfg)
 
-    print("[3/3] results (held-out synthetic drive, median-scaled KITTI metrics, GT capped at 80 m)")
+    scaled = "median-scaled" if report.get("settings", {}).get("median_scaling") else "metric, no median scaling"
+    print(f"[3/3] results (held-out synthetic drive, KITTI metrics {scaled}, GT capped at 80 m)")
     print(summary_text(report))
     for key, path in report["outputs"].items():
         print(f"{key:>12}: {path}")
