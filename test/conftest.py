@@ -12,6 +12,7 @@ from monodepth_ros import ros_env
 
 # Set before any test module imports rclpy: DDS traffic must never leave loopback.
 ROS_ENV = ros_env.apply_ros_env(int(os.environ.get("ROS_DOMAIN_ID", 1 + os.getpid() % 101)))
+assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and "ROS_DOMAIN_ID" in os.environ
 
 
 def pytest_sessionstart(session):
