@@ -25,6 +25,7 @@ from monodepth_training.networks.resnet_encoder import (
     BasicBlock,
     Bottleneck,
     ResNetTrunk,
+    init_resnet_weights,
     load_state_dict_file,
     load_torchvision_resnet,
 )
@@ -56,12 +57,7 @@ class DilatedResNetTrunk(ResNetTrunk):
         self.layer2 = self._make_layer(block, 128, blocks[1], 2)
         self.layer3 = self._make_layer(block, 256, blocks[2], 2)
         self.layer4 = self._make_layer(block, 512, blocks[3], 2)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_resnet_weights(self)
         if dilate_last:
             _dilate(self.layer3, 2)
             _dilate(self.layer4, 4)

@@ -15,7 +15,12 @@ from __future__ import annotations
 import os
 
 import torch
-from monodepth_training.networks.resnet_encoder import BasicBlock, Bottleneck, load_state_dict_file
+from monodepth_training.networks.resnet_encoder import (
+    BasicBlock,
+    Bottleneck,
+    init_resnet_weights,
+    load_state_dict_file,
+)
 from torch import nn
 
 # Widths and (modules, blocks per branch) of HRNet-W18's stages 2-4.
@@ -102,12 +107,7 @@ class HRNetEncoder(nn.Module):
         self.transition3 = nn.ModuleList([nn.Identity(), nn.Identity(), nn.Identity(),
                                           nn.Sequential(_conv_bn(channels[2], channels[3], 3, 2))])
         self.stage4 = nn.Sequential(*[HighResolutionModule(channels, stages[2][1]) for _ in range(stages[2][0])])
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_resnet_weights(self)
         if pretrained_path is not None:
             self.load_pretrained(pretrained_path)
 

@@ -60,6 +60,16 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+def init_resnet_weights(module: nn.Module) -> None:
+    """torchvision's ResNet initialisation: Kaiming-normal (fan_out) convs, BatchNorm weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def scaled_channels(channels: int, width: float) -> int:
     """``channels * width`` rounded to a multiple of 8 (at least 8), the usual slim-network rule."""
     if not 0 < width <= 4:
@@ -84,12 +94,7 @@ class ResNetTrunk(nn.Module):
         self.layer2 = self._make_layer(block, planes[1], blocks[1], 2)
         self.layer3 = self._make_layer(block, planes[2], blocks[2], 2)
         self.layer4 = self._make_layer(block, planes[3], blocks[3], 2)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_resnet_weights(self)
 
     def _make_layer(self, block, planes: int, n_blocks: int, stride: int) -> nn.Sequential:
         downsample = None
