@@ -236,3 +236,33 @@ def test_slim_width_refuses_imagenet_weights(tmp_path):
 
     with pytest.raises(ValueError, match="width 1.0"):
         ResnetEncoder(18, pretrained_path=tmp_path / "resnet18.pth", width=0.5)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [("monodepth2", {"width": 0.25}), ("packnet", {}), ("diffnet", {}),
+                                              ("sfmlearner", {})])
+def test_set_initial_depth_starts_every_sigmoid_network_at_the_requested_depth(name, kwargs):
+    from monodepth_training.geometry import sigmoid_to_disp
+    from monodepth_training.networks.registry import set_initial_depth
+
+    torch.manual_seed(0)
+    net = build_depth_net(name, **kwargs)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        plain = 1.0 / sigmoid_to_disp(net(x)[("disp", 0)], 0.1, 100.0)
+        set_initial_depth(net, 8.0, 0.1, 100.0)
+        out = net(x)
+    # Monodepth2's plain init starts near 2 * min_depth; after the call every scale starts near 8 (the random
+    # head weights still add some spread, so the median is checked, not every pixel).
+    assert float(plain.median()) < 1.0
+    for key, sigma in out.items():
+        depth = 1.0 / sigmoid_to_disp(sigma, 0.1, 100.0)
+        assert 4.0 < float(depth.median()) < 16.0, (name, key, float(depth.median()))
+
+
+def test_set_initial_depth_refuses_networks_without_sigmoid_heads_and_depths_outside_the_range():
+    from monodepth_training.networks.registry import set_initial_depth
+
+    with pytest.raises(ValueError, match="ddv"):
+        set_initial_depth(build_depth_net("ddv", num_layers=18), 5.0, 0.1, 100.0)
+    with pytest.raises(ValueError, match="strictly inside"):
+        set_initial_depth(build_depth_net("monodepth2", width=0.25), 100.0, 0.1, 100.0)

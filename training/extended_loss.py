@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -43,6 +43,12 @@ class ExtraLossConfig:
     featurenet_mode: str = "off"
     dis_weight: float = DIS_WEIGHT
     cvt_weight: float = CVT_WEIGHT
+    # Steps of photometric-only training before the velocity term starts. The term constrains only the LENGTH
+    # of the translation: from step 0 it inflates the untrained pose net's randomly directed translation, and
+    # the depth escapes to max_depth, where the warp no longer depends on the translation and the sigmoid
+    # gradient vanishes (measured on the synthetic world: median depth 99 m after 136 steps). A short warm-up
+    # lets the photometric loss point the translation along the motion first; then velocity sets its length.
+    velocity_warmup_steps: int = 0
 
     def __post_init__(self):
         if self.featurenet_mode not in FEATURENET_MODES:
@@ -52,6 +58,14 @@ class ExtraLossConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.feature_metric_weight > 0 and self.featurenet_mode == "off":
             raise ValueError("feature_metric_weight > 0 needs featurenet_mode 'joint' or 'pretrained'")
+        if self.velocity_warmup_steps < 0:
+            raise ValueError(f"velocity_warmup_steps must be >= 0, got {self.velocity_warmup_steps}")
+
+    def at_step(self, step: int) -> ExtraLossConfig:
+        """The weights in force at training step ``step`` (velocity off during its warm-up)."""
+        if self.velocity_weight > 0 and step < self.velocity_warmup_steps:
+            return replace(self, velocity_weight=0.0)
+        return self
 
 
 def resolve_scale_policy(requested: str, velocity_weight: float, use_stereo: bool) -> tuple[str, float]:

@@ -18,6 +18,13 @@ def sigmoid_to_disp(sigma: torch.Tensor, min_depth: float, max_depth: float) -> 
     return min_disp + (max_disp - min_disp) * sigma
 
 
+def depth_to_sigmoid(depth: float, min_depth: float, max_depth: float) -> float:
+    """Inverse of :func:`sigmoid_to_disp` for one depth in (min_depth, max_depth): the sigmoid value giving it."""
+    if not min_depth < depth < max_depth:
+        raise ValueError(f"depth {depth} must lie strictly inside ({min_depth}, {max_depth})")
+    return (1.0 / depth - 1.0 / max_depth) / (1.0 / min_depth - 1.0 / max_depth)
+
+
 def disp_to_depth(sigma: torch.Tensor, min_depth: float, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Sigmoid output -> (scaled disparity, depth), both the shape of ``sigma``."""
     disp = sigmoid_to_disp(sigma, min_depth, max_depth)

@@ -17,7 +17,7 @@ from monodepth_training.extended_loss import ExtraLossConfig, build_featurenet, 
 from monodepth_training.geometry import sigmoid_to_disp
 from monodepth_training.losses import monodepth2_loss
 from monodepth_training.networks.monodepth2 import predict_T_src_from_tgt
-from monodepth_training.networks.registry import build_depth_net, build_pose_net
+from monodepth_training.networks.registry import build_depth_net, build_pose_net, set_initial_depth
 
 from monodepth_ros.bundle import SCALE_POLICIES, BundleMeta
 from monodepth_ros.metrics import METRIC_NAMES, evaluate_image, summarize, valid_mask
@@ -47,10 +47,16 @@ class MonoDepthModule(L.LightningModule):
             (frozen, from ``featurenet_path`` written by ``networks.featurenet.save_featurenet``).
         velocity_weight: PackNet-SfM's | ||t|| - v dt | on the pose translation (PackNet's default 0.1; 0 = off);
             needs speed and time stamps in the data (synthetic, KITTI oxts, a bag's odometry topic).
+        velocity_warmup_steps: photometric-only steps before the velocity term starts (see
+            ``ExtraLossConfig.velocity_warmup_steps`` for why a from-scratch run needs them).
         explainability_weight: with a pose net that predicts explainability masks (``sfmlearner_pose``), use
             SfMLearner's mask-weighted photometric term and its regulariser at this weight (paper: 0.2; 0 = off).
         See :mod:`monodepth_training.extended_loss`.
         eval_min_depth, eval_max_depth, eval_crop: KITTI-protocol evaluation range (GT cap) and crop.
+        init_depth: start the untrained depth network at this depth (model units) instead of the sigmoid
+            midpoint (~2 * min_depth); see :func:`networks.registry.set_initial_depth`. ``None`` = Monodepth2's
+            plain init. From scratch on the synthetic world this is what lets monocular training learn on a CPU
+            budget (README, "Training"); with ImageNet-pretrained encoders it matters less.
     """
 
     def __init__(
@@ -85,6 +91,8 @@ class MonoDepthModule(L.LightningModule):
         featurenet_kwargs: dict[str, Any] | None = None,
         velocity_weight: float = 0.0,
         explainability_weight: float = 0.0,
+        init_depth: float | None = None,
+        velocity_warmup_steps: int = 0,
     ):
         super().__init__()
         if height % 32 or width % 32:
@@ -100,10 +108,13 @@ class MonoDepthModule(L.LightningModule):
             raise ValueError("no source frame: give temporal offsets (e.g. [0, -1, 1]) and/or use_stereo")
         self.save_hyperparameters()
         self.depth = build_depth_net(depth_net, **(depth_kwargs or {}))
+        if init_depth is not None:
+            set_initial_depth(self.depth, float(init_depth), min_depth, max_depth)
         self.temporal_offsets = frame_offsets[1:]
         self.pose = build_pose_net(pose_net, **(pose_kwargs or {})) if self.temporal_offsets else None
         self.extras = ExtraLossConfig(feature_metric_weight=feature_metric_weight, velocity_weight=velocity_weight,
-                                      explainability_weight=explainability_weight, featurenet_mode=featurenet_mode)
+                                      explainability_weight=explainability_weight, featurenet_mode=featurenet_mode,
+                                      velocity_warmup_steps=velocity_warmup_steps)
         if velocity_weight > 0 and not self.temporal_offsets:
             raise ValueError("velocity_weight > 0 needs temporal source frames (a pose network to supervise)")
         # Training aid only (not in the bundle); a submodule so joint mode optimises it and checkpoints hold it.
@@ -136,7 +147,8 @@ class MonoDepthModule(L.LightningModule):
         if self._use_extras:
             return extended_loss(
                 self.depth, self.pose, batch, color_key, temporal_offsets=self.temporal_offsets,
-                use_stereo=hp.use_stereo, min_depth=hp.min_depth, max_depth=hp.max_depth, extras=self.extras,
+                use_stereo=hp.use_stereo, min_depth=hp.min_depth, max_depth=hp.max_depth,
+                extras=self.extras.at_step(self.global_step),
                 featurenet=self.featurenet, outputs=outputs, alpha=hp.ssim_alpha,
                 smoothness_weight=hp.smoothness_weight, automask=hp.automask, min_reprojection=hp.min_reprojection,
                 full_res_multiscale=hp.full_res_multiscale,

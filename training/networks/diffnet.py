@@ -111,3 +111,7 @@ class DIFFNet(nn.Module):
         if rgb01.shape[-2] % 32 or rgb01.shape[-1] % 32:
             raise ValueError(f"DIFFNet needs H, W multiples of 32, got {tuple(rgb01.shape[-2:])}")
         return self.decoder(self.encoder(normalize_rgb01(rgb01)))
+
+    def disparity_head_biases(self) -> list[torch.Tensor]:
+        """Biases of the convs in front of the disparity sigmoids (see ``registry.set_initial_depth``)."""
+        return [head.conv.bias for head in self.decoder.disp.values()]

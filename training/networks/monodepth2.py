@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from monodepth_training.geometry import pose_from_axis_angle
 from monodepth_training.networks.depth_decoder import DepthDecoder
-from monodepth_training.networks.pose_decoder import PoseDecoder
+from monodepth_training.networks.pose_decoder import POSE_OUTPUT_SCALE, PoseDecoder
 from monodepth_training.networks.resnet_encoder import ResnetEncoder
 from torch import nn
 
@@ -47,6 +47,10 @@ class Monodepth2DepthNet(nn.Module):
     def forward(self, rgb01: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
         return self.decoder(self.encoder(normalize_rgb01(rgb01)))
 
+    def disparity_head_biases(self) -> list[torch.Tensor]:
+        """Biases of the convs in front of the disparity sigmoids (see ``registry.set_initial_depth``)."""
+        return [self.decoder.convs[f"dispconv_{s}"].conv.bias for s in self.scales]
+
 
 class Monodepth2PoseNet(nn.Module):
     """Separate ResNet encoder on two stacked frames + pose decoder.
@@ -57,10 +61,12 @@ class Monodepth2PoseNet(nn.Module):
     :func:`predict_T_src_from_tgt` takes care of.
     """
 
-    def __init__(self, num_layers: int = 18, pretrained_path: str | os.PathLike | None = None, width: float = 1.0):
+    def __init__(self, num_layers: int = 18, pretrained_path: str | os.PathLike | None = None, width: float = 1.0,
+                 translation_scale: float = POSE_OUTPUT_SCALE):
         super().__init__()
         self.encoder = ResnetEncoder(num_layers, pretrained_path, num_input_images=2, width=width)
-        self.decoder = PoseDecoder(self.encoder.num_ch_enc, num_input_features=1, num_frames_to_predict_for=1)
+        self.decoder = PoseDecoder(self.encoder.num_ch_enc, num_input_features=1, num_frames_to_predict_for=1,
+                                   translation_scale=translation_scale)
 
     def forward(self, rgb01_a: torch.Tensor, rgb01_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if rgb01_a.shape != rgb01_b.shape:

@@ -206,3 +206,7 @@ class PackNet(nn.Module):
         y1 = self.iconv1(torch.cat([self.unpack1(y2), x0, up(d1)], 1))    # 1/1
         d0 = self.disp1(y1)
         return {("disp", 0): d0, ("disp", 1): d1, ("disp", 2): d2, ("disp", 3): d3}
+
+    def disparity_head_biases(self) -> list[torch.Tensor]:
+        """Biases of the convs in front of the disparity sigmoids (see ``registry.set_initial_depth``)."""
+        return [head.conv.bias for head in (self.disp1, self.disp2, self.disp3, self.disp4)]

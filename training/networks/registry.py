@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from monodepth_training.geometry import depth_to_sigmoid
 from torch import nn
 
 Constructor = Callable[..., nn.Module]
@@ -95,6 +98,27 @@ def build_depth_net(name: str, **kwargs: Any) -> nn.Module:
 def build_pose_net(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered pose network; ``kwargs`` override its defaults."""
     return _build(POSE_NETS, "pose", name, kwargs)
+
+
+def set_initial_depth(depth_net: nn.Module, depth: float, min_depth: float, max_depth: float) -> None:
+    """Make an untrained depth network start out predicting ``depth`` everywhere (model units).
+
+    Sets the bias of each conv in front of a disparity sigmoid to the logit of the sigmoid value that
+    ``sigmoid_to_disp`` maps to ``depth``; the small random weights of those convs keep the rest as is. Without
+    it the sigmoids start at 0.5, i.e. at depth ~2 * min_depth, the very bottom of the range: trained from
+    scratch, the depth then shrinks further (scale is free in monocular training and shrinking depth is easier
+    than growing the 0.01-scaled pose translation), the nearest pixels saturate at ``min_depth`` and, with
+    auto-masking, stop receiving gradient. Networks opt in with a ``disparity_head_biases()`` method.
+    """
+    heads = getattr(depth_net, "disparity_head_biases", None)
+    if heads is None:
+        name = getattr(depth_net, "registry_name", type(depth_net).__name__)
+        raise ValueError(f"depth network {name!r} has no sigmoid disparity heads to initialise (init_depth)")
+    sigma = depth_to_sigmoid(depth, min_depth, max_depth)
+    logit = math.log(sigma / (1.0 - sigma))
+    with torch.no_grad():
+        for bias in heads():
+            bias.fill_(logit)
 
 
 def list_models() -> dict[str, list[str]]:

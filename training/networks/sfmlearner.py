@@ -117,6 +117,10 @@ class SfMLearnerDepthNet(nn.Module):
                 out[("disp", level - 1)] = disp
         return out
 
+    def disparity_head_biases(self) -> list[torch.Tensor]:
+        """Biases of the convs in front of the disparity sigmoids (see ``registry.set_initial_depth``)."""
+        return [head.bias for head in self.disps.values()]
+
 
 @register_pose_net("sfmlearner_pose")
 class SfMLearnerPoseNet(nn.Module):
@@ -128,10 +132,13 @@ class SfMLearnerPoseNet(nn.Module):
 
     predicts_explainability = True
 
-    def __init__(self, num_scales: int = 4):
+    def __init__(self, num_scales: int = 4, translation_scale: float = POSE_OUTPUT_SCALE):
         super().__init__()
         if not 1 <= num_scales <= 4:
             raise ValueError(f"num_scales must be within 1..4, got {num_scales}")
+        if not translation_scale > 0:
+            raise ValueError(f"translation_scale must be > 0, got {translation_scale}")
+        self.translation_scale = float(translation_scale)
         self.num_scales = num_scales
         chans = (6,) + ENCODER_CHANNELS
         self.encoder = nn.ModuleList(_conv(chans[i], chans[i + 1], k) for i, k in enumerate(ENCODER_KERNELS))
@@ -155,8 +162,9 @@ class SfMLearnerPoseNet(nn.Module):
         return feats
 
     def _pose(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        motion = POSE_OUTPUT_SCALE * self.pose_pred(feats[-1]).mean(dim=(2, 3))  # (B, 6)
-        return motion[:, :3], motion[:, 3:]
+        motion = self.pose_pred(feats[-1]).mean(dim=(2, 3))  # (B, 6)
+        # As PoseDecoder: rotation x 0.01 always, translation x translation_scale (0.01 unless metric training).
+        return POSE_OUTPUT_SCALE * motion[:, :3], self.translation_scale * motion[:, 3:]
 
     def forward(self, rgb01_a: torch.Tensor, rgb01_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._pose(self._encode(rgb01_a, rgb01_b))
