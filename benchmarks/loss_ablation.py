@@ -28,7 +28,7 @@ from monodepth_training.datasets.synthetic import SyntheticDataset
 from monodepth_training.extended_loss import ExtraLossConfig, build_featurenet, extended_loss
 from monodepth_training.feature_losses import FEATURE_METRIC_WEIGHT, VELOCITY_WEIGHT
 from monodepth_training.geometry import sigmoid_to_disp
-from monodepth_training.networks.registry import build_depth_net, build_pose_net
+from monodepth_training.networks.registry import build_depth_net, build_pose_net, set_initial_depth
 from torch.utils.data import DataLoader
 
 from monodepth_ros.bundle import atomic_write_bytes
@@ -38,17 +38,25 @@ RESULTS = Path(__file__).resolve().parent / "results" / "loss_ablation.json"
 WORLD = {"static_segments": True, "moving_objects": True}
 MIN_DEPTH, MAX_DEPTH = 0.1, 100.0
 
+# Every variant starts its disparity heads at a fixed depth (MonoDepthModule's init_depth): relative-scale
+# variants at 1 model unit, metric ones (velocity, stereo) at 10 m, a typical street depth. The metric velocity
+# recipe also has the pose translation scaled by 0.1 instead of 0.01 and 150 photometric-only warm-up steps
+# (config/train/synthetic_metric.yaml has the same; see ExtraLossConfig.velocity_warmup_steps for why).
+RELATIVE_INIT_DEPTH, METRIC_INIT_DEPTH = 1.0, 10.0
+METRIC_TRANSLATION_SCALE, VELOCITY_WARMUP_STEPS = 0.1, 150
+VELOCITY = {"velocity_weight": VELOCITY_WEIGHT, "velocity_warmup_steps": VELOCITY_WARMUP_STEPS}
+
 # name -> (loss switches, extras, use_stereo)
 VARIANTS = {
     "baseline": ({}, {}, False),
     "feature_metric": ({}, {"feature_metric_weight": FEATURE_METRIC_WEIGHT, "featurenet_mode": "joint"}, False),
-    "velocity": ({}, {"velocity_weight": VELOCITY_WEIGHT}, False),
+    "velocity": ({}, VELOCITY, False),
     "stereo": ({}, {}, True),
     "no_automask": ({"automask": False}, {}, False),
     "no_min_reprojection": ({"min_reprojection": False}, {}, False),
     "no_full_res_multiscale": ({"full_res_multiscale": False}, {}, False),
-    # Not part of the standard table: velocity without auto-masking, which learns faster on short budgets.
-    "velocity_no_automask": ({"automask": False}, {"velocity_weight": VELOCITY_WEIGHT}, False),
+    # Not part of the standard table: velocity without auto-masking.
+    "velocity_no_automask": ({"automask": False}, VELOCITY, False),
 }
 DEFAULT_VARIANTS = ["baseline", "feature_metric", "velocity", "stereo", "no_automask", "no_min_reprojection",
                     "no_full_res_multiscale"]
@@ -75,8 +83,12 @@ def run_variant(name: str, args, heldout) -> dict:
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=0, drop_last=True,
                         generator=torch.Generator().manual_seed(args.seed))
     net_kw = {"num_layers": 18, "width": args.net_width}
+    metric = use_stereo or extras_kw.get("velocity_weight", 0) > 0
     depth_net = build_depth_net("monodepth2", **net_kw)
-    pose_net = build_pose_net("monodepth2_pose", **net_kw)
+    set_initial_depth(depth_net, METRIC_INIT_DEPTH if metric else RELATIVE_INIT_DEPTH, MIN_DEPTH, MAX_DEPTH)
+    velocity = extras_kw.get("velocity_weight", 0) > 0
+    pose_net = build_pose_net("monodepth2_pose", **net_kw,
+                              **({"translation_scale": METRIC_TRANSLATION_SCALE} if velocity else {}))
     extras = ExtraLossConfig(**extras_kw)
     featurenet = build_featurenet(extras.featurenet_mode, kwargs={"num_layers": 18, "width": args.net_width})
     params = list(depth_net.parameters()) + list(pose_net.parameters())
@@ -91,7 +103,7 @@ def run_variant(name: str, args, heldout) -> dict:
         for batch in loader:
             losses = extended_loss(depth_net, pose_net, batch, "color_aug", temporal_offsets=[-1, 1],
                                    use_stereo=use_stereo, min_depth=MIN_DEPTH, max_depth=MAX_DEPTH,
-                                   extras=extras, featurenet=featurenet, **switches)
+                                   extras=extras.at_step(steps), featurenet=featurenet, **switches)
             opt.zero_grad()
             losses["loss"].backward()
             opt.step()

@@ -54,7 +54,7 @@ def _validate(module: MonoDepthModule, dm: DepthDataModule) -> dict[str, float]:
 
 def train_and_evaluate(height: int = 96, width: int = 320, budget_s: float = 1200.0, out_dir: str | Path = "runs/bench",
                        seed: int = 0, batch_size: int = 4, lr: float = 3e-4, train_frames: int = 2000,
-                       val_frames: int = 42, num_workers: int = 1) -> dict:
+                       val_frames: int = 42, num_workers: int = 1, init_depth: float | None = 1.0) -> dict:
     """Train for ``budget_s`` seconds of wall clock and return untrained / trained held-out metrics + throughput."""
     L.seed_everything(seed, workers=True)
     dm = DepthDataModule(
@@ -62,7 +62,7 @@ def train_and_evaluate(height: int = 96, width: int = 320, budget_s: float = 120
         val={"source": "synthetic", "seed": seed + 1000, "num_frames": val_frames},
         height=height, width=width, batch_size=batch_size, num_workers=num_workers,
     )
-    module = MonoDepthModule(height=height, width=width, lr=lr)
+    module = MonoDepthModule(height=height, width=width, lr=lr, init_depth=init_depth)
     untrained = _validate(module, dm)
 
     meter = _Throughput()
@@ -83,7 +83,7 @@ def train_and_evaluate(height: int = 96, width: int = 320, budget_s: float = 120
         "train_s": train_s,
         "samples_per_s": meter.samples / train_s if train_s > 0 else float("nan"),
         "settings": {"height": height, "width": width, "budget_s": budget_s, "batch_size": batch_size, "lr": lr,
-                     "train_frames": train_frames, "val_frames": val_frames, "seed": seed,
+                     "train_frames": train_frames, "val_frames": val_frames, "seed": seed, "init_depth": init_depth,
                      "torch_threads": torch.get_num_threads(), "num_workers": num_workers},
     }
 
@@ -98,12 +98,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 is several times faster than 2 on a CPU shared with other jobs "
                          "(OpenMP threads spin-wait on each other)")
+    ap.add_argument("--init-depth", type=float, default=1.0,
+                    help="initial depth of the disparity heads (model units); <= 0 = Monodepth2's plain init")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     result = train_and_evaluate(args.height, args.width, args.budget_s, out_dir="runs/bench_train_cpu",
-                                batch_size=args.batch_size, lr=args.lr)
+                                batch_size=args.batch_size, lr=args.lr,
+                                init_depth=args.init_depth if args.init_depth > 0 else None)
     result["machine"] = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                          "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "device": "cpu"}
     atomic_write_bytes(args.out, (json.dumps(result, indent=2) + "\n").encode())
