@@ -152,7 +152,8 @@ def main() -> None:
     ap.add_argument("--train-frames", type=int, default=600)
     ap.add_argument("--heldout-frames", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; 1 per process on a shared CPU (spin-waiting OpenMP threads cost ~5x)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
