@@ -54,7 +54,8 @@ def _validate(module: MonoDepthModule, dm: DepthDataModule) -> dict[str, float]:
 
 def train_and_evaluate(height: int = 96, width: int = 320, budget_s: float = 1200.0, out_dir: str | Path = "runs/bench",
                        seed: int = 0, batch_size: int = 4, lr: float = 3e-4, train_frames: int = 2000,
-                       val_frames: int = 42, num_workers: int = 1, init_depth: float | None = 1.0) -> dict:
+                       val_frames: int = 42, num_workers: int = 1, init_depth: float | None = 1.0,
+                       net_width: float = 1.0) -> dict:
     """Train for ``budget_s`` seconds of wall clock and return untrained / trained held-out metrics + throughput."""
     L.seed_everything(seed, workers=True)
     dm = DepthDataModule(
@@ -62,7 +63,9 @@ def train_and_evaluate(height: int = 96, width: int = 320, budget_s: float = 120
         val={"source": "synthetic", "seed": seed + 1000, "num_frames": val_frames},
         height=height, width=width, batch_size=batch_size, num_workers=num_workers,
     )
-    module = MonoDepthModule(height=height, width=width, lr=lr, init_depth=init_depth)
+    nets = {"num_layers": 18, "width": net_width}
+    module = MonoDepthModule(height=height, width=width, lr=lr, init_depth=init_depth, depth_kwargs=nets,
+                             pose_kwargs=nets)
     untrained = _validate(module, dm)
 
     meter = _Throughput()
@@ -84,6 +87,7 @@ def train_and_evaluate(height: int = 96, width: int = 320, budget_s: float = 120
         "samples_per_s": meter.samples / train_s if train_s > 0 else float("nan"),
         "settings": {"height": height, "width": width, "budget_s": budget_s, "batch_size": batch_size, "lr": lr,
                      "train_frames": train_frames, "val_frames": val_frames, "seed": seed, "init_depth": init_depth,
+                     "net_width": net_width,
                      "torch_threads": torch.get_num_threads(), "num_workers": num_workers},
     }
 
