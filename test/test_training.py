@@ -180,15 +180,16 @@ def test_twenty_adam_steps_lower_the_photometric_loss_on_a_batch():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a 15-minute training plus two validations
 def test_training_on_the_synthetic_world_beats_the_untrained_network_on_held_out_frames(tmp_path):
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         from train_cpu import train_and_evaluate
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    # Half-width nets and lr 2e-4 (config/train/synthetic.yaml's rate): at 192x64 the full-width nets with the
-    # benchmark's 3e-4 collapsed to a constant depth within 60 steps (measured), and the slim ones make ~2x the
-    # steps in the same wall-clock budget.
-    result = train_and_evaluate(height=64, width=192, budget_s=480, out_dir=tmp_path, seed=0, lr=2e-4, net_width=0.5)
+    # The README's train_cpu run (320x96, full ResNet-18, init_depth 1, lr 3e-4, 15 min): measured 0.563 -> 0.388.
+    # At 192x64 this Lightning run collapsed instead (seed 0: 1.09 after 548 steps, half-width, lr 2e-4) although
+    # the plain loop of benchmarks/loss_ablation.py learns there (0.316); see the README, "Training on CPU".
+    result = train_and_evaluate(height=96, width=320, budget_s=900, out_dir=tmp_path, seed=0)
     untrained, trained = result["untrained"]["abs_rel"], result["trained"]["abs_rel"]
     assert trained < 0.75 * untrained, result
