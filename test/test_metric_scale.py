@@ -229,3 +229,22 @@ def test_module_switches_pick_the_scale_policy_and_add_the_extra_terms(tmp_path)
     assert meta.scale_policy == "metric" and meta.training["extras"]["velocity_weight"] == 0.1
     depth_net, _, _ = load_bundle(path)  # the FeatureNet is a training aid: not in the bundle
     assert not any(k.startswith("featurenet") for k in depth_net.state_dict())
+
+
+def test_synthetic_metric_config_parses_with_the_velocity_recipe():
+    """The shipped metric config goes through monodepth-train's own parser (a typo in a key fails here)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    cli = Path(sys.executable).with_name("monodepth-train")
+    config = repo / "config/train/synthetic_metric.yaml"
+    out = subprocess.run([str(cli), "fit", "--config", str(config), "--print_config"], capture_output=True, text=True,
+                         timeout=300, cwd=repo)
+    assert out.returncode == 0, out.stderr[-2000:]
+    model = yaml.safe_load(out.stdout)["model"]
+    assert model["velocity_weight"] == 0.1 and model["velocity_warmup_steps"] == 150
+    assert model["init_depth"] == 10.0 and model["pose_kwargs"]["translation_scale"] == 0.1
