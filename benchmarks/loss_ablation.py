@@ -83,10 +83,10 @@ def run_variant(name: str, args, heldout) -> dict:
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=0, drop_last=True,
                         generator=torch.Generator().manual_seed(args.seed))
     net_kw = {"num_layers": 18, "width": args.net_width}
-    metric = use_stereo or extras_kw.get("velocity_weight", 0) > 0
+    velocity = extras_kw.get("velocity_weight", 0) > 0
+    metric = use_stereo or velocity
     depth_net = build_depth_net("monodepth2", **net_kw)
     set_initial_depth(depth_net, METRIC_INIT_DEPTH if metric else RELATIVE_INIT_DEPTH, MIN_DEPTH, MAX_DEPTH)
-    velocity = extras_kw.get("velocity_weight", 0) > 0
     pose_net = build_pose_net("monodepth2_pose", **net_kw,
                               **({"translation_scale": METRIC_TRANSLATION_SCALE} if velocity else {}))
     extras = ExtraLossConfig(**extras_kw)

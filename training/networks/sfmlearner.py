@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from monodepth_training.geometry import pose_from_axis_angle
 from monodepth_training.networks.monodepth2 import normalize_rgb01
+from monodepth_training.networks.pose_decoder import POSE_OUTPUT_SCALE
 from monodepth_training.networks.registry import register_depth_net, register_pose_net
 from torch import nn
 
 ENCODER_CHANNELS = (16, 32, 64, 128, 256, 256, 256)
 ENCODER_KERNELS = (7, 5, 3, 3, 3, 3, 3)
 MASK_CHANNELS = (256, 128, 64, 32, 16)  # upcnv5 .. upcnv1
-POSE_OUTPUT_SCALE = 0.01
 # SfMLearner's weight on the explainability regulariser (its released training setting).
 EXPLAIN_REG_WEIGHT = 0.2
 
