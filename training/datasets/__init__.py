@@ -1,7 +1,7 @@
 """Training datasets: one base class (:class:`MonoDataset`) and one file per source.
 
-``build_dataset({"source": "kitti" | "rosbag" | "synthetic", ...source arguments}, **shared)`` builds a source
-from a config dict; ``shared`` carries what every source of a run has in common (size, offsets, augmentation).
+``build_dataset({"source": "kitti" | "kitti_odometry" | "rosbag" | "synthetic" | "mix", ...}, **shared)`` builds a
+source from a config dict; ``shared`` carries what every source of a run has in common (size, offsets, augmentation).
 """
 
 from __future__ import annotations
@@ -25,6 +25,18 @@ def _rosbag():
     return RosbagDataset
 
 
+def _kitti_odometry():
+    from monodepth_training.datasets.kitti_odometry import KittiOdometryDataset
+
+    return KittiOdometryDataset
+
+
+def _mix():
+    from monodepth_training.datasets.mix import MixDataset
+
+    return MixDataset
+
+
 def _synthetic():
     from monodepth_training.datasets.synthetic import SyntheticDataset
 
@@ -32,7 +44,8 @@ def _synthetic():
 
 
 # Imported on demand so that e.g. a KITTI run never needs the synthetic world or rosbags.
-SOURCES = {"kitti": _kitti, "rosbag": _rosbag, "synthetic": _synthetic}
+SOURCES = {"kitti": _kitti, "kitti_odometry": _kitti_odometry, "rosbag": _rosbag, "synthetic": _synthetic,
+           "mix": _mix}
 
 
 def build_dataset(spec: dict[str, Any], **shared: Any) -> MonoDataset:
