@@ -274,3 +274,51 @@ def test_feature_metric_loss_has_a_minimum_at_the_true_depth_where_the_photometr
     assert abs(z_best - WALL_Z_M) <= 0.1 * WALL_Z_M
     assert min(at_values(feat_flat, candidates_m)) > 1.2 * feat_flat.min()
     assert np.ptp(feat_flat) > 0.5 * feat_flat.min()
+
+
+def test_supervised_depth_loss_is_zero_at_the_gt_and_the_mean_log_error_elsewhere():
+    from monodepth_training.feature_losses import supervised_depth_loss
+
+    gt = torch.full((2, 1, 8, 12), 10.0)
+    gt[0, 0, :2] = 0.0  # no GT (sky / LiDAR hole)
+    gt[1, 0, :, :3] = float("inf")
+    assert float(supervised_depth_loss(gt.clamp_max(50.0).clone(), gt)) == 0.0
+    pred = torch.full((2, 1, 8, 12), 20.0)
+    assert float(supervised_depth_loss(pred, gt)) == pytest.approx(np.log(2.0), rel=1e-6)
+    # Beyond max_depth counts as no GT; a prediction at another size is resized to the GT's.
+    gt_far = gt.clone()
+    gt_far[0] = 500.0
+    loss = supervised_depth_loss(torch.full((2, 1, 4, 6), 20.0), gt_far, max_depth=100.0)
+    assert float(loss) == pytest.approx(np.log(2.0), rel=1e-6)
+
+
+def test_supervised_depth_loss_without_any_gt_is_zero_but_keeps_the_graph():
+    from monodepth_training.feature_losses import supervised_depth_loss
+
+    pred = torch.full((1, 1, 4, 4), 5.0, requires_grad=True)
+    loss = supervised_depth_loss(pred, torch.zeros(1, 1, 4, 4))
+    loss.backward()
+    assert float(loss) == 0.0 and float(pred.grad.abs().sum()) == 0.0
+
+
+def test_depth_supervision_enters_the_step_loss_only_where_a_sample_has_gt():
+    from monodepth_training.extended_loss import ExtraLossConfig, extended_loss, resolve_scale_policy
+    from monodepth_training.networks.registry import build_depth_net, build_pose_net
+
+    torch.manual_seed(0)
+    depth = build_depth_net("monodepth2", num_layers=18, width=0.125)
+    pose = build_pose_net("monodepth2_pose", num_layers=18, width=0.125)
+    B, H, W = 2, 64, 96
+    imgs = {k: torch.rand(B, 3, H, W) for k in (0, -1, 1)}
+    K = torch.tensor([[60.0, 0, 48], [0, 60.0, 32], [0, 0, 1]]).expand(B, 3, 3)
+    batch = {"color": imgs, "color_aug": imgs, "K": K, "depth_gt": torch.zeros(B, 1, H, W)}
+    kw = dict(temporal_offsets=[-1, 1], use_stereo=False, min_depth=0.1, max_depth=100.0)
+    cfg = ExtraLossConfig(depth_supervision_weight=0.5)
+    without_gt = extended_loss(depth, pose, batch, "color_aug", extras=cfg, **kw)
+    assert float(without_gt["depth_supervised"]) == 0.0
+    batch["depth_gt"][1] = 3.0
+    with_gt = extended_loss(depth, pose, batch, "color_aug", extras=cfg, **kw)
+    assert float(with_gt["depth_supervised"]) > 0.0
+    expected = without_gt["loss"] + 0.5 * with_gt["depth_supervised"]
+    assert float(with_gt["loss"]) == pytest.approx(float(expected), rel=1e-5)
+    assert resolve_scale_policy("auto", 0.0, False, depth_supervision_weight=0.5) == ("metric", 1.0)

@@ -21,6 +21,7 @@ from monodepth_training.feature_losses import (
     DIS_WEIGHT,
     feature_metric_loss,
     featurenet_loss,
+    supervised_depth_loss,
     velocity_loss,
 )
 from monodepth_training.geometry import sigmoid_to_disp, warp
@@ -49,11 +50,14 @@ class ExtraLossConfig:
     # gradient vanishes (measured on the synthetic world: median depth 99 m after 136 steps). A short warm-up
     # lets the photometric loss point the translation along the motion first; then velocity sets its length.
     velocity_warmup_steps: int = 0
+    # Log-L1 to the depth GT on the samples that have it (the synthetic world's exact depth); real frames
+    # without GT contribute nothing. Not in the survey: it is what a synthetic world with exact depth is for.
+    depth_supervision_weight: float = 0.0
 
     def __post_init__(self):
         if self.featurenet_mode not in FEATURENET_MODES:
             raise ValueError(f"featurenet_mode must be one of {FEATURENET_MODES}, got {self.featurenet_mode!r}")
-        for name in ("feature_metric_weight", "velocity_weight", "explainability_weight"):
+        for name in ("feature_metric_weight", "velocity_weight", "explainability_weight", "depth_supervision_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.feature_metric_weight > 0 and self.featurenet_mode == "off":
@@ -68,12 +72,14 @@ class ExtraLossConfig:
         return self
 
 
-def resolve_scale_policy(requested: str, velocity_weight: float, use_stereo: bool) -> tuple[str, float]:
-    """(scale_policy, scale) for the bundle. ``requested="auto"``: "metric" with velocity supervision, "fixed"
-    (scale 1.0, the baseline is in metres) with stereo, else "relative". Any other value is kept as given."""
+def resolve_scale_policy(requested: str, velocity_weight: float, use_stereo: bool,
+                         depth_supervision_weight: float = 0.0) -> tuple[str, float]:
+    """(scale_policy, scale) for the bundle. ``requested="auto"``: "metric" with velocity or metric depth
+    supervision, "fixed" (scale 1.0, the baseline is in metres) with stereo, else "relative". Any other value
+    is kept as given."""
     if requested != "auto":
         return requested, 1.0
-    if velocity_weight > 0:
+    if velocity_weight > 0 or depth_supervision_weight > 0:
         return "metric", 1.0
     if use_stereo:
         return "fixed", 1.0
@@ -155,7 +161,8 @@ def extended_loss(
     Networks see ``batch[color_key]`` (augmented inputs); losses compare the un-augmented ``batch["color"]``.
     Returns :func:`monodepth2_loss`'s dict with ``loss`` including the extras, plus the scalars that apply:
     ``feature_metric``, ``featurenet`` (joint mode: its own objective, also in ``loss``), ``velocity``
-    (metres), ``pose_translation_m`` (mean predicted translation norm), ``explainability_reg``.
+    (metres), ``pose_translation_m`` (mean predicted translation norm), ``explainability_reg``,
+    ``depth_supervised`` (log-L1 to ``batch["depth_gt"]`` where it is valid).
     """
     inputs = batch[color_key]
     colors = batch["color"]
@@ -222,6 +229,14 @@ def extended_loss(
         vel = torch.stack(terms).mean()
         total = total + extras.velocity_weight * vel
         losses["velocity"] = vel.detach()
+
+    if extras.depth_supervision_weight > 0 and "depth_gt" in batch:
+        terms = [supervised_depth_loss(1.0 / sigmoid_to_disp(outputs[("disp", s)].float(), min_depth, max_depth),
+                                       batch["depth_gt"], max_depth)
+                 for s in sorted(k[1] for k in outputs if isinstance(k, tuple) and k[0] == "disp")]
+        sup = torch.stack(terms).mean()
+        total = total + extras.depth_supervision_weight * sup
+        losses["depth_supervised"] = sup.detach()
 
     losses["loss"] = total
     return losses

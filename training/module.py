@@ -49,6 +49,8 @@ class MonoDepthModule(L.LightningModule):
             needs speed and time stamps in the data (synthetic, KITTI oxts, a bag's odometry topic).
         velocity_warmup_steps: photometric-only steps before the velocity term starts (see
             ``ExtraLossConfig.velocity_warmup_steps`` for why a from-scratch run needs them).
+        depth_supervision_weight: log-L1 to the depth GT on the training samples that carry it (a ``mix`` with the
+            synthetic world: exact rendered depth; 0 = off). Makes the model metric (``auto`` -> ``metric``).
         explainability_weight: with a pose net that predicts explainability masks (``sfmlearner_pose``), use
             SfMLearner's mask-weighted photometric term and its regulariser at this weight (paper: 0.2; 0 = off).
         See :mod:`monodepth_training.extended_loss`.
@@ -93,6 +95,7 @@ class MonoDepthModule(L.LightningModule):
         explainability_weight: float = 0.0,
         init_depth: float | None = None,
         velocity_warmup_steps: int = 0,
+        depth_supervision_weight: float = 0.0,
     ):
         super().__init__()
         if height % 32 or width % 32:
@@ -114,15 +117,17 @@ class MonoDepthModule(L.LightningModule):
         self.pose = build_pose_net(pose_net, **(pose_kwargs or {})) if self.temporal_offsets else None
         self.extras = ExtraLossConfig(feature_metric_weight=feature_metric_weight, velocity_weight=velocity_weight,
                                       explainability_weight=explainability_weight, featurenet_mode=featurenet_mode,
-                                      velocity_warmup_steps=velocity_warmup_steps)
+                                      velocity_warmup_steps=velocity_warmup_steps,
+                                      depth_supervision_weight=depth_supervision_weight)
         if velocity_weight > 0 and not self.temporal_offsets:
             raise ValueError("velocity_weight > 0 needs temporal source frames (a pose network to supervise)")
         # Training aid only (not in the bundle); a submodule so joint mode optimises it and checkpoints hold it.
         self.featurenet = build_featurenet(featurenet_mode, featurenet_path, featurenet_kwargs)
-        self._use_extras = feature_metric_weight > 0 or velocity_weight > 0 or (
+        self._use_extras = feature_metric_weight > 0 or velocity_weight > 0 or depth_supervision_weight > 0 or (
             explainability_weight > 0 and getattr(self.pose, "predicts_explainability", False))
         if scale_policy == "auto":
-            self.scale_policy, self.scale = resolve_scale_policy(scale_policy, velocity_weight, use_stereo)
+            self.scale_policy, self.scale = resolve_scale_policy(scale_policy, velocity_weight, use_stereo,
+                                                                 depth_supervision_weight)
         else:
             self.scale_policy, self.scale = scale_policy, float(scale)
         # Set by the CLI (full run config) and at fit start (the training camera); both go into the bundle.
@@ -183,7 +188,8 @@ class MonoDepthModule(L.LightningModule):
         self.log("train/photometric", losses["photometric"], batch_size=bs)
         self.log("train/smoothness", losses["smoothness"], batch_size=bs)
         self.log("train/automask_fraction", losses["automask_fraction"], batch_size=bs)
-        for key in ("feature_metric", "featurenet", "velocity", "pose_translation_m", "explainability_reg"):
+        for key in ("feature_metric", "featurenet", "velocity", "pose_translation_m", "explainability_reg",
+                    "depth_supervised"):
             if key in losses:
                 self.log(f"train/{key}", losses[key], batch_size=bs)
         # The depth map rides along for the preview callback (detached by the loss already).
@@ -260,6 +266,7 @@ class MonoDepthModule(L.LightningModule):
             "use_stereo": bool(hp.use_stereo),
             "extras": {"feature_metric_weight": float(hp.feature_metric_weight),
                        "featurenet_mode": hp.featurenet_mode, "velocity_weight": float(hp.velocity_weight),
+                       "depth_supervision_weight": float(hp.depth_supervision_weight),
                        "explainability_weight": float(hp.explainability_weight)},
             "written_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "config": self.run_config or {"model": dict(hp)},
