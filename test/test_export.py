@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -272,3 +273,19 @@ def test_int8_tries_every_recipe_when_over_budget_and_keeps_the_best(exported, t
     assert [t["name"] for t in meta.quantization["tried"]] == names
     mixed = next(t["recipe"] for t in q.tried if t["recipe"]["name"] == "per_channel_mixed")
     assert len(mixed["fp32_nodes"]) == len(q.tried[0]["recipe"]["fp32_nodes"]) + 2  # + first conv, disp conv
+
+
+def test_grey_input_model_exports_its_luma_step_and_records_input_color(tmp_path):
+    torch.manual_seed(0)
+    kwargs = {"num_layers": 18, "width": 0.125, "input_color": "grey"}
+    net = build_depth_net("monodepth2", **kwargs)
+    meta = BundleMeta(depth_net="monodepth2", height=64, width=192, depth_kwargs=kwargs, scale_policy="metric")
+    bundle = tmp_path / "grey.safetensors"
+    save_bundle(bundle, net, meta)
+    res = export_onnx(bundle, tmp_path / "out")
+    assert read_onnx_model_meta(res.path).input_color == "grey"
+    backend = OnnxRuntimeBackend(res.path, threads=1)
+    rgb = np.random.default_rng(3).integers(0, 256, (64, 192, 3), dtype=np.uint8)
+    grey = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    # The colour frame and its mono8 twin (OpenCV's luma, rounded to uint8) give the same depth.
+    np.testing.assert_allclose(backend.infer(rgb), backend.infer(grey), rtol=2e-2)

@@ -266,3 +266,25 @@ def test_set_initial_depth_refuses_networks_without_sigmoid_heads_and_depths_out
         set_initial_depth(build_depth_net("ddv", num_layers=18), 5.0, 0.1, 100.0)
     with pytest.raises(ValueError, match="strictly inside"):
         set_initial_depth(build_depth_net("monodepth2", width=0.25), 100.0, 0.1, 100.0)
+
+
+def test_grey_input_models_see_the_luma_so_a_grey_camera_and_its_colour_twin_agree():
+    from monodepth_training.networks.monodepth2 import rgb_to_grey3
+    from monodepth_training.networks.registry import build_depth_net, build_pose_net
+
+    torch.manual_seed(0)
+    rgb = torch.rand(2, 3, 64, 64)
+    luma = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]).expand(-1, 3, -1, -1)
+    torch.testing.assert_close(rgb_to_grey3(rgb), luma)
+    torch.testing.assert_close(rgb_to_grey3(luma), luma)  # a mono8 frame fed as 3 equal channels is a fixed point
+    depth = build_depth_net("monodepth2", num_layers=18, width=0.125, input_color="grey").eval()
+    pose = build_pose_net("monodepth2_pose", num_layers=18, width=0.125, input_color="grey").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(depth(rgb)[("disp", 0)], depth(luma.contiguous())[("disp", 0)])
+        a, b = pose(rgb, rgb.flip(0)), pose(luma.contiguous(), luma.flip(0).contiguous())
+    torch.testing.assert_close(a, b)
+    colour = build_depth_net("monodepth2", num_layers=18, width=0.125).eval()
+    with torch.no_grad():
+        assert not torch.allclose(colour(rgb)[("disp", 0)], colour(luma.contiguous())[("disp", 0)])
+    with pytest.raises(ValueError, match="input_color"):
+        build_depth_net("monodepth2", num_layers=18, width=0.125, input_color="bgr")

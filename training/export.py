@@ -155,6 +155,7 @@ def export_module_onnx(
         mean=[float(v) for v in bundle_meta.mean], std=[float(v) for v in bundle_meta.std],
         intrinsics_norm=bundle_meta.intrinsics_norm, source_sha256=source_sha256,
         depth_net=bundle_meta.depth_net, opset=int(real_opset), precision="fp32", producer=_versions(),
+        input_color=str(bundle_meta.depth_kwargs.get("input_color", "rgb")),
     ).validate("export metadata")
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {META_KEY: meta.to_json()})

@@ -31,6 +31,9 @@ INPUT_NAME = "rgb"
 OUTPUT_NAME = "disp"
 OUTPUT_CONVENTION = "depth = scale / disp"
 PRECISIONS = ("fp32", "fp16", "int8")
+# "grey": the graph takes the luma of its RGB input first, so a mono8 camera (fed as three equal channels) and a
+# colour camera give the same depth for the same scene; "rgb": colour matters.
+INPUT_COLORS = ("rgb", "grey")
 
 
 class ModelLoadError(ValueError):
@@ -58,6 +61,7 @@ class ModelMeta:
     output_convention: str = OUTPUT_CONVENTION
     opset: int = 0
     precision: str = "fp32"
+    input_color: str = "rgb"
     quantization: dict[str, Any] | None = None  # the INT8 recipe that was kept, with its accuracy report
     producer: dict[str, str] = field(default_factory=dict)  # library versions that wrote the file
     tensorrt: dict[str, Any] | None = None  # engines only: version, device_name, compute_capability, ...
@@ -88,6 +92,8 @@ class ModelMeta:
             )
         if self.precision not in PRECISIONS:
             raise ModelLoadError(f"{where}: precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.input_color not in INPUT_COLORS:
+            raise ModelLoadError(f"{where}: input_color must be one of {INPUT_COLORS}, got {self.input_color!r}")
         return self
 
     @property
