@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,10 @@ def test_recorded_bag_trains_exports_and_runs_in_the_node(tmp_path, ros_subproce
 
     source = {"source": "rosbag", "bag": str(bag), "image_topic": "/camera/image_raw",
               "camera_info_topic": "/camera/camera_info", "odom_topic": "/odom", "min_dt_s": 0.05}
-    train = dict(source, frame_range=[0.0, 0.8])
-    val = dict(source, frame_range=[0.8, 1.0], depth_topic="/camera/depth_gt")
+    # The template's interleaved hold-out, scaled to a 2.4 s bag: 0.3 s of every 1 s validates.
+    source.update(val_every_s=1.0, val_chunk_s=0.3)
+    train = dict(source, split="train")
+    val = dict(source, split="val", depth_topic="/camera/depth_gt")
     _run([BIN / "monodepth-train", "fit", "--config", REPO / "config/train/rosbag.yaml",
           "--data.height", "64", "--data.width", "192", "--data.batch_size", "2", "--data.num_workers", "0",
           "--data.train", json.dumps(train), "--data.val", json.dumps(val),
@@ -64,3 +67,19 @@ def test_recorded_bag_trains_exports_and_runs_in_the_node(tmp_path, ros_subproce
     assert report["frames"]["with_depth"] >= 0.9 * 24
     assert math.isfinite(report["metrics"]["abs_rel"]) and 0 <= report["metrics"]["a1"] <= 1
     assert (out / "replay_bag").is_dir() and os.listdir(out / "replay_bag")
+
+
+def test_metric_supervision_with_a_relative_scale_policy_warns_and_names_the_policy_auto_gives():
+    from monodepth_training.module import MonoDepthModule
+
+    tiny = {"num_layers": 18, "width": 0.25}
+    common = dict(depth_kwargs=tiny, pose_kwargs=tiny, height=32, width=64)
+    with pytest.warns(UserWarning, match="scale_policy 'auto' gives 'metric'"):
+        module = MonoDepthModule(velocity_weight=0.1, scale_policy="relative", **common)
+    assert module.scale_policy == "relative"  # the explicit choice stands; the user is told
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        auto = MonoDepthModule(velocity_weight=0.1, scale_policy="auto", **common)
+        MonoDepthModule(velocity_weight=0.0, scale_policy="relative", **common)
+    assert auto.scale_policy == "metric"
+    assert not [w for w in caught if "scale_policy" in str(w.message)]

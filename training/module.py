@@ -130,6 +130,15 @@ class MonoDepthModule(L.LightningModule):
                                                                  depth_supervision_weight)
         else:
             self.scale_policy, self.scale = scale_policy, float(scale)
+        if scale_policy == "relative" and (velocity_weight > 0 or depth_supervision_weight > 0):
+            # The supervision makes the depth metric, but a relative bundle tells evaluation to median-scale it
+            # and the node to treat it as scale-free: the metric scale would be thrown away without a word.
+            follows, _ = resolve_scale_policy("auto", velocity_weight, use_stereo, depth_supervision_weight)
+            L.pytorch.utilities.rank_zero_warn(
+                f"scale_policy 'relative' with metric supervision (velocity_weight={velocity_weight}, "
+                f"depth_supervision_weight={depth_supervision_weight}): the model learns metres but its bundle "
+                f"will say relative (up to an unknown scale, median-scaled in evaluation). scale_policy 'auto' "
+                f"gives {follows!r}.", stacklevel=2)
         # Set by the CLI (full run config) and at fit start (the training camera); both go into the bundle.
         self.run_config: dict[str, Any] | None = None
         self.intrinsics_norm: list[list[float]] | None = None
