@@ -215,13 +215,15 @@ class GtSource:
 
     ``kind``: "depth" (a depth Image topic, matched to frames by header stamp) or "lidar" (a PointCloud2 topic,
     projected into the camera with ``T_cam_from_lidar``). ``tolerance_s``: the largest |stamp difference| that
-    still matches (0 = exact stamps).
+    still matches (0 = exact stamps). ``depth_convention``: what a lidar GT pixel holds, "camera_z" or
+    "lidar_forward" (:func:`monodepth_ros.lidar_gt.lidar_depth_map`).
     """
 
     topic: str
     kind: str = "depth"
     tolerance_s: float = 0.0
     T_cam_from_lidar: np.ndarray | None = None
+    depth_convention: str = "camera_z"
 
     def __post_init__(self):
         if self.kind not in ("depth", "lidar"):
@@ -497,7 +499,8 @@ def _gt_depth(gt: GtSource, msg, K: np.ndarray, height: int, width: int, bag: Ba
             return depth_msg_to_array(msg)
         from monodepth_ros.lidar_gt import lidar_to_depth, pointcloud2_to_xyz
 
-        return lidar_to_depth(pointcloud2_to_xyz(msg), gt.T_cam_from_lidar, K, height, width)
+        return lidar_to_depth(pointcloud2_to_xyz(msg), gt.T_cam_from_lidar, K, height, width,
+                              depth_convention=gt.depth_convention)
     except ValueError as e:
         raise BagError(f"GT message on {gt.topic} cannot be used: {e}", bag.topic_list()) from None
 

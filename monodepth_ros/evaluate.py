@@ -1,6 +1,8 @@
 """``monodepth-eval``: evaluate a depth model on a KITTI-layout split with the papers' protocol.
 
-Thin shell: reads the split, loads GT (velodyne projection, improved-GT PNGs, or an exported ``.npz``), runs the
+Thin shell: reads the split, loads GT (velodyne projection, improved-GT PNGs, or an exported ``.npz``; velodyne
+GT holds the LiDAR's forward distance as KITTI's reference does, or camera z with ``--lidar-depth camera_z``, and
+``metrics.json`` records which under ``lidar_depth``), runs the
 model through a :class:`~monodepth_ros.backends.DepthBackend` (disparity resized to GT resolution, then
 inverted), scores each image with :mod:`monodepth_ros.metrics`, and writes ``metrics.json`` and ``panels.png``.
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from monodepth_ros import kitti, kitti_gt
 from monodepth_ros.bundle import atomic_write_bytes
+from monodepth_ros.lidar_gt import DEPTH_CONVENTIONS
 from monodepth_ros.metrics import MAX_DEPTH_M, MIN_DEPTH_M, evaluate_image, format_table, summarize
 from monodepth_ros.visualize import PanelRow, panel_grid
 
@@ -38,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", type=Path, required=True, help="split file, lines '<date>/<drive> <frame> <l|r>'")
     p.add_argument("--gt", choices=("auto", "improved", "velodyne"), default="auto",
                    help="GT source: depth-benchmark PNGs, LiDAR projection, or auto (improved if present)")
+    p.add_argument("--lidar-depth", choices=DEPTH_CONVENTIONS, default="lidar_forward",
+                   help="what a velodyne GT pixel holds: the LiDAR's forward distance x_velo (KITTI's reference "
+                   "GT and every Eigen-split paper; default) or camera z, the optical-axis depth (REP 118, "
+                   "monodepth-replay's default)")
     p.add_argument("--gt-npz", type=Path, default=None,
                    help="GT exported with export_gt_npz; written first from --gt if the file does not exist")
     p.add_argument("--crop", choices=("garg", "eigen", "none"), default="garg", help="evaluation crop")
@@ -85,11 +92,17 @@ def _run(args: argparse.Namespace) -> int:
     if not entries:
         raise ValueError(f"split file {args.split} has no entries")
     gt_kind = resolve_gt_kind(args.data, entries, args.gt)
+    lidar_depth = args.lidar_depth if gt_kind == "velodyne" else None
     gt_maps = None
     if args.gt_npz is not None:
         if not args.gt_npz.is_file():
             print(f"exporting {gt_kind} GT of {len(entries)} images to {args.gt_npz}", file=sys.stderr)
-            kitti_gt.export_gt_npz(args.data, args.split, args.gt_npz, gt=gt_kind)
+            kitti_gt.export_gt_npz(args.data, args.split, args.gt_npz, gt=gt_kind, depth_convention=args.lidar_depth)
+        recorded = kitti_gt.gt_npz_info(args.gt_npz)["lidar_depth"]
+        if lidar_depth is not None and recorded not in (None, lidar_depth):
+            # A silently different convention moves unscaled abs_rel by several percent on KITTI.
+            raise ValueError(f"{args.gt_npz} holds {recorded} velodyne GT but --lidar-depth is {lidar_depth}: "
+                             f"pass --lidar-depth {recorded}, or another --gt-npz path to export it anew")
         gt_maps = kitti_gt.load_gt_npz(args.gt_npz)
         if len(gt_maps) != len(entries):
             raise ValueError(f"{args.gt_npz} holds {len(gt_maps)} GT maps but {args.split} has {len(entries)} lines")
@@ -114,7 +127,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         for i, entry in enumerate(entries):
             rgb = kitti.load_rgb(kitti.image_path(args.data, entry))
-            gt = gt_maps[i] if gt_maps is not None else kitti_gt.load_gt_depth(args.data, entry, gt_kind)
+            if gt_maps is not None:
+                gt = gt_maps[i]
+            else:
+                gt = kitti_gt.load_gt_depth(args.data, entry, gt_kind, args.lidar_depth)
             t0 = time.perf_counter()
             pred = backend.infer(rgb, out_size=gt.shape)
             infer_s.append(time.perf_counter() - t0)
@@ -137,7 +153,8 @@ def _run(args: argparse.Namespace) -> int:
     summary = summarize(per_image, median_scaling)
     print(f"model {model_path} ({getattr(backend, 'name', '?')}, scale_policy={info.scale_policy}, "
           f"scale={info.scale:g}) on {len(entries)} images of {args.split}")
-    print(f"GT {gt_kind}{' from ' + str(args.gt_npz) if args.gt_npz else ''}, crop {args.crop}, "
+    print(f"GT {gt_kind}{f' ({lidar_depth})' if lidar_depth else ''}"
+          f"{' from ' + str(args.gt_npz) if args.gt_npz else ''}, crop {args.crop}, "
           f"depth ({args.min_depth:g}, {args.max_depth:g}) m, "
           f"{'median scaling' if median_scaling else 'no median scaling'}, fixed scale {args.scale:g}")
     if median_scaling:
@@ -158,6 +175,7 @@ def _run(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "split": str(args.split),
         "gt": gt_kind,
+        "lidar_depth": lidar_depth,
         "gt_npz": str(args.gt_npz) if args.gt_npz else None,
         "crop": args.crop,
         "median_scaling": median_scaling,

@@ -4,12 +4,13 @@ export of a split's GT (the equivalent of the reference ``gt_depths.npz``, but l
 Velodyne GT follows the procedure every Eigen-split paper evaluates against (Monodepth2's
 ``generate_depth_map``), so numbers are comparable:
 - keep scan points with x_velo >= 0 (in front of the LiDAR), homogeneous reflectance 1;
-- project with ``P_rect_0X @ R_rect_00 @ T_cam0_from_velo``;
-- depth = the projective depth w (default), or the LiDAR forward distance x_velo with ``vel_depth=True``
-  (what the reference GT export uses);
+- project with ``P_rect_0X @ R_rect_00 @ T_cam0_from_velo`` (split here into intrinsics K and a rigid
+  ``T_cam_from_velo`` so that the projection is :func:`monodepth_ros.lidar_gt.lidar_depth_map`, the same one
+  replay's lidar GT uses);
+- depth = the LiDAR forward distance x_velo (``depth_convention="lidar_forward"``, what the reference GT export
+  uses and our default), or the camera's z, the projective depth w (``"camera_z"``);
 - pixel = round(u) - 1, round(v) - 1 (the devkit's 1-based MATLAB convention, kept on purpose);
-- keep pixels inside the image (size from ``S_rect_02``); the nearest point wins where several land on one pixel;
-  negative depths become 0 (invalid).
+- keep pixels inside the image (size from ``S_rect_02``); the nearest point wins where several land on one pixel.
 
 The "improved" GT (Uhrig et al. 2017, KITTI depth benchmark) is read from its 16-bit PNGs
 (``proj_depth/groundtruth/image_0X/<frame>.png``, value / 256, 0 = invalid).
@@ -25,17 +26,21 @@ import numpy as np
 
 from monodepth_ros import kitti
 from monodepth_ros.bundle import atomic_write_bytes
+from monodepth_ros.lidar_gt import DEPTH_CONVENTIONS, lidar_depth_map
 from monodepth_ros.metrics import crop_mask
 
 __all__ = [
     "load_velodyne_points",
     "velo_to_image_projection",
+    "kitti_camera_model",
+    "ros_intrinsics",
     "generate_depth_map",
     "velodyne_path",
     "improved_gt_path",
     "load_gt_depth",
     "export_gt_npz",
     "load_gt_npz",
+    "gt_npz_info",
     "garg_crop_mask",
     "eigen_crop_mask",
     "GT_KINDS",
@@ -83,39 +88,58 @@ def velo_to_image_projection(calib_dir: str | os.PathLike, cam: int = 2) -> tupl
     return P_rect @ R_rect @ T_cam0_from_velo, (height, width)
 
 
+def kitti_camera_model(calib_dir: str | os.PathLike, cam: int = 2) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """The rectified camera ``cam`` as pinhole intrinsics K (3, 3), the rigid ``T_cam_from_velo`` (4, 4) and the
+    image size (H, W), such that ``K @ T_cam_from_velo[:3] == P_velo_to_img`` of :func:`velo_to_image_projection`.
+
+    ``P_rect_0X = K [I | t]``: its last column is camera X's offset from the rectified camera 0 (the stereo
+    baseline, and a few mm along z), so ``t = K^-1 P[:, 3]`` and ``T_cam_from_velo = [I | t] R_rect_00
+    T_cam0_from_velo``. K is in the devkit's pixel coordinates (see :func:`ros_intrinsics`).
+    """
+    P_velo_to_img, size = velo_to_image_projection(calib_dir, cam)
+    cam2cam = kitti.read_calib_file(Path(calib_dir) / "calib_cam_to_cam.txt")
+    P_rect = cam2cam[f"P_rect_{cam:02d}"].reshape(3, 4)
+    K = P_rect[:, :3].copy()
+    if not np.allclose(K[2], [0.0, 0.0, 1.0]) or K[1, 0] != 0.0:
+        raise ValueError(f"P_rect_{cam:02d} = {P_rect.tolist()} is not a rectified pinhole projection K [I | t]")
+    t = np.linalg.solve(K, P_rect[:, 3])
+    T_rect_from_velo = np.eye(4)
+    T_rect_from_velo[:3, :3] = cam2cam["R_rect_00"].reshape(3, 3)
+    T_cam_from_velo = T_rect_from_velo @ kitti.read_velo_to_cam(calib_dir)
+    T_cam_from_velo[:3, 3] += t
+    return K, T_cam_from_velo, size
+
+
+def ros_intrinsics(K_devkit: np.ndarray) -> np.ndarray:
+    """KITTI ``P_rect`` intrinsics (3, 3) -> the ROS/OpenCV camera_info K (3, 3) that puts lidar GT on the pixels
+    the KITTI evaluation uses.
+
+    The devkit (MATLAB, 1-based pixels) puts a point projecting to u on the 0-based column round(u) - 1; a ROS
+    camera_info (pixel centres at 0, 1, ...) does the same with the principal point one pixel up and left.
+    """
+    K = np.array(K_devkit, dtype=np.float64)
+    K[0, 2] -= 1.0
+    K[1, 2] -= 1.0
+    return K
+
+
 def generate_depth_map(calib_dir: str | os.PathLike, velo_path: str | os.PathLike, cam: int = 2,
-                       vel_depth: bool = False) -> np.ndarray:
+                       depth_convention: str = "lidar_forward") -> np.ndarray:
     """Sparse GT depth (H, W) float64 metres, 0 = no point, from one LiDAR scan.
 
     Args:
         calib_dir: ``<data>/<date>`` folder with the two calibration files.
         velo_path: ``velodyne_points/data/<frame>.bin``.
         cam: rectified camera index (2 = left colour, 3 = right colour).
-        vel_depth: depth = LiDAR forward distance x_velo (True, used for the exported eval GT) or the
-            projective depth w of the rectified camera (False, the reference default).
+        depth_convention: ``"lidar_forward"`` (x_velo: the reference's exported eval GT, the default) or
+            ``"camera_z"`` (the rectified camera's projective depth w, REP 118).
     """
-    P_velo_to_img, (H, W) = velo_to_image_projection(calib_dir, cam)
-    velo = load_velodyne_points(velo_path)
+    K, T_cam_from_velo, (H, W) = kitti_camera_model(calib_dir, cam)
+    velo = load_velodyne_points(velo_path)[:, :3]
     velo = velo[velo[:, 0] >= 0]
-
-    # A contiguous (4, 3) right operand: with the transposed view OpenBLAS took ~45 ms here instead of ~0.1 ms.
-    uvw = velo @ np.ascontiguousarray(P_velo_to_img.T)  # (N, 3)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = uvw[:, :2] / uvw[:, 2:3]
-    depth = velo[:, 0] if vel_depth else uvw[:, 2]
-    # KITTI's devkit is MATLAB (1-based pixels); the reference subtracts 1 after rounding and so do we, so
-    # our GT sits on exactly the same pixels as everybody else's.
-    col = np.round(uv[:, 0]) - 1
-    row = np.round(uv[:, 1]) - 1
-    inside = np.isfinite(col) & np.isfinite(row) & (col >= 0) & (row >= 0) & (col < W) & (row < H)
-    col, row, depth = col[inside].astype(np.int64), row[inside].astype(np.int64), depth[inside]
-
-    # Nearest point per pixel, vectorised: unbuffered minimum into an inf-filled map.
-    depth_map = np.full(H * W, np.inf)
-    np.minimum.at(depth_map, row * W + col, depth)
-    depth_map[~np.isfinite(depth_map)] = 0.0
-    depth_map[depth_map < 0] = 0.0
-    return depth_map.reshape(H, W)
+    # min_depth_m 0: the reference keeps every point in front of the LiDAR; only points behind the camera plane
+    # cannot be projected (the reference would mirror them through the centre; there are none on real scans).
+    return lidar_depth_map(velo, T_cam_from_velo, K, H, W, depth_convention, pixel_origin=1, min_depth_m=0.0)
 
 
 def velodyne_path(data_dir: str | os.PathLike, entry: kitti.SplitEntry) -> Path:
@@ -130,11 +154,15 @@ def improved_gt_path(data_dir: str | os.PathLike, entry: kitti.SplitEntry) -> Pa
             / f"{entry.frame:010d}.png")
 
 
-def load_gt_depth(data_dir: str | os.PathLike, entry: kitti.SplitEntry, gt: str = "velodyne") -> np.ndarray:
-    """GT depth (H, W) float32 metres (0 = invalid) of one split entry, from velodyne or improved GT."""
+def load_gt_depth(data_dir: str | os.PathLike, entry: kitti.SplitEntry, gt: str = "velodyne",
+                  depth_convention: str = "lidar_forward") -> np.ndarray:
+    """GT depth (H, W) float32 metres (0 = invalid) of one split entry, from velodyne or improved GT.
+
+    ``depth_convention`` applies to velodyne GT only (the improved GT PNGs hold what they hold).
+    """
     if gt == "velodyne":
         depth = generate_depth_map(kitti.calib_dir_for(data_dir, entry), velodyne_path(data_dir, entry),
-                                   cam=kitti.side_to_cam(entry.side), vel_depth=True)
+                                   cam=kitti.side_to_cam(entry.side), depth_convention=depth_convention)
         return depth.astype(np.float32)
     if gt == "improved":
         return kitti.read_depth_png(improved_gt_path(data_dir, entry))
@@ -142,22 +170,40 @@ def load_gt_depth(data_dir: str | os.PathLike, entry: kitti.SplitEntry, gt: str 
 
 
 def export_gt_npz(data_dir: str | os.PathLike, split_file: str | os.PathLike, out_path: str | os.PathLike,
-                  gt: str = "velodyne") -> int:
+                  gt: str = "velodyne", depth_convention: str = "lidar_forward") -> int:
     """Write every GT map of a split into one compressed ``.npz`` (atomically); returns the image count.
 
     Keys ``gt_0000``, ``gt_0001``, ... (split order) hold float32 (H, W) metres; ``split`` holds the split lines
-    as a fixed-width unicode array. Maps of different sizes are fine, and no object arrays are involved, so
-    ``np.load(path, allow_pickle=False)`` reads it.
+    as a fixed-width unicode array; ``kind`` the GT kind and ``lidar_depth`` the depth convention of velodyne GT
+    ("" for improved GT), read back by :func:`gt_npz_info`. Maps of different sizes are fine, and no object
+    arrays are involved, so ``np.load(path, allow_pickle=False)`` reads it.
     """
     entries = kitti.read_split(split_file)
     if not entries:
         raise ValueError(f"split file {split_file} has no entries")
-    arrays = {f"gt_{i:04d}": load_gt_depth(data_dir, e, gt) for i, e in enumerate(entries)}
+    arrays = {f"gt_{i:04d}": load_gt_depth(data_dir, e, gt, depth_convention) for i, e in enumerate(entries)}
     arrays["split"] = np.array([str(e) for e in entries])
+    arrays["kind"] = np.array(gt)
+    arrays["lidar_depth"] = np.array(depth_convention if gt == "velodyne" else "")
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(out_path, buf.getvalue())
     return len(entries)
+
+
+def gt_npz_info(path: str | os.PathLike) -> dict[str, str | None]:
+    """``{"kind": ..., "lidar_depth": ...}`` recorded by :func:`export_gt_npz` (None for what is unknown).
+
+    Files written before the convention was recorded hold velodyne GT as the reference exports it, so their
+    ``lidar_depth`` is ``"lidar_forward"`` whenever they say nothing (they never recorded the kind either).
+    """
+    with np.load(Path(path), allow_pickle=False) as data:
+        kind = str(data["kind"]) if "kind" in data.files else None
+        if "lidar_depth" in data.files:
+            depth = str(data["lidar_depth"]) or None
+        else:
+            depth = "lidar_forward" if kind in (None, "velodyne") else None
+    return {"kind": kind, "lidar_depth": depth}
 
 
 def load_gt_npz(path: str | os.PathLike) -> list[np.ndarray]:
@@ -183,7 +229,8 @@ def eigen_crop_mask(shape: tuple[int, int]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m monodepth_ros.kitti_gt --data DIR --split FILE --out gt_depths.npz [--gt velodyne|improved]``."""
+    """``python -m monodepth_ros.kitti_gt --data DIR --split FILE --out gt_depths.npz [--gt velodyne|improved]
+    [--lidar-depth lidar_forward|camera_z]``."""
     import argparse
     import sys
 
@@ -193,13 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", type=Path, required=True, help="split file")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
     p.add_argument("--gt", choices=GT_KINDS, default="velodyne")
+    p.add_argument("--lidar-depth", choices=DEPTH_CONVENTIONS, default="lidar_forward",
+                   help="velodyne GT: the LiDAR's forward distance (KITTI's reference, default) or camera z")
     args = p.parse_args(argv)
     try:
-        n = export_gt_npz(args.data, args.split, args.out, gt=args.gt)
+        n = export_gt_npz(args.data, args.split, args.out, gt=args.gt, depth_convention=args.lidar_depth)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {n} {args.gt} GT maps to {args.out}")
+    what = f"{args.gt} ({args.lidar_depth})" if args.gt == "velodyne" else args.gt
+    print(f"wrote {n} {what} GT maps to {args.out}")
     return 0
 
 

@@ -3,6 +3,10 @@ fixed extrinsic calibration, project it with the camera intrinsics, and keep the
 
 This is how the KITTI depth ground truth is built from the Velodyne, applied to any robot's lidar so that
 ``monodepth-replay --lidar-topic /points --extrinsics T.yaml`` can score a bag that has no depth camera.
+:func:`lidar_depth_map` is the one projection both tools use (``monodepth-eval``'s Velodyne GT goes through it
+too, from :mod:`monodepth_ros.kitti_gt`), and the one place that decides what a GT pixel holds: camera z
+(``camera_z``, REP 118, replay's default) or the lidar's forward distance (``lidar_forward``, KITTI's reference
+and ``monodepth-eval``'s default); see ``--lidar-depth`` on both tools.
 The extrinsics file is YAML holding the 4x4 ``T_cam_from_lidar`` (lidar points -> camera optical frame,
 x right, y down, z forward)::
 
@@ -25,9 +29,20 @@ import yaml
 
 from monodepth_ros.geometry import project
 
-__all__ = ["load_extrinsics", "validate_rigid", "pointcloud2_to_xyz", "lidar_to_depth", "EXTRINSICS_KEY"]
+__all__ = [
+    "load_extrinsics",
+    "validate_rigid",
+    "pointcloud2_to_xyz",
+    "lidar_depth_map",
+    "lidar_to_depth",
+    "EXTRINSICS_KEY",
+    "DEPTH_CONVENTIONS",
+]
 
 EXTRINSICS_KEY = "T_cam_from_lidar"
+# What a lidar GT pixel holds: camera optical-axis depth (REP 118) or the lidar's forward distance (KITTI).
+DEPTH_CONVENTIONS = ("camera_z", "lidar_forward")
+
 
 def validate_rigid(T: np.ndarray, what: str = "transform", tol: float = 1e-3) -> np.ndarray:
     """Return ``T`` as a float64 (4, 4) rigid transform, or raise ValueError saying what is wrong."""
@@ -94,35 +109,66 @@ def pointcloud2_to_xyz(msg) -> np.ndarray:
     return xyz[np.all(np.isfinite(xyz), axis=1)]
 
 
+def lidar_depth_map(points_lidar: np.ndarray, T_cam_from_lidar: np.ndarray, K: np.ndarray, height: int,
+                    width: int, depth_convention: str = "camera_z", pixel_origin: int = 0,
+                    min_depth_m: float = 0.1) -> np.ndarray:
+    """Sparse depth image from lidar points: THE projection behind both replay's and the KITTI evaluation's GT.
+
+    Which number a GT pixel holds is a convention, and the two tools' defaults differ on purpose:
+    - ``"camera_z"``: the point's z in the camera optical frame, the depth a depth camera and this package's
+      node publish (REP 118). Replay's default.
+    - ``"lidar_forward"``: the point's x in the lidar frame (REP 103: x forward), i.e. the distance ahead of the
+      *lidar*. KITTI's reference GT export and every Eigen-split paper score against this; on KITTI it is
+      ~0.27 m more than camera z (the lidar sits behind the camera). ``monodepth-eval``'s default.
+
+    Args:
+        points_lidar: (N, 3) points in the lidar frame, metres.
+        T_cam_from_lidar: (4, 4) rigid transform lidar -> camera optical frame (x right, y down, z forward).
+        K: (3, 3) pixel intrinsics of an image (height, width).
+        depth_convention: "camera_z" | "lidar_forward" (see above).
+        pixel_origin: 0 = ROS/OpenCV pixels (centres at integers from 0: a point at u lands on floor(u + 0.5));
+            1 = the KITTI devkit's MATLAB pixels (column ``round(u) - 1``), which the reference keeps and so do we
+            for KITTI, so that our GT sits on exactly the pixels everybody else's does.
+        min_depth_m: points with camera z <= this (behind or on the camera) cannot be projected and are ignored.
+    Returns:
+        (height, width) float64 metres; 0 where no point landed (the KITTI "no GT" value). Where several points
+        land on one pixel the smallest depth (of the chosen convention) wins; a non-positive depth is no GT.
+    """
+    if depth_convention not in DEPTH_CONVENTIONS:
+        raise ValueError(f"depth_convention must be one of {DEPTH_CONVENTIONS}, got {depth_convention!r}")
+    if pixel_origin not in (0, 1):
+        raise ValueError(f"pixel_origin must be 0 (ROS) or 1 (KITTI devkit), got {pixel_origin!r}")
+    pts = np.asarray(points_lidar, dtype=np.float64).reshape(-1, 3)
+    T = validate_rigid(T_cam_from_lidar, "T_cam_from_lidar")
+    pts_cam = pts @ np.ascontiguousarray(T[:3, :3].T) + T[:3, 3]
+    uv, z = project(pts_cam, K)
+    depth = z if depth_convention == "camera_z" else pts[:, 0]
+    with np.errstate(invalid="ignore"):
+        if pixel_origin == 0:
+            col, row = np.floor(uv[:, 0] + 0.5), np.floor(uv[:, 1] + 0.5)
+        else:  # np.round (half to even), as the reference Python does
+            col, row = np.round(uv[:, 0]) - 1, np.round(uv[:, 1]) - 1
+        ok = (z > min_depth_m) & (depth > 0) & np.isfinite(col) & np.isfinite(row)
+        ok &= (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    pix = row[ok].astype(np.int64) * width + col[ok].astype(np.int64)
+    # Nearest point per pixel: an unbuffered minimum into an inf-filled map is order-independent, so the result
+    # does not depend on the scan order (fancy-index assignment with repeated indices would).
+    depth_map = np.full(height * width, np.inf)
+    np.minimum.at(depth_map, pix, depth[ok])
+    depth_map[np.isinf(depth_map)] = 0.0
+    return depth_map.reshape(height, width)
+
+
 def lidar_to_depth(points_lidar: np.ndarray, T_cam_from_lidar: np.ndarray, K: np.ndarray, height: int, width: int,
-                   min_depth_m: float = 0.1) -> np.ndarray:
-    """Project lidar points into a camera and keep the nearest return per pixel.
+                   min_depth_m: float = 0.1, depth_convention: str = "camera_z") -> np.ndarray:
+    """Replay's lidar GT: :func:`lidar_depth_map` on ROS pixels, as float32 (height, width) metres, 0 = no GT.
 
     Args:
         points_lidar: (N, 3) points in the lidar frame, metres.
         T_cam_from_lidar: (4, 4) rigid transform lidar -> camera optical frame.
-        K: (3, 3) pixel intrinsics of an image (height, width).
+        K: (3, 3) pixel intrinsics of an image (height, width), from its camera_info.
         min_depth_m: points closer than this (or behind the camera) are ignored.
-    Returns:
-        Sparse depth (height, width) float32 metres; 0 where no point landed (the KITTI "no GT" value).
+        depth_convention: "camera_z" (REP 118, the default) or "lidar_forward" (KITTI's reference).
     """
-    pts = np.asarray(points_lidar, dtype=np.float64).reshape(-1, 3)
-    T = validate_rigid(T_cam_from_lidar, "T_cam_from_lidar")
-    pts_cam = pts @ T[:3, :3].T + T[:3, 3]
-    uv, z = project(pts_cam, K)
-    # Pixel (u, v) covers [u - 0.5, u + 0.5): round to the nearest centre (geometry.py: centres at integers).
-    with np.errstate(invalid="ignore"):
-        ok = (z > min_depth_m) & np.all(np.isfinite(uv), axis=1)
-        u = np.floor(uv[:, 0] + 0.5)
-        v = np.floor(uv[:, 1] + 0.5)
-        ok &= (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    pix = (v[ok] * width + u[ok]).astype(np.int64)
-    zs = z[ok]
-    depth = np.zeros(height * width, dtype=np.float32)
-    if pix.size:
-        # Nearest point wins: sort by (pixel, depth) and take the first entry of each pixel. Deterministic,
-        # unlike fancy-index assignment with repeated indices, whose write order NumPy does not guarantee.
-        order = np.lexsort((zs, pix))
-        first = np.unique(pix[order], return_index=True)[1]
-        depth[pix[order][first]] = zs[order][first]
-    return depth.reshape(height, width)
+    return lidar_depth_map(points_lidar, T_cam_from_lidar, K, height, width, depth_convention, pixel_origin=0,
+                           min_depth_m=min_depth_m).astype(np.float32)

@@ -13,10 +13,12 @@ Two modes:
   publishers are reliable), so a drop is the node's own latest-frame-only policy, never a lost DDS sample.
 
 Both modes score the depth against GT (a depth image topic matched by stamp, or a lidar cloud projected with
-:mod:`monodepth_ros.lidar_gt`) with :mod:`monodepth_ros.metrics` (per-image median scaling for relative models),
-write an MCAP output bag (input image + camera_info, depth, depth/camera_info, points, depth/colored, GT; stamps =
-input stamps) for RViz/Foxglove, ``report.json``, ``report.png`` (per-frame plots), ``panels.png`` and
-``report.html``, and print the table. Bad bags and missing topics exit with code 2 and a one-line message.
+:mod:`monodepth_ros.lidar_gt`, whose pixels hold camera z by default and the lidar's forward distance, as
+``monodepth-eval``'s KITTI GT, with ``--lidar-depth lidar_forward``) with :mod:`monodepth_ros.metrics`
+(per-image median scaling for relative models), write an MCAP output bag (input image + camera_info, depth,
+depth/camera_info, points, depth/colored, GT; stamps = input stamps) for RViz/Foxglove, ``report.json``,
+``report.png`` (per-frame plots), ``panels.png`` and ``report.html``, and print the table. Bad bags and missing
+topics exit with code 2 and a one-line message.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from monodepth_ros.bag_io import (
     depth_msg_to_array,
     iter_frames,
 )
+from monodepth_ros.lidar_gt import DEPTH_CONVENTIONS
 from monodepth_ros.metrics import MAX_DEPTH_M, METRIC_NAMES, evaluate_image, summarize
 from monodepth_ros.replay_report import percentiles_ms, plot_per_frame, summary_text, write_html, write_json
 
@@ -87,6 +90,9 @@ class ReplayConfig:
     gt_topic: str | None = None
     lidar_topic: str | None = None
     extrinsics: Path | None = None
+    # What a lidar GT pixel holds: camera z (REP 118, what the node publishes) or the lidar's forward distance
+    # (KITTI's reference evaluation); see lidar_gt.lidar_depth_map.
+    lidar_depth: str = "camera_z"
     gt_tolerance_s: float | None = None  # None: exact stamps for depth GT, 0.05 s for lidar
     through_node: bool = False
     rate: float = 1.0
@@ -109,6 +115,8 @@ class ReplayConfig:
             raise ValueError("give either --gt-topic or --lidar-topic, not both")
         if self.lidar_topic and not self.extrinsics:
             raise ValueError("--lidar-topic needs --extrinsics FILE (YAML with the 4x4 T_cam_from_lidar)")
+        if self.lidar_depth not in DEPTH_CONVENTIONS:
+            raise ValueError(f"--lidar-depth must be one of {DEPTH_CONVENTIONS}, got {self.lidar_depth!r}")
         if self.domain_id is not None and not 0 <= self.domain_id <= 101:
             raise ValueError(f"--domain-id must be in 0..101, got {self.domain_id}")
         if self.cap_m <= 0:
@@ -178,7 +186,7 @@ def _gt_source(cfg: ReplayConfig) -> GtSource | None:
         except ValueError as e:
             raise ReplayError(str(e)) from None
         return GtSource(cfg.lidar_topic, "lidar", cfg.gt_tolerance_s if cfg.gt_tolerance_s is not None else 0.05,
-                        T_cam_from_lidar=T)
+                        T_cam_from_lidar=T, depth_convention=cfg.lidar_depth)
     return None
 
 
@@ -718,7 +726,9 @@ def run_replay(cfg: ReplayConfig) -> dict:
                   "scale_policy": info.scale_policy, "scale": info.scale, "backend": timing.pop("backend")},
         "settings": {"image_topic": cfg.image_topic, "camera_info_topic": cfg.camera_info_topic,
                      "gt": None if gt is None else {"topic": gt.topic, "kind": gt.kind,
-                                                     "tolerance_s": gt.tolerance_s},
+                                                     "tolerance_s": gt.tolerance_s,
+                                                     "depth_convention": gt.depth_convention
+                                                     if gt.kind == "lidar" else None},
                      "extrinsics": str(cfg.extrinsics) if cfg.extrinsics else None, "rate": cfg.rate,
                      "median_scaling": median_scaling, "crop": cfg.crop, "cap_m": cfg.cap_m,
                      "max_frames": cfg.max_frames},
@@ -768,6 +778,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gt-topic", default=None, help="depth GT image topic (32FC1 metres or 16UC1 mm)")
     g.add_argument("--lidar-topic", default=None, help="lidar PointCloud2 topic projected as sparse GT")
     p.add_argument("--extrinsics", type=Path, default=None, help="YAML with the 4x4 T_cam_from_lidar")
+    p.add_argument("--lidar-depth", choices=DEPTH_CONVENTIONS, default="camera_z",
+                   help="what a lidar GT pixel holds: camera z, the optical-axis depth the node publishes (REP 118; "
+                   "default), or lidar_forward, the lidar's x distance that KITTI's reference evaluation and "
+                   "monodepth-eval use (pick it to compare with papers' numbers)")
     p.add_argument("--gt-tolerance", type=float, default=None,
                    help="largest GT/image stamp difference, s (default: exact for --gt-topic, 0.05 for lidar)")
     p.add_argument("--through-node", action="store_true", help="play the bag into the real node over DDS")
@@ -789,7 +803,8 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
     return ReplayConfig(
         bag=args.bag, out_dir=args.out, model=args.model, image_topic=args.image_topic,
         camera_info_topic=args.camera_info_topic, gt_topic=args.gt_topic, lidar_topic=args.lidar_topic,
-        extrinsics=args.extrinsics, gt_tolerance_s=args.gt_tolerance, through_node=args.through_node,
+        extrinsics=args.extrinsics, lidar_depth=args.lidar_depth, gt_tolerance_s=args.gt_tolerance,
+        through_node=args.through_node,
         rate=args.rate, median_scaling=not args.no_median_scaling, backend=args.backend,
         max_frames=args.max_frames, crop=args.crop, cap_m=args.cap_m, domain_id=args.domain_id,
         node_params=list(args.node_param), quiet=args.quiet,

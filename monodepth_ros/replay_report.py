@@ -153,6 +153,10 @@ def summary_text(report: dict) -> str:
                      f"{gt['tolerance_s']:g} s (try --gt-tolerance), or no GT pixel was valid")
     else:
         lines.append("no ground truth scored (no --gt-topic / --lidar-topic given)")
+    gt = (report.get("settings") or {}).get("gt") or {}
+    if gt.get("depth_convention"):  # lidar GT: say which depth it holds, the number moves by several percent
+        lines.append(f"lidar GT depth: {gt['depth_convention']} (--lidar-depth; monodepth-eval's KITTI GT is "
+                     f"lidar_forward)")
     fr = report.get("frames", {})
     lat = report.get("latency", {})
     rate = report.get("rate_hz", {})

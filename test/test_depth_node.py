@@ -438,3 +438,87 @@ def test_startup_with_unusable_model_exits_nonzero_with_a_clear_message(content,
     out = res.stdout + res.stderr
     assert "cannot load model" in out and str(model) in out
     assert "Traceback" not in out
+
+
+def make_content_depth_model(path: Path) -> Path:
+    """Like the tiny road model, but its disparity depends on every pixel and weighs the channels differently:
+    ``disp = road * (0.5 + 0.7 r + 0.2 g + 0.1 b)`` (r, g, b in [0, 1]). A grey frame replicated to 3 channels
+    gives ``road * (0.5 + grey)``; grey in one channel only, a lost row stride or a constant frame would not."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from tiny_depth_model import road_disparity
+
+    ramp = road_disparity(H_M, W_M, K_MODEL, CAMERA_HEIGHT_M, REL_FACTOR, 100.0)[None, None]
+    inits = [numpy_helper.from_array(np.array([0.7, 0.2, 0.1], np.float32).reshape(1, 3, 1, 1), "w_rgb"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half"), numpy_helper.from_array(ramp, "ramp")]
+    nodes = [helper.make_node("Conv", ["rgb", "w_rgb"], ["mix"]), helper.make_node("Add", ["mix", "half"], ["gain"]),
+             helper.make_node("Mul", ["ramp", "gain"], ["disp"])]
+    graph = helper.make_graph(nodes, "content_depth",
+                              [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, H_M, W_M])],
+                              [helper.make_tensor_value_info("disp", TensorProto.FLOAT, [1, 1, H_M, W_M])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    meta = {"height": H_M, "width": W_M, "min_depth": 0.1, "max_depth": 100.0, "scale_policy": "fixed",
+            "scale": 1.0 / REL_FACTOR, "mean": [0.0] * 3, "std": [1.0] * 3,
+            "intrinsics_norm": [[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]], "source_sha256": "0" * 64,
+            "depth_net": "tiny_content"}
+    helper.set_model_props(model, {"monodepth_ros": json.dumps(meta)})
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_mono8_stream_gives_the_depth_of_the_grey_frame_replicated_to_rgb(ros_subprocess_env, tmp_path):
+    """A grey camera (mono8) through the real node over DDS: depth, camera_info and an organised cloud come back
+    for every frame, metric and finite below the horizon, and the depth is exactly what ONNX Runtime gives for
+    the grey frame replicated to 3 channels (the node's documented mono8 handling), with the grey as cloud colour.
+    """
+    from sensor_msgs.msg import Image
+
+    from monodepth_ros.backends import OnnxRuntimeBackend
+
+    model = make_content_depth_model(tmp_path / "content.onnx")
+    proc = start_node(ros_subprocess_env, model, tmp_path / "node.log", "/mono", "qos:=reliable")
+    backend = OnnxRuntimeBackend(model)
+    c = None
+    try:
+        c = Client("/mono")
+        c.wait_connected(proc)
+        for i in range(3):
+            grey = cv2.cvtColor(make_rgb(30 + i), cv2.COLOR_RGB2GRAY)  # a textured frame, different each time
+            stamp, ns = c.next_stamp()
+            msg = Image(height=H_IN, width=W_IN, encoding="mono8", is_bigendian=0, step=W_IN,
+                        data=grey.tobytes())
+            msg.header.stamp, msg.header.frame_id = stamp, FRAME_ID
+            c.send(msg, c.info_msg(stamp))
+            depth_msg, info_msg, cloud_msg = c.wait_outputs(ns, proc)
+
+            depth = depth_array(depth_msg)
+            assert depth.shape == (H_IN, W_IN) and depth_msg.header.frame_id == FRAME_ID
+            assert (info_msg.width, info_msg.height) == (W_IN, H_IN)
+            grey3 = np.repeat(grey[..., None], 3, axis=2)
+            expected = backend.infer(grey3, out_size=(H_IN, W_IN))
+            expected[~((expected >= 0.1) & (expected <= 80.0))] = np.nan  # the node's default depth range
+            assert_same_with_nan(depth, expected, rtol=1e-6, atol=0)
+            road = depth[-H_IN // 4:]  # metric: the road 1.65 m below, scaled by 1 / (0.5 + grey) in (0.67, 2]
+            assert np.isfinite(road).all() and 0.5 < road.min() and road.max() < 80.0
+            v = H_IN - 1
+            flat = CAMERA_HEIGHT_M * K_IN[1, 1] / (v - K_IN[1, 2])
+            # Undo the grey gain (at input resolution; the model saw a 96x32 version, hence the median): metres.
+            assert np.median(depth[v] * (0.5 + grey[v] / 255.0)) == pytest.approx(flat, rel=0.05)
+
+            cloud = pointcloud2_to_array(cloud_msg)
+            assert cloud.shape == (H_IN, W_IN)
+            xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
+            expected_xyz = backproject(depth, K_IN)
+            for k in range(3):
+                assert_same_with_nan(xyz[..., k], expected_xyz[..., k])
+            np.testing.assert_array_equal(unpack_rgb(cloud["rgb"]), grey3)
+        assert proc.poll() is None
+    finally:
+        if c is not None:
+            c.close()
+        backend.close()
+        stop_node(proc)

@@ -129,6 +129,7 @@ def test_cli_prints_table_and_writes_json_and_panels(tiny, capsys):
 
     report = json.loads((out / "metrics.json").read_text())
     assert report["n_images"] == 3 and report["gt"] == "improved" and report["crop"] == "garg"
+    assert report["lidar_depth"] is None  # the depth-benchmark PNGs are not projected by us
     assert report["median_scaling"] is False  # scale_policy "metric" -> no median scaling by default
     assert report["ratio_mean"] is None  # strict JSON: no NaN for "not applicable"
     m = report["metrics"]
@@ -186,7 +187,7 @@ def test_cli_with_velodyne_gt_on_raw_layout(tiny):
     assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
                  "--gt", "velodyne", "--panels", "1"]) == 0
     report = json.loads((out / "metrics.json").read_text())
-    assert report["gt"] == "velodyne"
+    assert report["gt"] == "velodyne" and report["lidar_depth"] == "lidar_forward"  # KITTI's reference GT
     n_valid = report["per_image"][0]["n_valid"]
     # ~5 % of the Garg-cropped pixels carry a LiDAR point
     assert 0.02 * RAW_H * RAW_W * 0.55 < n_valid < 0.08 * RAW_H * RAW_W * 0.55

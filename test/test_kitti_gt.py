@@ -92,7 +92,7 @@ def projected(calib_dir, stored: np.ndarray) -> np.ndarray:
 
 def test_velodyne_points_land_on_expected_pixels_with_projective_depth(scene):
     calib_dir, velo_path, stored = scene
-    depth = kitti_gt.generate_depth_map(calib_dir, velo_path, cam=2, vel_depth=False)
+    depth = kitti_gt.generate_depth_map(calib_dir, velo_path, cam=2, depth_convention="camera_z")
     assert depth.shape == (H, W)
     expected = np.zeros((H, W))
     for c, r, _, _, w in DESIGN:
@@ -101,9 +101,9 @@ def test_velodyne_points_land_on_expected_pixels_with_projective_depth(scene):
     np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=0)
 
 
-def test_vel_depth_uses_lidar_forward_distance(scene):
+def test_lidar_forward_convention_uses_lidar_forward_distance(scene):
     calib_dir, velo_path, stored = scene
-    depth = kitti_gt.generate_depth_map(calib_dir, velo_path, cam=2, vel_depth=True)
+    depth = kitti_gt.generate_depth_map(calib_dir, velo_path, cam=2, depth_convention="lidar_forward")
     uvw = projected(calib_dir, stored)
     for i, (c, r, _, _, _) in enumerate(DESIGN):
         assert depth[r, c] == pytest.approx(stored[i, 0], rel=1e-12)
@@ -119,7 +119,7 @@ def test_nearest_point_wins_whatever_the_order(tmp_path):
     for order in ([30.0, 12.0, 50.0], [12.0, 50.0, 30.0], [50.0, 30.0, 12.0]):
         path = tmp_path / f"scan_{order[0]:g}.bin"
         write_scan(path, np.array([velo_point_for(21.0, 9.0, w) for w in order]))
-        depth = kitti_gt.generate_depth_map(calib_dir, path)
+        depth = kitti_gt.generate_depth_map(calib_dir, path, depth_convention="camera_z")
         assert depth[8, 20] == pytest.approx(12.0, rel=1e-5)
         assert np.count_nonzero(depth) == 1
 
@@ -131,8 +131,8 @@ def test_points_behind_and_outside_are_dropped(scene):
     # Without the x_velo >= 0 filter the behind point WOULD land on a designed pixel: the filter matters.
     u, v, w = projected(calib_dir, stored[-1:])[0]
     assert (np.round(u) - 1, np.round(v) - 1) == (31, 12) and w < 0
-    for vel_depth in (False, True):
-        depth = kitti_gt.generate_depth_map(calib_dir, velo_path, vel_depth=vel_depth)
+    for convention in ("camera_z", "lidar_forward"):
+        depth = kitti_gt.generate_depth_map(calib_dir, velo_path, depth_convention=convention)
         assert depth[12, 31] > 30.0
     assert np.count_nonzero(depth) == len(DESIGN) + 1  # designed pixels + one collision pixel, nothing else
     assert depth[4, :].max() == 0.0  # the two points aimed at row 4 fell outside (column -1 and column 79)
@@ -182,7 +182,8 @@ def test_export_gt_npz_loads_without_pickle_and_matches_projection(tmp_path):
         assert sorted(k for k in npz.files if k.startswith("gt_")) == ["gt_0000", "gt_0001", "gt_0002"]
         assert npz["split"].tolist() == [str(e) for e in entries]
         for i, e in enumerate(entries):
-            ref = kitti_gt.generate_depth_map(data / "2011_09_26", kitti_gt.velodyne_path(data, e), vel_depth=True)
+            ref = kitti_gt.generate_depth_map(data / "2011_09_26", kitti_gt.velodyne_path(data, e),
+                                              depth_convention="lidar_forward")
             np.testing.assert_array_equal(npz[f"gt_{i:04d}"], ref.astype(np.float32))
             assert np.count_nonzero(ref) > 10
     loaded = kitti_gt.load_gt_npz(out)
@@ -211,10 +212,50 @@ def test_export_command_line_writes_the_npz(tmp_path, capsys):
     data, split, _ = _tiny_split(tmp_path, n=2)
     out = tmp_path / "gt.npz"
     assert kitti_gt.main(["--data", str(data), "--split", str(split), "--out", str(out)]) == 0
-    assert "wrote 2 velodyne GT maps" in capsys.readouterr().out
+    assert "wrote 2 velodyne (lidar_forward) GT maps" in capsys.readouterr().out
     assert len(kitti_gt.load_gt_npz(out)) == 2
+    assert kitti_gt.gt_npz_info(out) == {"kind": "velodyne", "lidar_depth": "lidar_forward"}
     assert kitti_gt.main(["--data", str(tmp_path / "nowhere"), "--split", str(split), "--out", str(out)]) == 1
     assert "calibration file not found" in capsys.readouterr().err
+
+
+def test_export_records_the_lidar_depth_convention_and_old_files_read_as_the_reference(tmp_path):
+    data, split, entries = _tiny_split(tmp_path, n=2)
+    kitti_gt.export_gt_npz(data, split, tmp_path / "z.npz", depth_convention="camera_z")
+    kitti_gt.export_gt_npz(data, split, tmp_path / "x.npz")
+    assert kitti_gt.gt_npz_info(tmp_path / "z.npz") == {"kind": "velodyne", "lidar_depth": "camera_z"}
+    z, x = kitti_gt.load_gt_npz(tmp_path / "z.npz")[0], kitti_gt.load_gt_npz(tmp_path / "x.npz")[0]
+    np.testing.assert_array_equal(z, kitti_gt.load_gt_depth(data, entries[0], depth_convention="camera_z"))
+    np.testing.assert_array_equal(x, kitti_gt.load_gt_depth(data, entries[0], depth_convention="lidar_forward"))
+    assert np.abs(x - z).max() > 0.1  # the lever arm: the two conventions really differ on this fixture
+    kitti_gt.export_gt_npz(data, split, tmp_path / "i.npz", gt="improved")
+    assert kitti_gt.gt_npz_info(tmp_path / "i.npz") == {"kind": "improved", "lidar_depth": None}
+    # An export from before the convention was recorded: only the maps and the split.
+    with np.load(tmp_path / "x.npz") as npz:
+        np.savez(tmp_path / "old.npz", **{k: npz[k] for k in npz.files if k.startswith("gt_") or k == "split"})
+    assert kitti_gt.gt_npz_info(tmp_path / "old.npz") == {"kind": None, "lidar_depth": "lidar_forward"}
+
+
+def test_camera_model_splits_the_projection_into_intrinsics_and_a_rigid_transform(tmp_path):
+    calib_dir = tmp_path / "c"
+    write_calib(calib_dir)
+    K, T, shape = kitti_gt.kitti_camera_model(calib_dir)
+    P, _ = kitti_gt.velo_to_image_projection(calib_dir)
+    np.testing.assert_allclose(K @ T[:3], P, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-12)
+    assert shape == (H, W) and np.array_equal(K, P_RECT[:, :3])
+    # The ROS camera_info K that reproduces the devkit's pixels: principal point one pixel up and left.
+    np.testing.assert_array_equal(kitti_gt.ros_intrinsics(K) - K, [[0, 0, -1], [0, 0, -1], [0, 0, 0]])
+
+
+def test_generate_depth_map_defaults_to_the_reference_lidar_forward_depth(scene):
+    calib_dir, velo_path, stored = scene
+    default = kitti_gt.generate_depth_map(calib_dir, velo_path)
+    np.testing.assert_array_equal(default, kitti_gt.generate_depth_map(calib_dir, velo_path,
+                                                                       depth_convention="lidar_forward"))
+    assert default[0, 0] == pytest.approx(stored[0, 0], rel=1e-12)
+    with pytest.raises(ValueError, match="depth_convention must be one of"):
+        kitti_gt.generate_depth_map(calib_dir, velo_path, depth_convention="w")
 
 
 # Published KITTI raw calibration of 2011_09_26 (numbers from calib_cam_to_cam.txt / calib_velo_to_cam.txt).
@@ -229,7 +270,7 @@ KITTI_0926 = {
 }  # fmt: skip
 
 
-def reference_depth_map(P_velo_to_img, shape, velo_xyz, vel_depth):
+def reference_depth_map(P_velo_to_img, shape, velo_xyz, vel_depth: bool):
     """Independent, loop-based re-statement of the reference procedure (per-point dictionary, no NumPy tricks)."""
     H, W = shape
     best = {}
@@ -247,8 +288,8 @@ def reference_depth_map(P_velo_to_img, shape, velo_xyz, vel_depth):
     return out
 
 
-@pytest.mark.parametrize("vel_depth", [True, False])
-def test_projection_matches_a_loop_reference_on_real_kitti_calibration(tmp_path, vel_depth):
+@pytest.mark.parametrize("convention", ["lidar_forward", "camera_z"])
+def test_projection_matches_a_loop_reference_on_real_kitti_calibration(tmp_path, convention):
     calib_dir = tmp_path / "2011_09_26"
     calib_dir.mkdir()
     kitti.write_calib_file(calib_dir / "calib_cam_to_cam.txt",
@@ -267,8 +308,8 @@ def test_projection_matches_a_loop_reference_on_real_kitti_calibration(tmp_path,
     stored = write_scan(tmp_path / "scan.bin", pts)
     P, shape = kitti_gt.velo_to_image_projection(calib_dir)
     assert shape == (375, 1242)
-    expected = reference_depth_map(P, shape, stored, vel_depth)
-    got = kitti_gt.generate_depth_map(calib_dir, tmp_path / "scan.bin", vel_depth=vel_depth)
+    expected = reference_depth_map(P, shape, stored, vel_depth=convention == "lidar_forward")
+    got = kitti_gt.generate_depth_map(calib_dir, tmp_path / "scan.bin", depth_convention=convention)
     assert np.count_nonzero(expected) > 300
     np.testing.assert_array_equal(got > 0, expected > 0)  # the same pixels ...
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)  # ... and depths up to summation order

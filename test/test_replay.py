@@ -376,3 +376,182 @@ def test_node_that_cannot_start_is_reported_with_its_own_log_line(synth_bag, tin
     assert rc == 1 and len(err.splitlines()) == 1, err
     assert "the depth node exited with code 1 during start-up" in err and "decimation" in err and "99" in err
     assert (tmp_path / "out" / "node.log").is_file() and not (tmp_path / "out" / "replay_bag").exists()
+
+
+# ---- lidar GT: replay and monodepth-eval agree when they hold the same depth convention ----------------------
+REAL_KITTI_RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "kitti_raw"
+VELO_TOPIC = "/velodyne_points"
+
+
+def write_kitti_lidar_bag(data_dir: Path, entries: list, out_bag: Path) -> Path:
+    """A rosbag2 (MCAP) of KITTI raw frames as a robot would record them: rgb8 images and camera_info on
+    /camera/*, each LiDAR scan as a PointCloud2 (x, y, z, intensity float32, frame ``velodyne``) with the image's
+    stamp, 10 Hz. Returns the extrinsics YAML (``T_cam_from_lidar``) written beside the bag.
+
+    camera_info K is :func:`kitti_gt.ros_intrinsics` of the rectified camera, so that replay's lidar GT lands on
+    the pixels of the KITTI devkit's (the evaluation's) GT.
+    """
+    from monodepth_ros import kitti, kitti_gt
+
+    T_ = TS.types
+    Header, Time = T_["std_msgs/msg/Header"], T_["builtin_interfaces/msg/Time"]
+    PF = T_["sensor_msgs/msg/PointField"]
+    fields = [PF(name=nm, offset=4 * i, datatype=7, count=1) for i, nm in enumerate(("x", "y", "z", "intensity"))]
+    calib_dir, cam = kitti.calib_dir_for(data_dir, entries[0]), kitti.side_to_cam(entries[0].side)
+    K_devkit, T_cam_from_velo, (H, W) = kitti_gt.kitti_camera_model(calib_dir, cam)
+    K = kitti_gt.ros_intrinsics(K_devkit)
+    with Writer(out_bag, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {t: w.add_connection(t, typ, typestore=TS) for t, typ in
+                 ((IMG, "sensor_msgs/msg/Image"), (INFO, "sensor_msgs/msg/CameraInfo"),
+                  (VELO_TOPIC, "sensor_msgs/msg/PointCloud2"))}
+        for i, entry in enumerate(entries):
+            s = 1_000_000_000 + i * 100_000_000
+            stamp = Time(sec=s // 10**9, nanosec=s % 10**9)
+            cam_hdr = Header(stamp=stamp, frame_id="camera_optical_frame")
+            img = _image(s, kitti.load_rgb(kitti.image_path(data_dir, entry)), "rgb8")
+            info = T_["sensor_msgs/msg/CameraInfo"](
+                header=cam_hdr, height=H, width=W, distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1),
+                r=np.eye(3).reshape(-1), p=np.hstack([K, np.zeros((3, 1))]).reshape(-1), binning_x=0, binning_y=0,
+                roi=T_["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                           do_rectify=False))
+            scan = np.fromfile(kitti_gt.velodyne_path(data_dir, entry), dtype="<f4")
+            cloud = T_["sensor_msgs/msg/PointCloud2"](
+                header=Header(stamp=stamp, frame_id="velodyne"), height=1, width=scan.size // 4, fields=fields,
+                is_bigendian=False, point_step=16, row_step=scan.size * 4, data=scan.view(np.uint8), is_dense=True)
+            for topic, msg in ((IMG, img), (INFO, info), (VELO_TOPIC, cloud)):
+                w.write(conns[topic], s, TS.serialize_cdr(msg, msg.__msgtype__))
+    extr = out_bag.parent / f"{out_bag.name}_T_cam_from_lidar.yaml"
+    extr.write_text(yaml.safe_dump({"T_cam_from_lidar": T_cam_from_velo.tolist()}))
+    return extr
+
+
+def _replay_and_eval_on_lidar(data_dir: Path, entries: list, model: Path, tmp_path: Path, convention: str,
+                              bag: Path, extr: Path) -> tuple[dict, dict]:
+    """(replay report, monodepth-eval metrics.json) on the same frames, both with ``--lidar-depth convention``."""
+    from monodepth_ros import evaluate, kitti
+
+    split = tmp_path / "frames.txt"
+    kitti.write_split(split, entries)
+    rc = evaluate.main(["--onnx", str(model), "--data", str(data_dir), "--split", str(split), "--gt", "velodyne",
+                        "--lidar-depth", convention, "--panels", "0", "--out", str(tmp_path / f"eval_{convention}")])
+    assert rc == 0
+    out = tmp_path / f"replay_{convention}"
+    rc = replay.main(["--bag", str(bag), "--model", str(model), "--lidar-topic", VELO_TOPIC, "--extrinsics",
+                      str(extr), "--lidar-depth", convention, "--crop", "garg", "--quiet", "--out", str(out)])
+    assert rc == 0
+    return (json.loads((out / "report.json").read_text()),
+            json.loads((tmp_path / f"eval_{convention}" / "metrics.json").read_text()))
+
+
+def _assert_same_scores(rep: dict, ev: dict, n: int) -> None:
+    assert rep["frames"]["scored"] == ev["n_images"] == n
+    assert rep["settings"]["median_scaling"] == ev["median_scaling"]
+    for name in METRIC_NAMES:
+        assert rep["metrics"][name] == pytest.approx(ev["metrics"][name], rel=1e-9, abs=1e-12), name
+    np.testing.assert_allclose([f["abs_rel"] for f in rep["per_frame"]], [p["abs_rel"] for p in ev["per_image"]],
+                               rtol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def synthetic_lidar_kitti(world, tmp_path_factory):
+    """The synthetic world as a KITTI raw folder with Velodyne scans (sampled from the rendered depth, jittered
+    off the pixel centres) and KITTI's real LiDAR lever arm (0.27 m behind the camera, so the two depth
+    conventions differ), plus the same frames as a bag with a PointCloud2 topic."""
+    from monodepth_ros import kitti, kitti_gt
+    from monodepth_ros.synthetic.writers import write_kitti
+
+    n = 6
+    root = tmp_path_factory.mktemp("lidar_kitti")
+    data = root / "kitti"
+    drive = write_kitti(world, data, n)
+    calib_dir = data / "2011_09_26"
+    R = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+    kitti.write_calib_file(calib_dir / "calib_velo_to_cam.txt", {"R": R, "T": np.array([-0.004, -0.076, -0.27])},
+                           calib_time="01-Jan-2011 00:00:00")
+    K_devkit, T_cam_from_velo, _ = kitti_gt.kitti_camera_model(calib_dir, 2)
+    T_velo_from_cam = invert_pose(T_cam_from_velo)
+    rng = np.random.default_rng(5)
+    entries = [kitti.SplitEntry(f"{drive.parent.name}/{drive.name}", i, "l") for i in range(n)]
+    for i, entry in enumerate(entries):
+        depth = world.render(i).depth_m
+        keep = np.isfinite(depth) & (depth < 90) & (rng.random(depth.shape) < 0.4)
+        v, u = np.nonzero(keep)
+        u_dev = u + 1 + rng.uniform(-0.4, 0.4, u.size)  # devkit pixel coordinates: column c is centred at c + 1
+        v_dev = v + 1 + rng.uniform(-0.4, 0.4, v.size)
+        z = depth[keep].astype(np.float64)
+        pts_cam = (np.c_[u_dev, v_dev, np.ones(u.size)] @ np.linalg.inv(K_devkit).T) * z[:, None]
+        pts = pts_cam @ T_velo_from_cam[:3, :3].T + T_velo_from_cam[:3, 3]
+        scan = np.c_[pts, np.full(len(pts), 0.5)].astype(np.float32)
+        path = kitti_gt.velodyne_path(data, entry)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scan.tofile(path)
+    bag = root / "lidar_bag"
+    extr = write_kitti_lidar_bag(data, entries, bag)
+    return data, entries, bag, extr
+
+
+@pytest.mark.parametrize("convention", ["camera_z", "lidar_forward"])
+def test_lidar_replay_equals_monodepth_eval_with_the_same_depth_convention(synthetic_lidar_kitti, tmp_path,
+                                                                          convention, capsys):
+    data, entries, bag, extr = synthetic_lidar_kitti
+    model = make_tiny_onnx(tmp_path / "metric.onnx", scale_policy="metric")  # unscaled: the lever arm shows fully
+    rep, ev = _replay_and_eval_on_lidar(data, entries, model, tmp_path, convention, bag, extr)
+    capsys.readouterr()
+    _assert_same_scores(rep, ev, len(entries))
+    assert rep["settings"]["gt"]["depth_convention"] == ev["lidar_depth"] == convention
+
+
+def test_lidar_depth_convention_changes_the_scores_and_each_tool_defaults_to_its_own(synthetic_lidar_kitti,
+                                                                                     tmp_path, capsys):
+    """Replay defaults to camera z (REP 118), monodepth-eval to the lidar's forward distance (KITTI's reference):
+    the same frames score differently, and each report says which depth it used."""
+    from monodepth_ros import evaluate, kitti
+
+    data, entries, bag, extr = synthetic_lidar_kitti
+    model = make_tiny_onnx(tmp_path / "metric.onnx", scale_policy="metric")
+    split = tmp_path / "frames.txt"
+    kitti.write_split(split, entries)
+    assert evaluate.main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--gt", "velodyne",
+                          "--panels", "0", "--out", str(tmp_path / "eval")]) == 0
+    assert replay.main(["--bag", str(bag), "--model", str(model), "--lidar-topic", VELO_TOPIC, "--extrinsics",
+                        str(extr), "--crop", "garg", "--quiet", "--out", str(tmp_path / "replay")]) == 0
+    out = capsys.readouterr().out
+    assert "lidar GT depth: camera_z" in out and "GT velodyne (lidar_forward)" in out
+    ev = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    rep = json.loads((tmp_path / "replay" / "report.json").read_text())
+    assert ev["lidar_depth"] == "lidar_forward" and rep["settings"]["gt"]["depth_convention"] == "camera_z"
+    # x_velo = z_cam + 0.27 m here: the lidar-forward GT is farther, so the same predictions score differently
+    # (the tiny model's abs_rel is ~0.96, so the shift is ~0.001; with one convention the two agree to 1e-9).
+    assert abs(rep["metrics"]["abs_rel"] - ev["metrics"]["abs_rel"]) > 5e-4
+    assert abs(rep["metrics"]["rmse"] - ev["metrics"]["rmse"]) > 0.05
+
+
+def test_eval_refuses_a_gt_npz_exported_with_the_other_lidar_depth(synthetic_lidar_kitti, tmp_path, capsys):
+    from monodepth_ros import evaluate, kitti, kitti_gt
+
+    data, entries, _, _ = synthetic_lidar_kitti
+    split = tmp_path / "frames.txt"
+    kitti.write_split(split, entries)
+    kitti_gt.export_gt_npz(data, split, tmp_path / "gt.npz", depth_convention="camera_z")
+    model = make_tiny_onnx(tmp_path / "metric.onnx", scale_policy="metric")
+    rc = evaluate.main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--gt", "velodyne",
+                        "--gt-npz", str(tmp_path / "gt.npz"), "--panels", "0", "--out", str(tmp_path / "eval")])
+    assert rc == 1
+    assert "holds camera_z velodyne GT but --lidar-depth is lidar_forward" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not REAL_KITTI_RAW.is_dir(), reason=f"real KITTI raw drive not found at {REAL_KITTI_RAW} "
+                    "(../shared/data/real beside the clone; KITTI's licence keeps it out of the repository)")
+@pytest.mark.parametrize("convention", ["camera_z", "lidar_forward"])
+def test_lidar_replay_equals_monodepth_eval_on_real_kitti_frames(tmp_path, convention, capsys):
+    """Real Velodyne scans and the official calibration (lever arm, R_rect, P_rect offset), the shipped model."""
+    from monodepth_ros import kitti
+
+    drive = next((REAL_KITTI_RAW / "2011_09_26").glob("*_sync"))
+    entries = [kitti.SplitEntry(f"2011_09_26/{drive.name}", i, "l") for i in range(0, 78, 13)]  # 6 frames
+    bag = tmp_path / "real_bag"
+    extr = write_kitti_lidar_bag(REAL_KITTI_RAW, entries, bag)
+    rep, ev = _replay_and_eval_on_lidar(REAL_KITTI_RAW, entries, replay.default_model_path(), tmp_path, convention,
+                                        bag, extr)
+    capsys.readouterr()
+    _assert_same_scores(rep, ev, len(entries))
