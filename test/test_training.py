@@ -1,5 +1,6 @@
 """The training loop end to end on the synthetic world: the CLI with the shipped quick-start config (shrunk),
-checkpoints, the model bundle, resume after a real SIGKILL, and that training lowers the loss / the error."""
+checkpoints, the model bundle, what each way of stopping a run costs and resuming from it (real signals to real
+`monodepth-train` processes), DDP, and that training lowers the loss / the error."""
 
 from __future__ import annotations
 
@@ -26,25 +27,48 @@ from monodepth_ros.bundle import read_meta
 REPO = Path(__file__).resolve().parents[1]
 H, W = 64, 96  # the smallest size whose deepest feature map (H/32) still takes reflection padding
 
-# A callback importable by the CLI from tmp_path: it records the global step of every training batch.
-STEP_RECORDER = '''
+# Callbacks importable by the CLI from tmp_path (also in a subprocess). StepRecorder appends
+# "global_step epoch batch_idx" when a training batch starts (rank r > 0 to `<path>.rank<r>`); ResumeProbe saves
+# what training starts from: weights, optimiser, LR schedule, step and BundleExport's best score.
+RECORDERS = '''
 import lightning as L
+import torch
+
 
 class StepRecorder(L.Callback):
     def __init__(self, path: str):
         self.path = path
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        with open(self.path, "a") as f:
-            f.write(f"{trainer.global_step}\\n")
+        path = self.path if trainer.global_rank == 0 else f"{self.path}.rank{trainer.global_rank}"
+        with open(path, "a") as f:
+            f.write(f"{trainer.global_step} {trainer.current_epoch} {batch_idx}\\n")
+
+
+class ResumeProbe(L.Callback):
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module):
+        bundle = next(cb for cb in trainer.callbacks if type(cb).__name__ == "BundleExport")
+        torch.save({"global_step": trainer.global_step, "state_dict": pl_module.state_dict(),
+                    "optimizer": trainer.optimizers[0].state_dict(),
+                    "scheduler": trainer.lr_scheduler_configs[0].scheduler.state_dict(),
+                    "best_score": bundle.best_score}, self.path)
 '''
+STEPS_PER_EPOCH = 5  # 12 synthetic frames with neighbours -1/+1: 10 samples, batch 2
 
 
-def _config(tmp_path: Path, every_n_steps: int = 2, **trainer) -> Path:
-    """The shipped synthetic quick-start config, shrunk and pointed into ``tmp_path``."""
+def _config(tmp_path: Path, every_n_steps: int = 2, tiny: bool = False, **trainer) -> Path:
+    """The shipped synthetic quick-start config, shrunk and pointed into ``tmp_path``. ``tiny``: 1/8-width networks
+    at 64x64, a few hundred milliseconds a step on one CPU thread, for the tests of the training mechanics."""
     cfg = yaml.safe_load((REPO / "config/train/synthetic.yaml").read_text())
     root = tmp_path / "run"
     cfg["data"].update(height=H, width=W, batch_size=2, num_workers=0)
+    if tiny:
+        cfg["data"]["width"] = 64
+        for net in ("depth_kwargs", "pose_kwargs"):
+            cfg["model"][net]["width"] = 0.125
     cfg["data"]["train"]["num_frames"] = 12
     cfg["data"]["val"]["num_frames"] = 5
     t = cfg["trainer"]
@@ -54,7 +78,7 @@ def _config(tmp_path: Path, every_n_steps: int = 2, **trainer) -> Path:
         args = cb.get("init_args", {})
         if "dirpath" in args:
             args["dirpath"] = str(root / Path(args["dirpath"]).name)
-        if "every_n_train_steps" in args:
+        if cb["class_path"].endswith(".ResumableLast"):
             args["every_n_train_steps"] = every_n_steps
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -71,12 +95,42 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _run_with_recorder(tmp_path: Path, args: list[str], log: Path):
+@pytest.fixture(autouse=True)
+def cli_sees_only_its_args(monkeypatch):
+    """In-process runs pass their arguments to `run`; pytest's own command line is not theirs (and LightningCLI
+    warns when it sees both)."""
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
+
+
+def _with_recorders(tmp_path: Path, log: Path, probe: Path | None = None) -> list[str]:
+    """Command-line arguments that add StepRecorder (to ``log``) and optionally ResumeProbe (to ``probe``)."""
+    (tmp_path / "recorders.py").write_text(RECORDERS)
+    args = ["--trainer.callbacks+=recorders.StepRecorder", f"--trainer.callbacks.path={log}"]
+    if probe is not None:
+        args += ["--trainer.callbacks+=recorders.ResumeProbe", f"--trainer.callbacks.path={probe}"]
+    return args
+
+
+def _run_with_recorder(tmp_path: Path, args: list[str], log: Path, probe: Path | None = None):
     sys.path.insert(0, str(tmp_path))
     try:
-        return run([*args, "--trainer.callbacks+=step_recorder.StepRecorder", f"--trainer.callbacks.path={log}"])
+        return run([*args, *_with_recorders(tmp_path, log, probe)])
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def _positions(log: Path) -> list[tuple[int, int, int]]:
+    """(global_step, epoch, batch_idx) of every training batch StepRecorder saw start."""
+    return [tuple(int(v) for v in line.split()) for line in log.read_text().splitlines()]
+
+
+def _steps(log: Path) -> list[int]:
+    return [p[0] for p in _positions(log)]
+
+
+def _saved_step(tmp_path: Path) -> int:
+    return torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=True)["global_step"]
 
 
 def test_short_fit_gives_finite_losses_checkpoints_and_a_loadable_bundle(tmp_path):
@@ -110,52 +164,195 @@ def test_short_fit_gives_finite_losses_checkpoints_and_a_loadable_bundle(tmp_pat
     assert list((tmp_path / "run" / "tb").rglob("events.out.tfevents.*"))
 
 
-def test_resume_from_last_continues_the_global_step_mid_epoch(tmp_path):
-    cfg = _config(tmp_path, every_n_steps=2, max_steps=2, limit_val_batches=0, num_sanity_val_steps=0)
-    (tmp_path / "step_recorder.py").write_text(STEP_RECORDER)
-    first = _run_with_recorder(tmp_path, ["fit", "--config", str(cfg)], tmp_path / "a.txt")
-    assert first.trainer.global_step == 2  # stopped inside the first epoch (5 batches)
-    ckpts = tmp_path / "run" / "checkpoints"
-    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2
-    resumed = _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last",
-                                            "--trainer.max_steps", "3"], tmp_path / "b.txt")
-    assert (tmp_path / "a.txt").read_text().split() == ["0", "1"]
-    assert (tmp_path / "b.txt").read_text().split() == ["2"]  # continued, not restarted
-    assert resumed.trainer.global_step == 3
+def test_shipped_configs_give_last_ckpt_one_writer():
+    # Two writers was the bug: the top-k ModelCheckpoint's `save_last: link` pointed last.ckpt back at its newest
+    # best after every validation without a new best, so a kill or a stop resumed from an old step.
+    for path in sorted((REPO / "config/train").glob("*.yaml")):
+        callbacks = yaml.safe_load(path.read_text())["trainer"]["callbacks"]
+        names = [cb["class_path"].rsplit(".", 1)[-1] for cb in callbacks]
+        assert names.count("ResumableLast") == 1, path.name
+        assert not any(cb.get("init_args", {}).get("save_last") for cb in callbacks), path.name
 
 
-@pytest.mark.slow
-def test_resume_from_last_after_sigkill_continues_the_global_step(tmp_path):
-    cfg = _config(tmp_path, every_n_steps=2, max_epochs=100, limit_val_batches=1)
-    (tmp_path / "step_recorder.py").write_text(STEP_RECORDER)
+def test_a_model_checkpoint_writing_last_beside_resumable_last_is_refused(tmp_path):
+    cfg_path = _config(tmp_path, tiny=True, max_steps=2)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["trainer"]["callbacks"][0]["init_args"]["save_last"] = "link"  # the top-k ModelCheckpoint
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="ResumableLast owns"):
+        run(["fit", "--config", str(cfg_path)])
+
+
+@pytest.mark.parametrize(("limit", "final_step"), [({"max_steps": 7}, 7), ({"max_epochs": 2}, 2 * STEPS_PER_EPOCH)],
+                         ids=["max_steps", "max_epochs"])
+def test_a_run_ending_at_its_limit_leaves_the_final_step_in_last_ckpt_to_continue_from(tmp_path, limit,
+                                                                                        final_step):
+    # The interval (4) does not divide the final step, and only the first validation is a "best" (k=1 on a metric
+    # that falls). With the two ModelCheckpoints that shared last.ckpt, it ended at step 4 of 7 and 8 of 10 here.
+    cfg_path = _config(tmp_path, every_n_steps=4, tiny=True, limit_val_batches=2, num_sanity_val_steps=0,
+                       max_epochs=limit.get("max_epochs", 100), max_steps=limit.get("max_steps", -1))
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["trainer"]["callbacks"][0]["init_args"].update(mode="max", save_top_k=1)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    cli = run(["fit", "--config", str(cfg_path)])
+    assert cli.trainer.global_step == final_step
+    assert _saved_step(tmp_path) == final_step
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").is_symlink()
+
+    # Raising the limit continues at the same place: mid-epoch after max_steps, at a new epoch after max_epochs.
+    log = tmp_path / "resumed.txt"
+    _run_with_recorder(tmp_path, ["fit", "--config", str(cfg_path), "--ckpt_path", "last", "--trainer.max_epochs",
+                                  "100", "--trainer.max_steps", str(final_step + 2)], log)
+    assert _positions(log) == [(s, s // STEPS_PER_EPOCH, s % STEPS_PER_EPOCH) for s in (final_step, final_step + 1)]
+
+
+def test_max_time_leaves_the_final_step_in_last_ckpt_and_resumes_from_it(tmp_path):
+    cfg = _config(tmp_path, every_n_steps=1000, tiny=True, max_epochs=1000, max_time="00:00:00:03",
+                  limit_val_batches=0, num_sanity_val_steps=0)
+    first = run(["fit", "--config", str(cfg)])
+    stopped_at = first.trainer.global_step
+    assert stopped_at > 0 and _saved_step(tmp_path) == stopped_at  # nothing lost
+    # Lightning's Timer counts the time of every run of a checkpoint: a resume needs a larger max_time.
+    log = tmp_path / "resumed.txt"
+    _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last", "--trainer.max_time",
+                                  "00:00:10:00", "--trainer.max_steps", str(stopped_at + 2)], log)
+    # The same place in the same epoch: the epoch the time limit cut short is not counted as completed.
+    assert _positions(log) == [(s, s // STEPS_PER_EPOCH, s % STEPS_PER_EPOCH) for s in (stopped_at, stopped_at + 1)]
+
+
+def test_resuming_a_resumed_run_restores_weights_optimiser_schedule_position_and_best_score(tmp_path):
+    # lr halves every epoch, so a schedule restarted from scratch would show in the learning rate.
+    cfg_path = _config(tmp_path, every_n_steps=1000, tiny=True, max_epochs=100, limit_val_batches=2,
+                       num_sanity_val_steps=0)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["model"].update(lr_step_epochs=1, lr_gamma=0.5)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    legs = [6, 8, 13]  # each leg stops mid-epoch; the first and the last cross a validation (steps 5 and 10)
+    for i, max_steps in enumerate(legs):
+        args = ["fit", "--config", str(cfg_path), "--trainer.max_steps", str(max_steps)]
+        if i:
+            args += ["--ckpt_path", "last"]
+            saved = torch.load(tmp_path / "run/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+        probe = tmp_path / f"probe{i}.pt"
+        _run_with_recorder(tmp_path, args, tmp_path / f"leg{i}.txt", probe)
+        positions = _positions(tmp_path / f"leg{i}.txt")
+        start = legs[i - 1] if i else 0
+        # The step and the place in the epoch continue (the order of the remaining batches is a new shuffle:
+        # the DataLoader is not resumable).
+        assert positions == [(s, s // STEPS_PER_EPOCH, s % STEPS_PER_EPOCH) for s in range(start, max_steps)]
+        if not i:
+            continue
+        state = torch.load(probe, map_location="cpu", weights_only=True)
+        assert state["global_step"] == saved["global_step"] == start
+        torch.testing.assert_close(state["state_dict"], saved["state_dict"], rtol=0, atol=0)
+        torch.testing.assert_close(state["optimizer"], saved["optimizer_states"][0], rtol=0, atol=0)
+        assert state["scheduler"] == saved["lr_schedulers"][0]
+        assert state["optimizer"]["param_groups"][0]["lr"] == 2.0e-4 * 0.5 ** (start // STEPS_PER_EPOCH)
+        assert state["best_score"] is not None
+        assert state["best_score"] == saved["callbacks"]["BundleExport"]["best_score"]
+
+
+TRAIN_CMD = ([str(Path(sys.executable).with_name("monodepth-train"))]
+             if Path(sys.executable).with_name("monodepth-train").exists()
+             else [sys.executable, "-m", "monodepth_training.cli"])
+
+
+def _start_training(tmp_path: Path, cfg: Path, log: Path) -> subprocess.Popen:
+    """A real `monodepth-train fit` process (the console script) with StepRecorder writing to ``log``; its
+    output goes to files, which a full pipe cannot block."""
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1"}
-    log = tmp_path / "steps_first.txt"
-    recorder = ["--trainer.callbacks+=step_recorder.StepRecorder", f"--trainer.callbacks.path={log}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "monodepth_training.cli", "fit", "--config", str(cfg), *recorder],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    ckpts = tmp_path / "run" / "checkpoints"
+    args = [*TRAIN_CMD, "fit", "--config", str(cfg), *_with_recorders(tmp_path, log)]
+    return subprocess.Popen(args, env=env, cwd=tmp_path, stdout=(tmp_path / "stdout.txt").open("w"),
+                            stderr=(tmp_path / "stderr.txt").open("w"))
+
+
+def _stderr(tmp_path: Path) -> str:
+    return (tmp_path / "stderr.txt").read_text()[-3000:]
+
+
+def _wait_for_step(proc: subprocess.Popen, tmp_path: Path, log: Path, step: int, timeout_s: float = 180) -> None:
+    """Until the training batch of global step ``step`` has started."""
+    deadline = time.monotonic() + timeout_s
+    while not (log.exists() and log.read_text().count("\n") > step):
+        assert proc.poll() is None, _stderr(tmp_path)
+        assert time.monotonic() < deadline, f"step {step} not reached in {timeout_s} s"
+        time.sleep(0.05)
+
+
+def test_sigkill_loses_at_most_one_checkpoint_interval_and_resumes(tmp_path):
+    every_n = 3
+    cfg = _config(tmp_path, every_n_steps=every_n, tiny=True, max_epochs=1000, limit_val_batches=2)
+    log = tmp_path / "killed.txt"
+    proc = _start_training(tmp_path, cfg, log)
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not list(ckpts.glob("step-00000[4-9].ckpt")):
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            time.sleep(0.2)
-        assert list(ckpts.glob("step-*.ckpt")), "no step checkpoint within the time limit"
+        _wait_for_step(proc, tmp_path, log, 2 * every_n + 1)  # two intervals saved, the third under way
     finally:
         proc.send_signal(signal.SIGKILL)  # no graceful shutdown: like a power cut or an OOM kill
         proc.wait()
-    saved_step = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
-    steps_before_kill = [int(s) for s in log.read_text().split()]
-    assert saved_step >= 4 and max(steps_before_kill) >= saved_step
-    assert max(steps_before_kill) - saved_step <= 2  # at most one checkpoint interval lost
+    started = max(_steps(log))  # the step in flight when the kill came
+    saved = _saved_step(tmp_path)
+    assert saved % every_n == 0 and 0 <= started - saved <= every_n, (saved, started, _stderr(tmp_path))
 
-    log2 = tmp_path / "steps_resumed.txt"
-    cli = _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last",
-                                        "--trainer.max_steps", str(saved_step + 3)], log2)
-    assert [int(s) for s in log2.read_text().split()] == [saved_step, saved_step + 1, saved_step + 2]
-    assert cli.trainer.global_step == saved_step + 3
+    resumed = tmp_path / "resumed.txt"
+    _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last",
+                                  "--trainer.max_steps", str(saved + 2)], resumed)
+    assert _positions(resumed) == [(s, s // STEPS_PER_EPOCH, s % STEPS_PER_EPOCH) for s in (saved, saved + 1)]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
+def test_sigterm_and_ctrl_c_finish_the_step_save_it_and_resume_from_it(tmp_path, stop):
+    # An interval longer than the run: last.ckpt can only come from the stop itself.
+    cfg = _config(tmp_path, every_n_steps=1000, tiny=True, max_epochs=1000, limit_val_batches=2)
+    log = tmp_path / "stopped.txt"
+    proc = _start_training(tmp_path, cfg, log)
+    try:
+        _wait_for_step(proc, tmp_path, log, STEPS_PER_EPOCH + 2)  # past a validation, mid-epoch
+        proc.send_signal(stop)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # It exited by itself (not killed by the signal), with the status of a terminated job: stopped, not finished.
+    assert proc.returncode == 128 + signal.SIGTERM, _stderr(tmp_path)
+    started = max(_steps(log))
+    assert _saved_step(tmp_path) == started + 1, _stderr(tmp_path)  # the step in flight finished: nothing lost
+    assert (tmp_path / "run" / "bundles" / "last.safetensors").exists()
+
+    resumed = tmp_path / "resumed.txt"
+    _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last",
+                                  "--trainer.max_steps", str(started + 3)], resumed)
+    assert _positions(resumed) == [(s, s // STEPS_PER_EPOCH, s % STEPS_PER_EPOCH) for s in (started + 1, started + 2)]
+
+
+def test_monodepth_train_does_not_warn_about_args_and_command_line_both_given(tmp_path):
+    cfg = _config(tmp_path, tiny=True)
+    out = subprocess.run([*TRAIN_CMD, "fit", "--config", str(cfg), "--print_config"], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ResumableLast" in out.stdout  # the command line was read
+    assert "not recommended to provide both args and command line" not in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_writes_each_checkpoint_and_bundle_once_from_rank_zero(tmp_path):
+    # The README's multi-GPU command on CPUs (gloo). Stopping at step 5 cuts the third epoch (2 batches per rank).
+    cfg = _config(tmp_path, every_n_steps=2, tiny=True, max_epochs=100, max_steps=5, limit_val_batches=2,
+                  num_sanity_val_steps=0, accelerator="cpu", devices=2, strategy="ddp")
+    log = tmp_path / "steps.txt"
+    proc = _start_training(tmp_path, cfg, log)
+    assert proc.wait(timeout=300) == 0, _stderr(tmp_path)
+    # Both ranks trained the same steps (each on half the batches: 2 per epoch).
+    assert _steps(log) == _steps(Path(f"{log}.rank1")) == [0, 1, 2, 3, 4]
+    ckpts = tmp_path / "run" / "checkpoints"
+    names = sorted(p.name for p in ckpts.iterdir())  # a temporary file left behind would show here too
+    assert names.count("last.ckpt") == 1 and all(n == "last.ckpt" or n.startswith("best-") for n in names), names
+    for path in ckpts.iterdir():  # whole files, not two ranks' writes interleaved
+        torch.load(path, map_location="cpu", weights_only=True)
+    assert _saved_step(tmp_path) == 5
+    bundles = tmp_path / "run" / "bundles"
+    assert sorted(p.name for p in bundles.iterdir()) == ["best.safetensors", "last.safetensors"]
+    assert read_meta(bundles / "last.safetensors").training["global_step"] == 5
 
 
 def _fixed_batch(n=2, seed=0):

@@ -1,17 +1,173 @@
-"""Trainer callbacks: model-bundle export (at each new best validation score and at the end of fit) and
-depth previews in TensorBoard. Both are thin: the module builds the bundle, ``monodepth_ros.visualize``
-colours the depth.
+"""Trainer callbacks: the resumable ``last.ckpt`` (every N steps and whenever a run stops), model-bundle export
+(at each new best validation score and at the end of fit) and depth previews in TensorBoard. All are thin:
+Lightning writes the checkpoint, the module builds the bundle, ``monodepth_ros.visualize`` colours the depth.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+LAST_CKPT = "last.ckpt"
+
+
+def is_stop_request(exception: BaseException, received_sigterm: bool) -> bool:
+    """Whether ``exception`` ended fit because someone asked the run to stop (SIGTERM from SLURM / Kubernetes /
+    ``kill``, or Ctrl-C, which :class:`ResumableLast` turns into the same request), not because it crashed.
+
+    Lightning raises ``SIGTERMException`` at the next step boundary after a SIGTERM; anything else raised while a
+    SIGTERM is pending (a DataLoader worker killed by the same signal) is part of that stop too."""
+    return isinstance(exception, SIGTERMException) or received_sigterm
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ResumableLast(Checkpoint):
+    """The one owner of ``<dirpath>/last.ckpt``: a full Lightning checkpoint (weights, optimiser, LR schedule, loop
+    position, callback state such as BundleExport's best score) that ``--ckpt_path last`` resumes from.
+
+    It is written every ``every_n_train_steps`` optimiser steps, so a SIGKILL (power cut, OOM kill) loses at most
+    that many steps, and again whenever fit stops with the final step: at its end (``max_steps``, ``max_epochs``,
+    ``max_time``, early stopping), on SIGTERM, and on Ctrl-C. The first Ctrl-C during training asks for the same
+    stop as SIGTERM (finish the step, save, exit); a second one interrupts at once. A crash (any other exception)
+    does not overwrite ``last.ckpt``: the state after a failed step is not worth resuming from.
+
+    Each write goes to a temporary file that replaces ``last.ckpt`` in one rename, so a kill during the write
+    leaves the previous ``last.ckpt`` whole. Only global rank 0 writes.
+
+    Args:
+        dirpath: folder of ``last.ckpt``; ``None`` = ``<trainer.default_root_dir>/checkpoints``.
+        every_n_train_steps: the interval a SIGKILL may lose, in optimiser steps.
+    """
+
+    def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 100):
+        super().__init__()
+        if every_n_train_steps < 1:
+            raise ValueError(f"every_n_train_steps must be >= 1, got {every_n_train_steps}")
+        self.dirpath = dirpath
+        self.every_n_train_steps = every_n_train_steps
+        self._start_step: int | None = None  # None until training starts: nothing to save before it
+        self._saved_step: int | None = None
+        self._previous_sigint: Any = None
+
+    def path(self, default_root_dir: str | os.PathLike) -> Path:
+        """Where ``last.ckpt`` is: ``dirpath``, or ``<default_root_dir>/checkpoints`` like ModelCheckpoint's."""
+        return (Path(self.dirpath) if self.dirpath else Path(default_root_dir) / "checkpoints") / LAST_CKPT
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        path = self.path(trainer.default_root_dir)
+        # Two writers of one last.ckpt was the bug this callback replaces: a ModelCheckpoint's own `last` (a link
+        # to its newest top-k file) overwrote the newest step whenever validation ran without a new best.
+        for cb in trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath \
+                    and Path(cb.dirpath).resolve() == path.parent.resolve():
+                raise ValueError(f"ModelCheckpoint(save_last={cb.save_last!r}) in {cb.dirpath} would overwrite "
+                                 f"{LAST_CKPT}, which ResumableLast owns: drop its save_last")
+        if trainer.is_global_zero:
+            self._partial(path).unlink(missing_ok=True)  # left by a kill during a write
+
+    @staticmethod
+    def _partial(path: Path) -> Path:
+        # Not `last*.ckpt`: Lightning's `ckpt_path="last"` lookup must never pick a half-written file.
+        return path.with_name(f".{path.name}.partial")
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if self._start_step is None or trainer.global_step <= self._start_step or trainer.fast_dev_run:
+            return  # no step trained in this run: last.ckpt (if any) already holds this state
+        path = self.path(trainer.default_root_dir)
+        partial = self._partial(path)
+        # Every rank calls this (a sharded strategy gathers here); rank 0 writes. Not weights only: resuming needs
+        # the optimiser, the LR schedule and the loops.
+        trainer.save_checkpoint(partial, weights_only=False)
+        if trainer.is_global_zero:
+            _fsync(partial)  # the data is on disk before the rename makes it last.ckpt
+            os.replace(partial, path)
+        self._saved_step = trainer.global_step
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_step = trainer.global_step
+        self._saved_step = None
+        self._redirect_ctrl_c()
+
+    # Where to save the final step matters as much as saving it: Lightning resumes exactly from a checkpoint written
+    # at a batch end or at an epoch end, but one written after fit has stopped records a cut epoch as completed and
+    # the next epoch as already under way, so a resume starts an epoch late or runs a short epoch. So a stop is
+    # saved at the batch end where it becomes known (this callback runs after the other callbacks, Lightning's
+    # Timer included), or at the end of the epoch when that epoch ran to its last batch; on_train_end and
+    # on_exception only catch a stop that neither saw (a SIGTERM during validation, say).
+    def _stop_pending(self, trainer: L.Trainer) -> bool:
+        # Every rank must take the same decision (saving is collective): rank 0's SIGTERM counts for all.
+        sigterm = trainer.strategy.broadcast(trainer.received_sigterm)
+        return trainer.should_stop or sigterm or 0 <= trainer.max_steps <= trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        # With gradient accumulation the step repeats over several batches: save once, after its optimiser step.
+        if step != self._saved_step and (step % self.every_n_train_steps == 0 or self._stop_pending(trainer)):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # a cut epoch: saved at its last batch
+        final_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+        if final_epoch or self._stop_pending(trainer):
+            self._save(trainer)  # even if saved at this step's batch end: validation and the epoch end are done now
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_ctrl_c()
+        if trainer.global_step != self._saved_step:
+            self._save(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_ctrl_c()
+        if is_stop_request(exception, trainer.received_sigterm) and trainer.global_step != self._saved_step:
+            self._save(trainer)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore_ctrl_c()
+
+    # Ctrl-C raises KeyboardInterrupt wherever Python happens to be, possibly halfway through an optimiser step, so
+    # its state is not a step's. SIGTERM has Lightning's handler, which stops at the next step boundary: the first
+    # Ctrl-C is forwarded to it. Only where Lightning installed that handler (the main thread, not Windows) and the
+    # user has not installed a SIGINT handler of their own.
+    def _redirect_ctrl_c(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            return
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return
+        self._previous_sigint = signal.signal(signal.SIGINT, self._on_ctrl_c)
+
+    def _restore_ctrl_c(self) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) == self._on_ctrl_c:
+                signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def _on_ctrl_c(self, signum: int, frame: Any) -> None:
+        self._restore_ctrl_c()  # a second Ctrl-C interrupts at once
+        rank_zero_info("Ctrl-C: stopping after this step and saving last.ckpt (press Ctrl-C again to stop now)")
+        signal.raise_signal(signal.SIGTERM)
 
 
 class BundleExport(L.Callback):
@@ -19,7 +175,8 @@ class BundleExport(L.Callback):
 
     - ``<dirpath>/best.safetensors`` whenever ``monitor`` improves after a validation run
       (the same criterion as the top-k ModelCheckpoint, evaluated independently of its ordering);
-    - ``<dirpath>/last.safetensors`` when fit ends (also after an interrupt, so Ctrl-C still leaves a model).
+    - ``<dirpath>/last.safetensors`` when fit ends, and when it is stopped (SIGTERM, Ctrl-C), so a stopped run
+      still leaves a model. Only ``last.ckpt`` (:class:`ResumableLast`) can resume training.
 
     Args:
         dirpath: folder for the bundles; ``None`` = ``<trainer.default_root_dir>/bundles``.
@@ -70,7 +227,8 @@ class BundleExport(L.Callback):
         self._export_last(trainer, pl_module, "fit_end")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
+        # A raw KeyboardInterrupt (a second Ctrl-C) may stop mid-step; a model is still better than none here.
+        if isinstance(exception, KeyboardInterrupt) or is_stop_request(exception, trainer.received_sigterm):
             self._export_last(trainer, pl_module, "interrupted")
 
     # The best score survives a resume, so a worse model after resuming does not overwrite best.safetensors.

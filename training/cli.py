@@ -13,17 +13,35 @@ records how it was trained.
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import sys
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from monodepth_training.callbacks import ResumableLast
 from monodepth_training.data import DepthDataModule
 from monodepth_training.module import MonoDepthModule
 
 # Precisions that need a CUDA device to mean anything; on CPU they fall back to full precision.
 _GPU_ONLY_PRECISIONS = {"16-mixed", "16", 16, "16-true"}
+
+
+def resolve_last(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
+    """``"last"`` -> the path of ResumableLast's ``last.ckpt`` when it exists; anything else unchanged.
+
+    Lightning resolves ``"last"`` by looking for ``last*.ckpt`` in the folders of ModelCheckpoint callbacks only, so
+    it would miss ``last.ckpt`` in a folder no ModelCheckpoint writes to, or prefer another newer ``last``."""
+    if ckpt_path != "last":
+        return ckpt_path
+    for cb in trainer.callbacks:
+        if isinstance(cb, ResumableLast) and (path := cb.path(trainer.default_root_dir)).is_file():
+            return str(path)
+    return ckpt_path
 
 
 class MonoDepthCLI(LightningCLI):
@@ -46,6 +64,10 @@ class MonoDepthCLI(LightningCLI):
     # LightningCLI calls a method named like the subcommand if the CLI has one.
     def fit(self, model, datamodule=None, ckpt_path=None, weights_only=None, **kwargs) -> None:
         model.run_config = self._run_config()
+        if not any(isinstance(cb, ResumableLast) for cb in self.trainer.callbacks):
+            rank_zero_warn("no ResumableLast callback: a kill or a stop loses every step since the last checkpoint, "
+                           "and `--ckpt_path last` has no last.ckpt of the final step to resume from")
+        ckpt_path = resolve_last(ckpt_path, self.trainer)
         # Our checkpoints hold only tensors and plain containers, so the safe loader suffices; a checkpoint
         # that needs arbitrary unpickling is refused unless the user explicitly passes --weights_only false.
         self.trainer.fit(
@@ -60,14 +82,15 @@ class MonoDepthCLI(LightningCLI):
         self.trainer.validate(
             model,
             datamodule=datamodule,
-            ckpt_path=ckpt_path,
+            ckpt_path=resolve_last(ckpt_path, self.trainer),
             weights_only=True if weights_only is None else weights_only,
             **kwargs,
         )
 
 
 def run(args: list[str] | None = None) -> MonoDepthCLI:
-    """Parse ``args`` (default: the command line), build everything and run the subcommand."""
+    """Parse ``args`` (``None``: the command line, read by LightningCLI itself), build everything and run the
+    subcommand."""
     return MonoDepthCLI(
         MonoDepthModule,
         DepthDataModule,
@@ -77,9 +100,27 @@ def run(args: list[str] | None = None) -> MonoDepthCLI:
     )
 
 
+def _show_trainer_info_logs() -> None:
+    """Print the trainer's own INFO lines (what a dataset kept and dropped, ...) on stderr. Only the
+    ``monodepth_training`` logger is set up, so other libraries keep their defaults."""
+    log = logging.getLogger("monodepth_training")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main() -> None:
     """Console entry point ``monodepth-train``."""
-    run(sys.argv[1:])
+    _show_trainer_info_logs()
+    # No args: LightningCLI reads sys.argv, and warns when it is given args while sys.argv holds some too.
+    try:
+        run()
+    except SIGTERMException:
+        # Lightning ends a SIGTERM (or Ctrl-C) stop with SystemExit(None), status 0, which tells a scheduler or a
+        # script (train_default.py) that training finished. 143 = 128 + SIGTERM, the status of a terminated job.
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":
