@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # 2 cores, and spinning OpenMP threads made contended training steps 5-10x slower (measured).
 TEST_ENV := OMP_NUM_THREADS=1
 
-.PHONY: setup test test-all lint demo colcon-test train-default bench clean
+.PHONY: setup test test-all lint demo colcon-test train-default train-default-gpu-prepare train-default-gpu bench clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,20 @@ colcon-test: $(STAMP)
 
 train-default: $(STAMP)
 	$(BIN)/python -m monodepth_training.train_default
+
+# The same model on one GPU at 640x192 with AMP (training/train_default_gpu.py). The prepare step runs here, needs
+# no GPU, and stages into .gpu_stage/ (git-ignored: KITTI frames, never commit) the frames and the wheels a bare
+# GPU machine lacks, then prints the one command to run there (also in .gpu_stage/device_call.json).
+# `make train-default-gpu` is that GPU half on a CUDA machine that has this venv (wheels unneeded there).
+GPU_STAGE ?= .gpu_stage
+train-default-gpu-prepare: $(STAMP)
+	$(TEST_ENV) $(BIN)/python -m monodepth_training.train_default_gpu prepare --stage $(GPU_STAGE)
+
+train-default-gpu: $(STAMP)
+	@test -f $(GPU_STAGE)/manifest.json || $(TEST_ENV) $(BIN)/python -m monodepth_training.train_default_gpu \
+		prepare --stage $(GPU_STAGE) --no-wheels
+	$(BIN)/python -m monodepth_training.train_default_gpu device --stage $(GPU_STAGE) \
+		--out runs/default_model_gpu.out
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
