@@ -136,17 +136,65 @@ class DepthModel:
         return self.scale_policy != "relative"
 
 
+def road_mask(gt_m: np.ndarray, K: np.ndarray, camera_height_m: float, tol_m: float = 0.25) -> np.ndarray:
+    """(H, W) bool: GT pixels whose point lies within ``tol_m`` of the road plane under a level camera, i.e. whose
+    height below the camera ``y = z (v - cy) / fy`` is ``camera_height_m +- tol_m`` (the LiDAR's road returns)."""
+    v = np.arange(gt_m.shape[0], dtype=np.float64)[:, None]
+    y = gt_m * (v - K[1, 2]) / K[1, 1]
+    return (gt_m > 0) & (np.abs(y - camera_height_m) < tol_m)
+
+
+def ground_plane_check(frames: list[DepthFrame], preds: list[np.ndarray], K: np.ndarray,
+                       camera_height_m: float) -> dict:
+    """The node's ``ground_plane`` scale policy on these frames, against the LiDAR.
+
+    Runs :class:`monodepth_ros.scale_policy.GroundPlaneScale` (the node's estimator, its default settings, EMA
+    over the frames in order) on each prediction (H, W) with K (3, 3), and compares its scale with two LiDAR
+    scales of the same frame: over the road returns (:func:`road_mask`; what the estimator measures) and over all
+    valid GT pixels (the median ratio of the metrics). Also scores the depth scaled by the estimator's scale.
+    """
+    from monodepth_ros.metrics import median_scale, valid_mask
+    from monodepth_ros.scale_policy import GroundPlaneScale
+
+    est = GroundPlaneScale(camera_height_m=camera_height_m)
+    fitted, vs_road, vs_all, per_image = 0, [], [], []
+    for i, (f, pred) in enumerate(zip(frames, preds, strict=True)):
+        scale = est.update(pred, K)
+        fitted += int(est.fresh)
+        if scale is None:
+            continue
+        valid = valid_mask(f.gt_m, MIN_DEPTH_M, MAX_DEPTH_M, CROP) & np.isfinite(pred) & (pred > 0)
+        road = valid & road_mask(f.gt_m, K, camera_height_m)
+        if road.sum() >= 50:
+            vs_road.append(scale / median_scale(f.gt_m, pred, road))
+        vs_all.append(scale / median_scale(f.gt_m, pred, valid))
+        per_image.append(evaluate_image(f.gt_m, pred * np.float32(scale), median_scaling=False, min_depth=MIN_DEPTH_M,
+                                        max_depth=MAX_DEPTH_M, cap_m=MAX_DEPTH_M, crop=CROP, index=i))
+
+    def stats(r: list[float]) -> dict:
+        r = np.asarray(r)
+        return {"n": int(r.size), "median": float(np.median(r)) if r.size else None,
+                "within_10pct": float(np.mean(np.abs(r - 1) <= 0.1)) if r.size else None}
+
+    return {"camera_height_m": camera_height_m, "frames_fitted": fitted, "n_frames": len(frames),
+            "scale_over_lidar_road": stats(vs_road), "scale_over_lidar_all": stats(vs_all),
+            "metrics": summarize(per_image, median_scaling=False).metrics if per_image else None}
+
+
 def score_depth_model(frames: list[DepthFrame], model: DepthModel, panel_at: set[int] = frozenset(),
+                      K: np.ndarray | None = None, camera_height_m: float = KITTI_CAMERA_HEIGHT_M,
                       ) -> tuple[dict, list[PanelRow]]:
     """Median-scaled and (unless relative) unscaled KITTI metrics of one model over ``frames``.
 
     Returns the JSON row (metrics = mean over images; ``ratio_mean`` / ``ratio_std`` = the per-image median ratios
     GT / prediction, i.e. scale consistency) and the panel rows of the frames in ``panel_at``, shown unscaled for
-    a model with a scale and median-scaled for a relative one.
+    a model with a scale and median-scaled for a relative one. With ``K`` (3, 3) the row also has the node's
+    ``ground_plane`` scale policy checked against the LiDAR (:func:`ground_plane_check`).
     """
-    per_scaled, per_unscaled, panels = [], [], []
+    per_scaled, per_unscaled, panels, preds = [], [], [], []
     for i, f in enumerate(frames):
         pred = np.asarray(model.predict(f.rgb, f.gt_m.shape), dtype=np.float32)
+        preds.append(pred)
         kw = {"min_depth": MIN_DEPTH_M, "max_depth": MAX_DEPTH_M, "cap_m": MAX_DEPTH_M, "crop": CROP, "index": i}
         scaled = evaluate_image(f.gt_m, pred, median_scaling=True, **kw)
         per_scaled.append(scaled)
@@ -169,6 +217,7 @@ def score_depth_model(frames: list[DepthFrame], model: DepthModel, panel_at: set
         "unscaled": summarize(per_unscaled, median_scaling=False).metrics if model.has_scale else None,
         "unscaled_note": None if model.has_scale else
         "scale_policy 'relative': the depth is known up to scale only, so unscaled numbers mean nothing",
+        "ground_plane": ground_plane_check(frames, preds, K, camera_height_m) if K is not None else None,
     }
     return row, panels
 
@@ -341,6 +390,28 @@ def format_depth_table(rows: list[dict]) -> str:
         un = r["unscaled"]
         cells = "".join(f"{un[m]:>9.3f}" if un else f"{'–':>9}" for m in METRIC_NAMES)
         lines.append(f"{'':<{name_w}}  {'unscaled':<8}" + cells + ("" if un else "  (relative model)"))
+        gp = (r.get("ground_plane") or {}).get("metrics")
+        if gp:
+            lines.append(f"{'':<{name_w}}  {'ground':<8}" + "".join(f"{gp[m]:>9.3f}" for m in METRIC_NAMES)
+                         + "  (node's ground_plane scale)")
+    return "\n".join(lines)
+
+
+def format_ground_plane(rows: list[dict]) -> str:
+    """One line per model: how often the node's ground_plane policy fitted a road and how its scale compares
+    with the LiDAR's (on the road returns, and over all GT pixels)."""
+    lines = []
+    for r in rows:
+        gp = r.get("ground_plane")
+        if not gp:
+            continue
+        road, every = gp["scale_over_lidar_road"], gp["scale_over_lidar_all"]
+
+        def fmt(d: dict) -> str:
+            return "n/a" if not d["n"] else f"median {d['median']:.3f}, within 10 % in {100 * d['within_10pct']:.0f} %"
+
+        lines.append(f"  {r['name']}: road found in {gp['frames_fitted']}/{gp['n_frames']} frames; scale / LiDAR "
+                     f"scale on the road: {fmt(road)}; over all GT: {fmt(every)}")
     return "\n".join(lines)
 
 
@@ -412,7 +483,7 @@ def run(args: argparse.Namespace) -> dict:
             model = make()
             print(f"  depth: {model.name}", file=sys.stderr)
             try:
-                row, panels = score_depth_model(frames, model, panel_at)
+                row, panels = score_depth_model(frames, model, panel_at, K, height_m)
             finally:
                 if model.close:
                     model.close()
@@ -466,6 +537,9 @@ def print_report(report: dict) -> None:
           f"({dp['min_depth_m']:g}, {dp['cap_m']:g}) m, mean over images")
     print(format_depth_table(report["depth"]))
     print("ratio = per-image median(GT) / median(prediction), mean ± std over the frames (scale consistency)")
+    print("ground = depth times the scale of the node's ground_plane policy (camera height "
+          f"{report['prior']['camera_height_m']:.2f} m, EMA over the frames in order)")
+    print(format_ground_plane(report["depth"]))
     for note in sorted({r["unscaled_note"] for r in report["depth"] if r["unscaled_note"]}):
         print(f"'–': {note}")
     for r in report["depth"]:

@@ -340,3 +340,25 @@ def test_benchmark_on_the_real_drives_prints_every_row_with_finite_numbers(tmp_p
     assert pose["GT poses (check: 0)"]["ate_mean_m"] == pytest.approx(0.0, abs=1e-6)  # 03.txt: 6 digits
     assert all(math.isfinite(r["ate_mean_m"]) and r["ate_mean_m"] >= 0 for r in pose.values())
     assert pose["zero motion"]["ate_mean_m"] > 0.05
+
+
+def test_ground_plane_check_recovers_the_scale_of_a_road_predicted_at_the_wrong_size():
+    # A level road under a camera 1.65 m high, GT everywhere below the horizon (no cap: uncapped road depth).
+    K = np.array([[700.0, 0.0, 620.0], [0.0, 700.0, 180.0], [0.0, 0.0, 1.0]])
+    Hh, Ww = 375, 1242
+    gt = flat_road_depth(K, Hh, Ww, 1.65, above_horizon_m=1e6).astype(np.float32)
+    gt[:200] = 0.0  # rows near and above the horizon: no return
+    gt[gt > 80] = 0.0
+    frames = [rd.DepthFrame(i, np.zeros((Hh, Ww, 3), np.uint8), gt) for i in range(3)]
+    assert rd.road_mask(gt, K, 1.65).sum() == np.count_nonzero(gt)  # every return is road
+    # The model sees the road's shape right but 2x too far: the policy must scale it by 0.5, as the LiDAR does.
+    pred = np.where(gt > 0, 2.0 * gt, 2.0 * flat_road_depth(K, Hh, Ww, 1.65, 40.0)).astype(np.float32)
+    out = rd.ground_plane_check(frames, [pred] * 3, K, 1.65)
+    assert out["frames_fitted"] == 3
+    assert out["scale_over_lidar_road"]["median"] == pytest.approx(1.0, abs=0.02)
+    assert out["scale_over_lidar_road"]["within_10pct"] == 1.0
+    assert out["metrics"]["abs_rel"] < 0.02
+    # A road predicted with the wrong shape (depth growing too slowly with distance) is off the LiDAR's scale.
+    flat = np.where(gt > 0, np.sqrt(gt * 10.0), 10.0).astype(np.float32)
+    off = rd.ground_plane_check(frames, [flat] * 3, K, 1.65)
+    assert off["frames_fitted"] == 0 or abs(off["scale_over_lidar_road"]["median"] - 1.0) > 0.1
