@@ -38,7 +38,7 @@ from monodepth_ros.diagnostics import LatencyWindow, RateMeter, Throttle
 from monodepth_ros.geometry import scale_intrinsics, validate_intrinsics
 from monodepth_ros.image_conversion import compressed_to_rgb, depth_to_image_msg, image_msg_to_rgb, rgb_to_image_msg
 from monodepth_ros.pointcloud import depth_to_cloud_buffer, make_pointcloud2
-from monodepth_ros.scale_policy import POLICIES, GroundPlaneScale, disp_to_scaled_depth
+from monodepth_ros.scale_policy import GROUND_METHODS, POLICIES, GroundPlaneScale, disp_to_scaled_depth
 from monodepth_ros.sync import LatestSlot, StampSynchronizer, stamp_to_ns
 
 __all__ = ["PARAMETERS", "TOPICS", "ParamSpec", "DepthNode", "ModelStartupError", "main"]
@@ -80,7 +80,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("ground_region_top", 0.6, "Top of the road region (ground_plane), fraction of image height.",
               lo=0.3, hi=0.95),
     ParamSpec("ground_smoothing", 0.2, "EMA weight of each new ground-plane scale estimate.", lo=0.01, hi=1.0),
-    ParamSpec("ground_max_tilt_deg", 15.0, "Largest road-normal tilt from the camera's up axis, degrees.",
+    ParamSpec("ground_method", "mount", "ground_plane: road normal from the mount (camera_pitch_deg/roll) "
+              "or fitted to the depth.", choices=GROUND_METHODS),
+    ParamSpec("camera_pitch_deg", 0.0, "ground_plane mount: camera pitch, degrees, positive = looking down.",
+              lo=-45.0, hi=45.0),
+    ParamSpec("camera_roll_deg", 0.0, "ground_plane mount: camera roll about the optical axis, degrees.",
+              lo=-45.0, hi=45.0),
+    ParamSpec("ground_max_tilt_deg", 15.0, "ground_plane fit: largest road-normal tilt from the camera's up axis.",
               lo=1.0, hi=45.0),
     ParamSpec("min_depth", 0.1, "Depth below this becomes NaN, metres (model units for median_free).",
               lo=0.0, hi=1000.0),
@@ -229,6 +235,9 @@ class DepthNode(Node):
         g.region_top = self.p["ground_region_top"]
         g.alpha = self.p["ground_smoothing"]
         g.max_tilt_deg = self.p["ground_max_tilt_deg"]
+        g.method = self.p["ground_method"]
+        g.pitch_deg = self.p["camera_pitch_deg"]
+        g.roll_deg = self.p["camera_roll_deg"]
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         new: dict = {}
@@ -256,7 +265,7 @@ class DepthNode(Node):
                 self.sync.tolerance_s = value
             elif name == "log_throttle_s":
                 self.throttle.period_s = value
-            elif name.startswith(("ground_", "camera_height")):
+            elif name.startswith(("ground_", "camera_height", "camera_pitch", "camera_roll")):
                 self._configure_ground()
             elif name == "scale_policy" and old != value:
                 self.ground.reset()
@@ -374,9 +383,11 @@ class DepthNode(Node):
             return fixed
         s = self.ground.update(disp_to_scaled_depth(disp, 1.0), K_model)
         if not self.ground.fresh:
-            self.report_problem(
-                "ground_plane", "no road plane found in the lower image region; keeping the previous scale"
-            )
+            kept = (f"keeping the previous scale {s:.3f}" if s is not None else
+                    f"no road found yet, using the fixed scale {fixed:g} (scale_policy "
+                    f"'{self.info.scale_policy}' of the model)")
+            self.report_problem("ground_plane", f"no road found in the lower image region ({p['ground_method']} "
+                                f"method); {kept}")
         return fixed if s is None else s
 
     @staticmethod

@@ -10,9 +10,13 @@
 Assumptions of ``ground_plane`` (it is wrong when they are):
   1. the ground in the lower image region is locally flat (a road, not a kerb, a ramp or a crest);
   2. the camera's height above that ground (``camera_height_m``) is known and fixed;
-  3. the camera is mounted roughly level: the road normal is within ``max_tilt_deg`` of the optical frame's
-     up axis (-y) - pitch/roll of a few degrees are fine, they are estimated, not assumed zero;
-  4. the road is visible in the lower region in most frames. When no plane fits (a car right ahead,
+  3. ``method="mount"`` (the default): the road's normal in the camera frame is known from the mount (pitch and
+     roll, as in the robot's URDF/TF; level by default), and only the road's distance along it is estimated.
+     ``method="fit"``: the normal is estimated too (within ``max_tilt_deg`` of the camera's up axis), which
+     suits exact depth but not a network's: a monocular model's road is seldom the right *shape* - on real
+     KITTI frames the fitted plane was tilted ~6 deg by the far road's error, and extrapolated back under the
+     camera it put the road 2.2-2.7 m below a 1.65 m camera (benchmarks/real_data.py; README "Real cameras");
+  4. the road is visible in the lower region in most frames. When no road is found (a car right ahead,
      a wall), the previous scale is kept and the estimate is reported as stale.
 """
 
@@ -22,11 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monodepth_ros.geometry import backproject, crop_intrinsics
+from monodepth_ros.geometry import axis_angle_to_matrix, backproject, crop_intrinsics
 
-__all__ = ["POLICIES", "disp_to_scaled_depth", "PlaneFit", "fit_ground_plane", "GroundPlaneScale"]
+__all__ = ["POLICIES", "GROUND_METHODS", "disp_to_scaled_depth", "PlaneFit", "fit_ground_plane", "mount_normal",
+           "road_height_along", "GroundPlaneScale"]
 
 POLICIES = ("median_free", "fixed", "ground_plane")
+GROUND_METHODS = ("mount", "fit")
 
 
 def disp_to_scaled_depth(
@@ -112,12 +118,61 @@ def fit_ground_plane(
     return PlaneFit(normal=normal, height=height, inlier_fraction=frac, n_points=n)
 
 
+def mount_normal(pitch_deg: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:
+    """Unit road normal (3,) in the camera optical frame (x right, y down, z forward), pointing to the road, for a
+    camera pitched by ``pitch_deg`` (positive = looking down at the road) and rolled by ``roll_deg`` about its
+    optical axis: the down axis rotated by the axis-angle ``(pitch, 0, roll)`` (radians).
+    """
+    R = axis_angle_to_matrix(np.array([np.deg2rad(pitch_deg), 0.0, np.deg2rad(roll_deg)]))
+    return R @ np.array([0.0, 1.0, 0.0])
+
+
+def road_height_along(
+    points: np.ndarray,
+    normal: np.ndarray,
+    inlier_rel: float = 0.03,
+    bin_rel: float = 0.02,
+    min_inlier_fraction: float = 0.3,
+) -> PlaneFit | None:
+    """The road's distance below the camera along a known normal, from candidate road points (N, 3).
+
+    Each point's height along the normal is ``h_i = n . p_i``; the road is the one height that most points share.
+    It is found as the fullest bin of a histogram of ``log h_i`` (bins of ``bin_rel``: relative, because relative
+    depth has no unit), refined as the median of the points within ``inlier_rel`` of it. Cars, kerbs and walls
+    spread their heights over a range and do not form the mode. Returns None when fewer than
+    ``min_inlier_fraction`` of the points agree (no road in view). Vectorised: one histogram per frame.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    n_unit = np.asarray(normal, dtype=np.float64) / np.linalg.norm(normal)
+    if len(pts) < 10:
+        return None
+    h = pts @ n_unit
+    h = h[h > 0]
+    if len(h) < 10:
+        return None
+    log_h = np.log(h)
+    lo, hi = float(log_h.min()), float(log_h.max())
+    n_bins = max(1, int(np.ceil((hi - lo) / bin_rel)))
+    counts, edges = np.histogram(log_h, bins=n_bins, range=(lo, hi + 1e-12))
+    k = int(np.argmax(counts))
+    mode = 0.5 * (edges[k] + edges[k + 1])
+    inliers = np.abs(log_h - mode) < inlier_rel
+    height = float(np.exp(np.median(log_h[inliers])))
+    frac = float(np.mean(np.abs(np.log(pts @ n_unit / height)) < inlier_rel)) if height > 0 else 0.0
+    if frac < min_inlier_fraction:
+        return None
+    return PlaneFit(normal=n_unit, height=height, inlier_fraction=frac, n_points=len(pts))
+
+
 class GroundPlaneScale:
     """Per-frame metric scale from a known camera height above a flat road, smoothed with an EMA.
 
-    ``update(depth_rel, K)`` fits the road plane to the back-projected lower part of the relative depth
-    (rows from ``region_top * H`` down), takes ``scale_raw = camera_height_m / plane_height`` and smooths it:
-    ``scale = alpha * scale_raw + (1 - alpha) * scale``. See the module docstring for the assumptions.
+    ``update(depth_rel, K)`` finds the road in the back-projected lower part of the relative depth (rows from
+    ``region_top * H`` down): along the mount's normal (``method="mount"``, :func:`road_height_along`, the
+    default) or as a fitted plane (``method="fit"``, :func:`fit_ground_plane`). It takes
+    ``scale_raw = camera_height_m / road_height`` and smooths it: ``scale = alpha * scale_raw + (1 - alpha) *
+    scale``. See the module docstring for the assumptions and why ``mount`` is the default.
     """
 
     def __init__(
@@ -129,7 +184,15 @@ class GroundPlaneScale:
         inlier_rel: float = 0.03,
         max_points: int = 3000,
         seed: int = 0,
+        method: str = "mount",
+        pitch_deg: float = 0.0,
+        roll_deg: float = 0.0,
     ):
+        if method not in GROUND_METHODS:
+            raise ValueError(f"method must be one of {GROUND_METHODS}, got {method!r}")
+        self.method = method
+        self.pitch_deg = float(pitch_deg)
+        self.roll_deg = float(roll_deg)
         self.camera_height_m = float(camera_height_m)
         self.region_top = float(region_top)
         self.alpha = float(alpha)
@@ -159,10 +222,11 @@ class GroundPlaneScale:
 
     def update(self, depth_rel: np.ndarray, K: np.ndarray) -> float | None:
         """Fold in one frame (depth (H, W) in model units, K (3, 3) at that size). Returns the smoothed scale."""
-        fit = fit_ground_plane(
-            self.region_points(depth_rel, K), max_tilt_deg=self.max_tilt_deg, inlier_rel=self.inlier_rel,
-            rng=self._rng,
-        )
+        pts = self.region_points(depth_rel, K)
+        if self.method == "mount":
+            fit = road_height_along(pts, mount_normal(self.pitch_deg, self.roll_deg), inlier_rel=self.inlier_rel)
+        else:
+            fit = fit_ground_plane(pts, max_tilt_deg=self.max_tilt_deg, inlier_rel=self.inlier_rel, rng=self._rng)
         self.fresh = fit is not None
         if fit is None:
             return self.scale

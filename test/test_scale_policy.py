@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from monodepth_ros.geometry import axis_angle_to_matrix, denormalize_intrinsics
-from monodepth_ros.scale_policy import GroundPlaneScale, disp_to_scaled_depth, fit_ground_plane
+from monodepth_ros.scale_policy import GroundPlaneScale, disp_to_scaled_depth, fit_ground_plane, mount_normal
 
 H, W = 96, 320
 K = denormalize_intrinsics(np.array([[0.58, 0, 0.5], [0, 1.92, 0.5], [0, 0, 1.0]]), W, H)
@@ -39,13 +39,41 @@ def test_disp_to_scaled_depth_masks_outside_the_depth_range():
     np.testing.assert_allclose(depth[0, 1:3], [20.0, 200.0])
 
 
+@pytest.mark.parametrize("method", ["mount", "fit"])
 @pytest.mark.parametrize("pitch_deg,roll_deg", [(0.0, 0.0), (4.0, 0.0), (-3.0, 2.0)])
-def test_ground_plane_recovers_scale_of_relative_road_depth(pitch_deg, roll_deg):
+def test_ground_plane_recovers_scale_of_relative_road_depth(pitch_deg, roll_deg, method):
     true_scale = 7.3
     rel = road_depth(pitch_deg, roll_deg) / true_scale
-    est = GroundPlaneScale(camera_height_m=CAM_H, alpha=1.0)
+    # mount: the pitch and roll come from the mount (URDF/TF); fit: they are estimated from the depth.
+    est = GroundPlaneScale(camera_height_m=CAM_H, alpha=1.0, method=method, pitch_deg=pitch_deg, roll_deg=roll_deg)
     assert est.update(rel, K) == pytest.approx(true_scale, rel=0.005)
     assert est.fresh and est.last_fit.inlier_fraction > 0.95
+
+
+def test_mount_normal_points_down_and_forward_for_a_camera_looking_down():
+    n = mount_normal(5.0, 0.0)
+    assert n[1] == pytest.approx(np.cos(np.deg2rad(5.0))) and n[2] == pytest.approx(np.sin(np.deg2rad(5.0)))
+    np.testing.assert_allclose(mount_normal(), [0.0, 1.0, 0.0])
+
+
+def test_a_wrong_mount_pitch_finds_no_road_rather_than_a_wrong_scale():
+    est = GroundPlaneScale(camera_height_m=CAM_H, alpha=1.0, method="mount", pitch_deg=0.0)
+    assert est.update(road_depth(pitch_deg=4.0) / 3.0, K) is None and not est.fresh
+
+
+def test_mount_method_ignores_a_road_whose_far_part_the_model_got_wrong():
+    # A network's road is often right near the car and compressed far away (measured on real KITTI frames): the
+    # fitted plane then tilts and, extrapolated back under the camera, gives a wrong height. Along the known
+    # normal the near road still sets the scale.
+    depth = road_depth()
+    v = np.arange(H, dtype=np.float32)[:, None]
+    squash = np.clip(1.0 - 0.9 * (0.8 * H - v) / H, 0.5, 1.0)  # up to ~25 % too near towards the region's top
+    warped = depth * np.where(v < 0.8 * H, squash, 1.0)
+    mount = GroundPlaneScale(camera_height_m=CAM_H, alpha=1.0, method="mount")
+    fit = GroundPlaneScale(camera_height_m=CAM_H, alpha=1.0, method="fit")
+    s_mount, s_fit = mount.update(warped / 2.0, K), fit.update(warped / 2.0, K)
+    assert s_mount == pytest.approx(2.0, rel=0.05)
+    assert s_fit is None or abs(s_fit / 2.0 - 1.0) > abs(s_mount / 2.0 - 1.0)
 
 
 def test_ground_plane_is_robust_to_an_obstacle_and_noise():
@@ -68,7 +96,7 @@ def test_no_road_keeps_previous_scale_and_reports_stale():
 def test_fit_rejects_too_few_points_and_tilted_planes():
     assert fit_ground_plane(np.zeros((5, 3))) is None
     steep = road_depth(pitch_deg=30.0)  # beyond max_tilt_deg = 15
-    est = GroundPlaneScale(camera_height_m=CAM_H, max_tilt_deg=15.0)
+    est = GroundPlaneScale(camera_height_m=CAM_H, max_tilt_deg=15.0, method="fit")
     assert est.update(steep, K) is None
 
 
