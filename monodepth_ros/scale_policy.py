@@ -130,9 +130,9 @@ def mount_normal(pitch_deg: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:
 def road_height_along(
     points: np.ndarray,
     normal: np.ndarray,
-    inlier_rel: float = 0.03,
+    inlier_rel: float = 0.05,
     bin_rel: float = 0.02,
-    min_inlier_fraction: float = 0.3,
+    min_inlier_fraction: float = 0.15,
 ) -> PlaneFit | None:
     """The road's distance below the camera along a known normal, from candidate road points (N, 3).
 
@@ -141,6 +141,11 @@ def road_height_along(
     depth has no unit), refined as the median of the points within ``inlier_rel`` of it. Cars, kerbs and walls
     spread their heights over a range and do not form the mode. Returns None when fewer than
     ``min_inlier_fraction`` of the points agree (no road in view). Vectorised: one histogram per frame.
+
+    The defaults (+-5 %, 15 %) are looser than the plane fit's: a network's road heights scatter by several per
+    cent. On the real KITTI drive a trained model's road had 16-23 % of the region within +-3 % and ~28 % within
+    +-5 %, and the estimate was within 10 % of the LiDAR's road scale in 38 of 39 frames; a fronto-parallel wall
+    puts ~6 % of the region in any +-5 % band, far below 15 %.
     """
     pts = np.asarray(points, dtype=np.float64)
     pts = pts[np.all(np.isfinite(pts), axis=1)]
@@ -181,7 +186,7 @@ class GroundPlaneScale:
         region_top: float = 0.6,
         alpha: float = 0.2,
         max_tilt_deg: float = 15.0,
-        inlier_rel: float = 0.03,
+        inlier_rel: float = 0.03,  # fit method only; mount uses road_height_along's defaults
         max_points: int = 3000,
         seed: int = 0,
         method: str = "mount",
@@ -224,7 +229,7 @@ class GroundPlaneScale:
         """Fold in one frame (depth (H, W) in model units, K (3, 3) at that size). Returns the smoothed scale."""
         pts = self.region_points(depth_rel, K)
         if self.method == "mount":
-            fit = road_height_along(pts, mount_normal(self.pitch_deg, self.roll_deg), inlier_rel=self.inlier_rel)
+            fit = road_height_along(pts, mount_normal(self.pitch_deg, self.roll_deg))
         else:
             fit = fit_ground_plane(pts, max_tilt_deg=self.max_tilt_deg, inlier_rel=self.inlier_rel, rng=self._rng)
         self.fresh = fit is not None

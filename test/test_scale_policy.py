@@ -56,9 +56,16 @@ def test_mount_normal_points_down_and_forward_for_a_camera_looking_down():
     np.testing.assert_allclose(mount_normal(), [0.0, 1.0, 0.0])
 
 
-def test_a_wrong_mount_pitch_finds_no_road_rather_than_a_wrong_scale():
-    est = GroundPlaneScale(camera_height_m=CAM_H, alpha=1.0, method="mount", pitch_deg=0.0)
-    assert est.update(road_depth(pitch_deg=4.0) / 3.0, K) is None and not est.fresh
+def test_a_wrong_mount_pitch_biases_the_scale_by_about_9_percent_per_degree():
+    # The price of taking the normal from the mount: the pitch must be known. Rows farther down the road sit
+    # lower by z * tan(error), so a camera looking down by 1-4 deg, configured as level, overestimates the scale.
+    errors = []
+    for pitch in (1.0, 2.0, 4.0):
+        level = GroundPlaneScale(camera_height_m=CAM_H, alpha=1.0, method="mount", pitch_deg=0.0)
+        errors.append(level.update(road_depth(pitch_deg=pitch) / 3.0, K) / 3.0 - 1.0)
+        right = GroundPlaneScale(camera_height_m=CAM_H, alpha=1.0, method="mount", pitch_deg=pitch)
+        assert right.update(road_depth(pitch_deg=pitch) / 3.0, K) == pytest.approx(3.0, rel=0.005)
+    assert 0.05 < errors[0] < 0.13 and errors[0] < errors[1] < errors[2]
 
 
 def test_mount_method_ignores_a_road_whose_far_part_the_model_got_wrong():
