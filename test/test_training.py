@@ -29,7 +29,10 @@ H, W = 64, 96  # the smallest size whose deepest feature map (H/32) still takes 
 
 # Callbacks importable by the CLI from tmp_path (also in a subprocess). StepRecorder appends
 # "global_step epoch batch_idx" when a training batch starts (rank r > 0 to `<path>.rank<r>`); ResumeProbe saves
-# what training starts from: weights, optimiser, LR schedule, step and BundleExport's best score.
+# what training starts from: weights, optimiser, LR schedule, step and BundleExport's best score; StopAt asks fit
+# to stop (`trainer.should_stop`, like EarlyStopping or the Timer) once `step` is reached, at the batch end or the
+# epoch end: a stop exactly where the test wants it, whatever the load on the machine; CrashAt raises when the
+# batch of `step` starts, which, like a SIGKILL, saves nothing.
 RECORDERS = '''
 import lightning as L
 import torch
@@ -55,6 +58,29 @@ class ResumeProbe(L.Callback):
                     "optimizer": trainer.optimizers[0].state_dict(),
                     "scheduler": trainer.lr_scheduler_configs[0].scheduler.state_dict(),
                     "best_score": bundle.best_score}, self.path)
+
+
+class StopAt(L.Callback):
+    def __init__(self, step: int, at: str = "batch_end"):
+        self.step = step
+        self.at = at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.at == "batch_end" and trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.at == "epoch_end" and trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+class CrashAt(L.Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            raise RuntimeError(f"crash at step {trainer.global_step}")
 '''
 STEPS_PER_EPOCH = 5  # 12 synthetic frames with neighbours -1/+1: 10 samples, batch 2
 
@@ -209,15 +235,73 @@ def test_a_run_ending_at_its_limit_leaves_the_final_step_in_last_ckpt_to_continu
 def test_max_time_leaves_the_final_step_in_last_ckpt_and_resumes_from_it(tmp_path):
     cfg = _config(tmp_path, every_n_steps=1000, tiny=True, max_epochs=1000, max_time="00:00:00:03",
                   limit_val_batches=0, num_sanity_val_steps=0)
-    first = run(["fit", "--config", str(cfg)])
+    first = _run_with_recorder(tmp_path, ["fit", "--config", str(cfg)], tmp_path / "first.txt")
     stopped_at = first.trainer.global_step
     assert stopped_at > 0 and _saved_step(tmp_path) == stopped_at  # nothing lost
+    assert _steps(tmp_path / "first.txt") == list(range(stopped_at))
     # Lightning's Timer counts the time of every run of a checkpoint: a resume needs a larger max_time.
     log = tmp_path / "resumed.txt"
     _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last", "--trainer.max_time",
                                   "00:00:10:00", "--trainer.max_steps", str(stopped_at + 2)], log)
-    # The same place in the same epoch: the epoch the time limit cut short is not counted as completed.
-    assert _positions(log) == [(s, s // STEPS_PER_EPOCH, s % STEPS_PER_EPOCH) for s in (stopped_at, stopped_at + 1)]
+    # Where the limit falls depends on the machine's load. Cut mid-epoch, the run continues at the same place in the
+    # same epoch (not counted as completed); stopped at an epoch's last batch, at the first batch of the next epoch
+    # (step 35 of 5-batch epochs: epoch 7, batch 0). divmod gives both.
+    epoch, batch = divmod(stopped_at, STEPS_PER_EPOCH)
+    assert _positions(log) == [(stopped_at, epoch, batch), (stopped_at + 1, epoch, batch + 1)]
+
+
+def _stop_at(step: int, at: str = "batch_end") -> list[str]:
+    return ["--trainer.callbacks+=recorders.StopAt", f"--trainer.callbacks.step={step}", f"--trainer.callbacks.at={at}"]
+
+
+@pytest.mark.parametrize(("at", "validate", "by_max_steps"),
+                         [("batch_end", False, True), ("epoch_end", False, True), ("epoch_end", True, True),
+                          ("epoch_end", False, False)],
+                         ids=["last_batch", "epoch_end", "epoch_end_validating", "epoch_end_no_max_steps"])
+def test_a_stop_at_the_end_of_an_epoch_resumes_at_the_first_batch_of_the_next(tmp_path, at, validate, by_max_steps):
+    # A stop known at an epoch's last batch (max_time when its limit falls there, max_steps, SIGTERM) or in
+    # on_train_epoch_end (EarlyStopping, Timer(interval="epoch")). Resumed with a max_steps, that checkpoint ran a
+    # 6th batch in an epoch of 5 (without validation) or counted the epoch twice (with it: the next resume skipped
+    # the rest of an epoch).
+    cfg = _config(tmp_path, every_n_steps=1000, tiny=True, max_epochs=100, num_sanity_val_steps=0,
+                  limit_val_batches=2 if validate else 0)
+    boundary = 2 * STEPS_PER_EPOCH
+    first = _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), *_stop_at(boundary, at)],
+                               tmp_path / "leg0.txt")
+    assert first.trainer.global_step == _saved_step(tmp_path) == boundary
+
+    # Resumed (with a max_steps, which makes Lightning restart its loops, or without), then stopped mid-epoch...
+    stop = ["--trainer.max_steps", str(boundary + 2)] if by_max_steps else _stop_at(boundary + 2)
+    _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last", *stop], tmp_path / "leg1.txt")
+    assert _positions(tmp_path / "leg1.txt") == [(boundary, 2, 0), (boundary + 1, 2, 1)]
+    assert _saved_step(tmp_path) == boundary + 2
+    # ...and resumed again up to max_epochs: the epochs were counted right.
+    _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last", "--trainer.max_epochs", "4"],
+                       tmp_path / "leg2.txt")
+    assert _positions(tmp_path / "leg2.txt") == [(s, s // STEPS_PER_EPOCH, s % STEPS_PER_EPOCH)
+                                                 for s in range(boundary + 2, 4 * STEPS_PER_EPOCH)]
+
+
+def test_a_save_due_at_the_last_batch_of_an_epoch_is_made_after_its_validation_and_resumes_at_the_next(tmp_path):
+    # An interval of one epoch: every save is due at an epoch's last batch. Saved there, the checkpoint resumed
+    # without the epoch's validation and left Lightning's epoch counters one behind, so the next mid-epoch
+    # checkpoint, resumed without max_steps, restarted its epoch from batch 0.
+    cfg = _config(tmp_path, every_n_steps=STEPS_PER_EPOCH, tiny=True, max_epochs=100, limit_val_batches=2,
+                  num_sanity_val_steps=0)
+    with pytest.raises(RuntimeError, match="crash at step 7"):  # no stop, no save: the last one is step 5's
+        _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--trainer.callbacks+=recorders.CrashAt",
+                                      "--trainer.callbacks.step=7"], tmp_path / "leg0.txt")
+    saved = torch.load(tmp_path / "run/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == STEPS_PER_EPOCH
+    assert saved["callbacks"]["BundleExport"]["best_score"] is not None  # after the epoch's validation
+
+    _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last", *_stop_at(7)],
+                       tmp_path / "leg1.txt")
+    assert _positions(tmp_path / "leg1.txt") == [(5, 1, 0), (6, 1, 1)]
+    _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last", "--trainer.max_epochs", "3"],
+                       tmp_path / "leg2.txt")
+    assert _positions(tmp_path / "leg2.txt") == [(s, s // STEPS_PER_EPOCH, s % STEPS_PER_EPOCH)
+                                                 for s in range(7, 3 * STEPS_PER_EPOCH)]
 
 
 def test_resuming_a_resumed_run_restores_weights_optimiser_schedule_position_and_best_score(tmp_path):

@@ -39,6 +39,39 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _as_next_epoch_start(fit_loop: dict[str, Any]) -> None:
+    """Rewrite the fit loop's state, saved at the end of an epoch, as the start of the next one, which Lightning
+    resumes exactly whether or not the resumed run has a ``max_steps``.
+
+    As saved (in on_train_epoch_end, or later), the epoch's counters say "processed, maybe not completed" and the
+    batch counters "n of n batches done". Lightning (2.6) resumes that at the next epoch only when it does not
+    *restart* its loops (``FitLoop.restarting``), i.e. when the resumed run has no ``max_steps``. With one, the
+    epoch loop restarts with n of n batches done yet does not end until it has skipped a validation: without
+    validation it runs batch n+1 (from a fresh iterator, batch_idx n); with it, the epoch ends without a batch but
+    its epoch-end hooks run again and it is counted twice, so a later resume skips the rest of an epoch. Here the
+    epoch is completed and the per-epoch
+    counters are reset, as ``_TrainingEpochLoop.reset`` does when an epoch starts; both ways then start the next
+    epoch at batch 0 (on_train_epoch_start included). The totals, the schedules and the logging step stay as saved
+    (with a ``max_steps`` and validation, Lightning still skips a validation first, which moves its logging step,
+    and only it, one ahead).
+    """
+    epoch = fit_loop["epoch_progress"]
+    for counts in (epoch["total"], epoch["current"]):
+        counts["completed"] = counts["processed"]  # FitLoop.on_advance_end does this right after the hooks
+    batches = fit_loop["epoch_loop.batch_progress"]
+    _zero(batches["current"])
+    batches["is_last_batch"] = False
+    _zero(fit_loop["epoch_loop.scheduler_progress"]["current"])
+    for progress in fit_loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"].values():
+        _zero(progress["current"])
+    _zero(fit_loop["epoch_loop.val_loop.batch_progress"]["total"])  # counts the validation batches of an epoch
+
+
+def _zero(counts: dict[str, int]) -> None:
+    for key in counts:
+        counts[key] = 0
+
+
 class ResumableLast(Checkpoint):
     """The one owner of ``<dirpath>/last.ckpt``: a full Lightning checkpoint (weights, optimiser, LR schedule, loop
     position, callback state such as BundleExport's best score) that ``--ckpt_path last`` resumes from.
@@ -47,7 +80,9 @@ class ResumableLast(Checkpoint):
     that many steps, and again whenever fit stops with the final step: at its end (``max_steps``, ``max_epochs``,
     ``max_time``, early stopping), on SIGTERM, and on Ctrl-C. The first Ctrl-C during training asks for the same
     stop as SIGTERM (finish the step, save, exit); a second one interrupts at once. A crash (any other exception)
-    does not overwrite ``last.ckpt``: the state after a failed step is not worth resuming from.
+    does not overwrite ``last.ckpt``: the state after a failed step is not worth resuming from. A save due at an
+    epoch's last batch is made at the end of the epoch, after its validation, and resumes at the next epoch's first
+    batch.
 
     Each write goes to a temporary file that replaces ``last.ckpt`` in one rename, so a kill during the write
     leaves the previous ``last.ckpt`` whole. Only global rank 0 writes.
@@ -65,6 +100,7 @@ class ResumableLast(Checkpoint):
         self.every_n_train_steps = every_n_train_steps
         self._start_step: int | None = None  # None until training starts: nothing to save before it
         self._saved_step: int | None = None
+        self._at_epoch_start = False  # the checkpoint being written is to resume at the start of the next epoch
         self._previous_sigint: Any = None
 
     def path(self, default_root_dir: str | os.PathLike) -> Path:
@@ -97,7 +133,11 @@ class ResumableLast(Checkpoint):
         partial = self._partial(path)
         # Every rank calls this (a sharded strategy gathers here); rank 0 writes. Not weights only: resuming needs
         # the optimiser, the LR schedule and the loops.
-        trainer.save_checkpoint(partial, weights_only=False)
+        self._at_epoch_start = self._epoch_done(trainer)
+        try:
+            trainer.save_checkpoint(partial, weights_only=False)
+        finally:
+            self._at_epoch_start = False
         if trainer.is_global_zero:
             _fsync(partial)  # the data is on disk before the rename makes it last.ckpt
             os.replace(partial, path)
@@ -108,29 +148,56 @@ class ResumableLast(Checkpoint):
         self._saved_step = None
         self._redirect_ctrl_c()
 
-    # Where to save the final step matters as much as saving it: Lightning resumes exactly from a checkpoint written
-    # at a batch end or at an epoch end, but one written after fit has stopped records a cut epoch as completed and
-    # the next epoch as already under way, so a resume starts an epoch late or runs a short epoch. So a stop is
-    # saved at the batch end where it becomes known (this callback runs after the other callbacks, Lightning's
-    # Timer included), or at the end of the epoch when that epoch ran to its last batch; on_train_end and
-    # on_exception only catch a stop that neither saw (a SIGTERM during validation, say).
+    # Where to save matters as much as saving: a checkpoint written after fit has stopped records a cut epoch as
+    # completed and the next epoch as already under way, so a resume starts an epoch late or runs a short epoch.
+    # Within an epoch, Lightning resumes exactly from a batch end: a stop is saved at the batch end where it becomes
+    # known (this callback runs after the other callbacks, Lightning's Timer included). An epoch's last batch is
+    # different: a batch-end checkpoint there resumes past the epoch's validation and never starts the next epoch
+    # (no on_train_epoch_start, its epoch counters stay one behind, so a later mid-epoch checkpoint, resumed without
+    # max_steps, restarts its epoch). So whatever is due at the last batch, the interval or a stop, is saved at the
+    # epoch's end, after its validation, and that checkpoint is written as the start of the next epoch (see
+    # on_save_checkpoint). on_train_end and on_exception only catch a stop that neither saw (a SIGTERM during
+    # validation, say).
     def _stop_pending(self, trainer: L.Trainer) -> bool:
         # Every rank must take the same decision (saving is collective): rank 0's SIGTERM counts for all.
         sigterm = trainer.strategy.broadcast(trainer.received_sigterm)
         return trainer.should_stop or sigterm or 0 <= trainer.max_steps <= trainer.global_step
 
+    @staticmethod
+    def _last_batch(trainer: L.Trainer) -> bool:
+        # Lightning's own test when it restores a checkpoint (the same on every rank: the sampler evens them out).
+        return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+
+    @classmethod
+    def _epoch_done(cls, trainer: L.Trainer) -> bool:
+        """The epoch ran to its last batch and past its validation (`processed` counts it from there on)."""
+        progress = trainer.fit_loop.epoch_progress.current
+        return cls._last_batch(trainer) and progress.processed == progress.started
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
+        if self._last_batch(trainer):
+            return  # saved at the epoch's end, if due
         # With gradient accumulation the step repeats over several batches: save once, after its optimiser step.
         if step != self._saved_step and (step % self.every_n_train_steps == 0 or self._stop_pending(trainer)):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            return  # a cut epoch: saved at its last batch
+        if not self._last_batch(trainer):
+            return  # a cut epoch: saved at the batch end where it stopped
+        step = trainer.global_step
         final_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
-        if final_epoch or self._stop_pending(trainer):
-            self._save(trainer)  # even if saved at this step's batch end: validation and the epoch end are done now
+        # A stop known here: at the last batch (max_time, max_steps, SIGTERM) or in this hook (EarlyStopping, a
+        # Timer with interval="epoch"; this callback runs after them).
+        if step != self._saved_step and (step % self.every_n_train_steps == 0 or final_epoch
+                                         or self._stop_pending(trainer)):
+            self._save(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        # Called for every checkpoint the trainer writes (a ModelCheckpoint's too): only last.ckpt is rewritten.
+        if self._at_epoch_start:
+            _as_next_epoch_start(checkpoint["loops"]["fit_loop"])
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_ctrl_c()
