@@ -341,14 +341,15 @@ TRAIN_CMD = ([str(Path(sys.executable).with_name("monodepth-train"))]
              else [sys.executable, "-m", "monodepth_training.cli"])
 
 
-def _start_training(tmp_path: Path, cfg: Path, log: Path) -> subprocess.Popen:
+def _start_training(tmp_path: Path, cfg: Path, log: Path, new_session: bool = False) -> subprocess.Popen:
     """A real `monodepth-train fit` process (the console script) with StepRecorder writing to ``log``; its
-    output goes to files, which a full pipe cannot block."""
+    output goes to files, which a full pipe cannot block. ``new_session``: its own process group, which a test
+    can signal as a whole (what SLURM's scancel and a terminal's Ctrl-C do)."""
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1"}
     args = [*TRAIN_CMD, "fit", "--config", str(cfg), *_with_recorders(tmp_path, log)]
     return subprocess.Popen(args, env=env, cwd=tmp_path, stdout=(tmp_path / "stdout.txt").open("w"),
-                            stderr=(tmp_path / "stderr.txt").open("w"))
+                            stderr=(tmp_path / "stderr.txt").open("w"), start_new_session=new_session)
 
 
 def _stderr(tmp_path: Path) -> str:
@@ -407,6 +408,27 @@ def test_sigterm_and_ctrl_c_finish_the_step_save_it_and_resume_from_it(tmp_path,
     _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last",
                                   "--trainer.max_steps", str(started + 3)], resumed)
     assert _positions(resumed) == [(s, s // STEPS_PER_EPOCH, s % STEPS_PER_EPOCH) for s in (started + 1, started + 2)]
+
+
+def test_sigterm_to_the_whole_process_group_with_loader_workers_still_saves_the_final_step(tmp_path):
+    # scancel signals every process of the job: a DataLoader worker that died of it used to make the trainer
+    # raise "DataLoader worker ... is killed by signal" instead of finishing the step and saving.
+    cfg = _config(tmp_path, every_n_steps=1000, tiny=True, max_epochs=1000, limit_val_batches=2)
+    spec = yaml.safe_load(cfg.read_text())
+    spec["data"]["num_workers"] = 1
+    cfg.write_text(yaml.safe_dump(spec))
+    log = tmp_path / "stopped.txt"
+    proc = _start_training(tmp_path, cfg, log, new_session=True)
+    try:
+        _wait_for_step(proc, tmp_path, log, STEPS_PER_EPOCH + 2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM, _stderr(tmp_path)
+    assert "killed by signal" not in _stderr(tmp_path)
+    assert _saved_step(tmp_path) == max(_steps(log)) + 1, _stderr(tmp_path)
 
 
 def test_monodepth_train_does_not_warn_about_args_and_command_line_both_given(tmp_path):

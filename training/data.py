@@ -6,12 +6,24 @@ model by the CLI, so the two can never disagree.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import lightning as L
 from monodepth_training.augment import ColorJitter
 from monodepth_training.datasets import build_dataset, parse_frame_offsets
 from torch.utils.data import DataLoader
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker start: leave SIGTERM and SIGINT to the training process.
+
+    SLURM's scancel and a shell's Ctrl-C signal the whole process group. A worker that dies of the signal makes the
+    main process raise "DataLoader worker ... is killed by signal" before it can finish the step and save
+    ``last.ckpt``; ignoring the signals here lets the main process stop cleanly, and the workers exit with it.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class DepthDataModule(L.LightningDataModule):
@@ -98,6 +110,7 @@ class DepthDataModule(L.LightningDataModule):
             pin_memory=hp.pin_memory,
             drop_last=shuffle,
             persistent_workers=hp.num_workers > 0,
+            worker_init_fn=ignore_stop_signals,
         )
 
     def train_dataloader(self) -> DataLoader:
