@@ -144,6 +144,30 @@ def road_mask(gt_m: np.ndarray, K: np.ndarray, camera_height_m: float, tol_m: fl
     return (gt_m > 0) & (np.abs(y - camera_height_m) < tol_m)
 
 
+def surface_breakdown(frames: list[DepthFrame], preds: list[np.ndarray], K: np.ndarray, camera_height_m: float,
+                      scaled: bool) -> dict:
+    """Where the error is: abs_rel and median(pred / GT) on the LiDAR's road returns (:func:`road_mask`) and on
+    everything else (cars, trucks, walls, trees), pooled over all frames' valid GT pixels. ``scaled``: median-scale
+    each prediction first (relative models); otherwise the prediction is taken as metres."""
+    from monodepth_ros.metrics import median_scale, valid_mask
+
+    parts: dict[str, list[np.ndarray]] = {"road": [], "other": []}
+    for f, pred in zip(frames, preds, strict=True):
+        valid = valid_mask(f.gt_m, MIN_DEPTH_M, MAX_DEPTH_M, CROP) & np.isfinite(pred) & (pred > 0)
+        p = pred * (median_scale(f.gt_m, pred, valid) if scaled else 1.0)
+        p = np.clip(p, MIN_DEPTH_M, MAX_DEPTH_M)
+        road = road_mask(f.gt_m, K, camera_height_m)
+        for name, m in (("road", valid & road), ("other", valid & ~road)):
+            parts[name].append(np.stack([f.gt_m[m], p[m]]))
+    out, total = {}, sum(sum(a.shape[1] for a in v) for v in parts.values())
+    for name, arrays in parts.items():
+        gt, p = np.concatenate(arrays, axis=1) if arrays else np.zeros((2, 0))
+        out[name] = {"share": float(gt.size / max(total, 1)),
+                     "abs_rel": float(np.mean(np.abs(p - gt) / gt)) if gt.size else None,
+                     "pred_over_gt": float(np.median(p / gt)) if gt.size else None}
+    return out
+
+
 def ground_plane_check(frames: list[DepthFrame], preds: list[np.ndarray], K: np.ndarray,
                        camera_height_m: float) -> dict:
     """The node's ``ground_plane`` scale policy on these frames, against the LiDAR.
@@ -151,7 +175,9 @@ def ground_plane_check(frames: list[DepthFrame], preds: list[np.ndarray], K: np.
     Runs :class:`monodepth_ros.scale_policy.GroundPlaneScale` (the node's estimator, its default settings, EMA
     over the frames in order) on each prediction (H, W) with K (3, 3), and compares its scale with two LiDAR
     scales of the same frame: over the road returns (:func:`road_mask`; what the estimator measures) and over all
-    valid GT pixels (the median ratio of the metrics). Also scores the depth scaled by the estimator's scale.
+    valid GT pixels (the median ratio of the metrics). The road returns are taken in the rows the estimator looks
+    at (below ``region_top``), so the check compares the two on the same stretch of road: a model's far road can
+    be off in a way the estimator never sees. Also scores the depth scaled by the estimator's scale.
     """
     from monodepth_ros.metrics import median_scale, valid_mask
     from monodepth_ros.scale_policy import GroundPlaneScale
@@ -165,6 +191,7 @@ def ground_plane_check(frames: list[DepthFrame], preds: list[np.ndarray], K: np.
             continue
         valid = valid_mask(f.gt_m, MIN_DEPTH_M, MAX_DEPTH_M, CROP) & np.isfinite(pred) & (pred > 0)
         road = valid & road_mask(f.gt_m, K, camera_height_m)
+        road[: int(round(est.region_top * road.shape[0]))] = False
         if road.sum() >= 50:
             vs_road.append(scale / median_scale(f.gt_m, pred, road))
         vs_all.append(scale / median_scale(f.gt_m, pred, valid))
@@ -218,6 +245,8 @@ def score_depth_model(frames: list[DepthFrame], model: DepthModel, panel_at: set
         "unscaled_note": None if model.has_scale else
         "scale_policy 'relative': the depth is known up to scale only, so unscaled numbers mean nothing",
         "ground_plane": ground_plane_check(frames, preds, K, camera_height_m) if K is not None else None,
+        "by_surface": surface_breakdown(frames, preds, K, camera_height_m, scaled=not model.has_scale)
+        if K is not None else None,
     }
     return row, panels
 
@@ -540,6 +569,14 @@ def print_report(report: dict) -> None:
     print("ground = depth times the scale of the node's ground_plane policy (camera height "
           f"{report['prior']['camera_height_m']:.2f} m, EMA over the frames in order)")
     print(format_ground_plane(report["depth"]))
+    print("where the error is (LiDAR returns on the road vs everything else; unscaled, or median-scaled for a "
+          "relative model):")
+    for r in report["depth"]:
+        b = r.get("by_surface")
+        if b and b["road"]["abs_rel"] is not None and b["other"]["abs_rel"] is not None:
+            print(f"  {r['name']}: road ({100 * b['road']['share']:.0f} % of GT) abs_rel {b['road']['abs_rel']:.3f}, "
+                  f"pred/GT {b['road']['pred_over_gt']:.2f}; other ({100 * b['other']['share']:.0f} %) abs_rel "
+                  f"{b['other']['abs_rel']:.3f}, pred/GT {b['other']['pred_over_gt']:.2f}")
     for note in sorted({r["unscaled_note"] for r in report["depth"] if r["unscaled_note"]}):
         print(f"'–': {note}")
     for r in report["depth"]:

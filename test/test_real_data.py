@@ -362,3 +362,19 @@ def test_ground_plane_check_recovers_the_scale_of_a_road_predicted_at_the_wrong_
     flat = np.where(gt > 0, np.sqrt(gt * 10.0), 10.0).astype(np.float32)
     off = rd.ground_plane_check(frames, [flat] * 3, K, 1.65)
     assert off["frames_fitted"] == 0 or abs(off["scale_over_lidar_road"]["median"] - 1.0) > 0.1
+
+
+def test_surface_breakdown_separates_road_returns_from_objects():
+    K = np.array([[700.0, 0.0, 620.0], [0.0, 700.0, 180.0], [0.0, 0.0, 1.0]])
+    Hh, Ww = 375, 1242
+    gt = flat_road_depth(K, Hh, Ww, 1.65, above_horizon_m=1e6).astype(np.float32)
+    gt[:200] = 0.0
+    gt[gt > 80] = 0.0
+    gt[200:300, 100:300] = 6.0  # a truck's side: not at road height
+    frames = [rd.DepthFrame(0, np.zeros((Hh, Ww, 3), np.uint8), gt)]
+    pred = np.where(gt == 6.0, 12.0, gt).astype(np.float32)  # road right, truck twice too far
+    pred[gt == 0] = 30.0
+    out = rd.surface_breakdown(frames, [pred], K, 1.65, scaled=False)
+    assert out["road"]["abs_rel"] == pytest.approx(0.0, abs=1e-6) and out["road"]["pred_over_gt"] == pytest.approx(1.0)
+    assert out["other"]["abs_rel"] == pytest.approx(1.0) and out["other"]["pred_over_gt"] == pytest.approx(2.0)
+    assert 0.0 < out["other"]["share"] < 1.0 and out["road"]["share"] + out["other"]["share"] == pytest.approx(1.0)
