@@ -444,30 +444,19 @@ def make_content_depth_model(path: Path) -> Path:
     """Like the tiny road model, but its disparity depends on every pixel and weighs the channels differently:
     ``disp = road * (0.5 + 0.7 r + 0.2 g + 0.1 b)`` (r, g, b in [0, 1]). A grey frame replicated to 3 channels
     gives ``road * (0.5 + grey)``; grey in one channel only, a lost row stride or a constant frame would not."""
-    import json
-
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    from tiny_depth_model import road_disparity
+    from onnx import helper, numpy_helper
+    from tiny_depth_model import road_disparity, save_disparity_graph
 
     ramp = road_disparity(H_M, W_M, K_MODEL, CAMERA_HEIGHT_M, REL_FACTOR, 100.0)[None, None]
     inits = [numpy_helper.from_array(np.array([0.7, 0.2, 0.1], np.float32).reshape(1, 3, 1, 1), "w_rgb"),
              numpy_helper.from_array(np.array(0.5, np.float32), "half"), numpy_helper.from_array(ramp, "ramp")]
     nodes = [helper.make_node("Conv", ["rgb", "w_rgb"], ["mix"]), helper.make_node("Add", ["mix", "half"], ["gain"]),
              helper.make_node("Mul", ["ramp", "gain"], ["disp"])]
-    graph = helper.make_graph(nodes, "content_depth",
-                              [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, H_M, W_M])],
-                              [helper.make_tensor_value_info("disp", TensorProto.FLOAT, [1, 1, H_M, W_M])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
     meta = {"height": H_M, "width": W_M, "min_depth": 0.1, "max_depth": 100.0, "scale_policy": "fixed",
             "scale": 1.0 / REL_FACTOR, "mean": [0.0] * 3, "std": [1.0] * 3,
             "intrinsics_norm": [[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]], "source_sha256": "0" * 64,
             "depth_net": "tiny_content"}
-    helper.set_model_props(model, {"monodepth_ros": json.dumps(meta)})
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return save_disparity_graph(path, nodes, inits, H_M, W_M, meta, name="content_depth")
 
 
 def test_mono8_stream_gives_the_depth_of_the_grey_frame_replicated_to_rgb(ros_subprocess_env, tmp_path):

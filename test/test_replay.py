@@ -42,8 +42,8 @@ def make_tiny_onnx(path: Path, scale_policy: str = "relative", min_depth: float 
     ``slow_layers`` > 0 first runs that many 48-channel 3x3 convs (~0.1 GFLOP each at 160x64): a model too
     slow for the node to keep up with a fast playback, so that it must drop frames.
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
+    from tiny_depth_model import save_disparity_graph
 
     rng = np.random.default_rng(0)
     inits = [
@@ -61,18 +61,10 @@ def make_tiny_onnx(path: Path, scale_policy: str = "relative", min_depth: float 
     nodes += [helper.make_node("Conv", [x, "w", "b"], ["c"], pads=[1, 1, 1, 1]),
               helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["s", "k"], ["m"]),
               helper.make_node("Add", ["m", "o"], ["disp"])]
-    graph = helper.make_graph(nodes, "tiny",
-                              [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, H_PX, W_PX])],
-                              [helper.make_tensor_value_info("disp", TensorProto.FLOAT, [1, 1, H_PX, W_PX])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     meta = {"height": H_PX, "width": W_PX, "min_depth": min_depth, "max_depth": max_depth,
             "scale_policy": scale_policy, "scale": 1.0, "mean": [0.45] * 3, "std": [0.225] * 3,
             "intrinsics_norm": None, "source_sha256": "0" * 64, "depth_net": "tiny_test"}
-    helper.set_model_props(model, {"monodepth_ros": json.dumps(meta)})
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_disparity_graph(path, nodes, inits, H_PX, W_PX, meta, name="tiny")
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,28 @@ def road_disparity(height: int, width: int, K: np.ndarray, camera_height_m: floa
     return np.repeat(col[:, None], width, axis=1).astype(np.float32)
 
 
+def save_disparity_graph(path: str | Path, nodes: list, inits: list, height: int, width: int, meta: dict,
+                         name: str = "tiny_depth") -> Path:
+    """Write ONNX nodes (input ``rgb`` (1, 3, H, W) -> output ``disp`` (1, 1, H, W)) with the ``monodepth_ros``
+    metadata ``meta`` to ``path``, checked; the one way the tests' hand-made models are saved."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, height, width])],
+        [helper.make_tensor_value_info("disp", TensorProto.FLOAT, [1, 1, height, width])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name=name)
+    model.ir_version = 9
+    helper.set_model_props(model, {"monodepth_ros": json.dumps(meta)})
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
 def make_tiny_depth_model(
     path: str | Path,
     height: int = 32,
@@ -47,8 +69,7 @@ def make_tiny_depth_model(
     ``K_model``: pixel intrinsics (3, 3) at the model size used for the road; default ``K_norm`` denormalised.
     Pass the ones the node will derive (``scale_intrinsics`` of the camera's K) to get an exactly planar road.
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     K = denormalize_intrinsics(np.asarray(K_norm, dtype=np.float64), width, height) if K_model is None else K_model
     ramp = road_disparity(height, width, K, camera_height_m, rel_factor, max_depth)[None, None]
@@ -80,22 +101,10 @@ def make_tiny_depth_model(
                   helper.make_node("Add", ["disp0", "load0"], ["disp"])]
     else:
         nodes[-1].output[0] = "disp"
-    graph = helper.make_graph(
-        nodes, "tiny_depth",
-        [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, height, width])],
-        [helper.make_tensor_value_info("disp", TensorProto.FLOAT, [1, 1, height, width])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tiny_depth")
-    model.ir_version = 9
     meta = {
         "height": height, "width": width, "min_depth": min_depth, "max_depth": max_depth,
         "scale_policy": "fixed", "scale": 1.0 / rel_factor, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
         "intrinsics_norm": [list(map(float, r)) for r in K_norm], "source_sha256": "0" * 64,
         "depth_net": "tiny_road",
     }
-    helper.set_model_props(model, {"monodepth_ros": json.dumps(meta)})
-    onnx.checker.check_model(model)
-    path = Path(path)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return save_disparity_graph(path, nodes, inits, height, width, meta)
