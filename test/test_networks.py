@@ -180,7 +180,8 @@ def test_registry_lists_builds_and_reports_unknowns():
     assert "monodepth2" in list_models()["depth"] and "monodepth2_pose" in list_models()["pose"]
     net = build_depth_net("monodepth2", num_layers=34, scales=(0, 1))
     assert net.registry_name == "monodepth2"
-    assert net.registry_kwargs == {"num_layers": 34, "pretrained_path": None, "scales": (0, 1), "width": 1.0}
+    assert net.registry_kwargs == {"num_layers": 34, "pretrained_path": None, "scales": (0, 1), "width": 1.0,
+                                   "input_color": "rgb"}
     assert list(net.encoder.num_ch_enc) == [64, 64, 128, 256, 512]
     with pytest.raises(ValueError, match=r"unknown depth network 'nope'; registered: \[.*'monodepth2'"):
         build_depth_net("nope")
