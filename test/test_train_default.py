@@ -15,13 +15,20 @@ def test_missing_real_data_folders_are_listed_from_the_mix_parts(tmp_path):
     assert train_default.missing_data_dirs(cfg) == []  # relative to the repository root, which has test/
 
 
-def test_shipped_recipe_trains_on_real_odometry_frames_0_to_699_and_the_synthetic_world():
+def test_shipped_recipe_trains_on_real_odometry_frames_0_to_699_with_velocity_and_grey_input():
     import yaml
 
     cfg = yaml.safe_load(train_default.CONFIG.read_text())
     parts = cfg["data"]["train"]["parts"]
     real = next(p for p in parts if p["source"] == "kitti_odometry")
     assert real["frames"] == [0, 699]  # 700-800 are held out for the pose benchmark
-    assert any(p["source"] == "synthetic" for p in parts)
     assert cfg["model"]["depth_kwargs"]["input_color"] == "grey"
-    assert cfg["model"]["velocity_weight"] > 0 and cfg["model"]["depth_supervision_weight"] > 0
+    assert cfg["model"]["velocity_weight"] > 0 and cfg["model"]["scale_policy"] == "auto"  # -> metric
+
+
+def test_trained_seconds_reads_the_timer_of_a_resumed_run(tmp_path):
+    import torch
+
+    torch.save({"callbacks": {"Timer": {"time_elapsed": {"train": 1234.56}}}}, tmp_path / "last.ckpt")
+    assert train_default.trained_seconds(tmp_path / "last.ckpt") == 1234.6
+    assert train_default.trained_seconds(tmp_path / "missing.ckpt") is None

@@ -62,6 +62,17 @@ def heldout_scores(bundle: Path, n_frames: int = 40, seed: int = 2000) -> dict:
     return out
 
 
+def trained_seconds(last_ckpt: Path) -> float | None:
+    """Training time of the whole run, resumes included (Lightning's Timer state in ``last.ckpt``), or None."""
+    if not last_ckpt.is_file():
+        return None
+    import torch
+
+    state = torch.load(last_ckpt, map_location="cpu", weights_only=True).get("callbacks", {}).get("Timer", {})
+    seconds = state.get("time_elapsed", {}).get("train")
+    return None if seconds is None else round(float(seconds), 1)
+
+
 def missing_data_dirs(config_path: Path) -> list[str]:
     """The ``data_dir`` folders named by the config's training sources (a mix's parts too) that do not exist,
     resolved like the trainer resolves them (relative to the repository root)."""
@@ -120,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": str(CONFIG.relative_to(REPO)),
         "bundle_sha256": file_sha256(bundle),
         "train_wall_s": round(train_s, 1),
-        "trained_on": "KITTI odometry 03 frames 0-699 (grey, velocity from GT-pose speed) + monodepth_ros synthetic "
-                      "world (seed 0, static segments + moving objects, depth-supervised), 320x96, CPU",
+        "trained_on": "KITTI odometry 03 frames 0-699 (grey camera, velocity supervision from the GT-pose speed), "
+                      "320x96, from scratch, CPU",
+        "train_seconds_total": trained_seconds(RUN_DIR / "checkpoints" / "last.ckpt"),
         "heldout_synthetic": scores,
         "files": shipped,
     }
