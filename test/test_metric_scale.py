@@ -201,7 +201,10 @@ def test_velocity_supervision_makes_unscaled_depth_nearly_as_good_as_median_scal
     print(f"velocity: median-scaled {med_v['abs_rel']:.3f} unscaled {raw_v['abs_rel']:.3f}; "
           f"none: median-scaled {med_0['abs_rel']:.3f} unscaled {raw_0['abs_rel']:.3f}")
     assert raw_v["abs_rel"] <= 1.5 * med_v["abs_rel"]
-    assert raw_0["abs_rel"] > 2.0 * med_0["abs_rel"]
+    # Without velocity the unscaled depth is far worse than with it. Not asserted: that the plain monocular run
+    # itself learns. From scratch at this size it is fragile (README, "Not understood"): 0.341 median-scaled
+    # in one run, collapsed to 0.832 in another (2026-11-30, velocity run 0.268 / 0.278 unscaled), and this
+    # test is about the scale, not about that.
     assert raw_0["abs_rel"] > 1.5 * raw_v["abs_rel"]
 
 
