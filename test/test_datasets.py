@@ -88,6 +88,18 @@ def test_kitti_reads_speed_time_and_stereo_baseline(kitti_dir, tmp_path):
     assert float(right[0]["T_stereo"][0, 3]) == pytest.approx(0.54, abs=1e-3)
 
 
+def test_kitti_raw_drive_without_oxts_loads_with_unknown_speed(kitti_dir, tmp_path):
+    # The real evaluation drive of ../shared/data/real has no oxts: it must load, with speed NaN (velocity off).
+    import shutil
+
+    copy = tmp_path / "no_oxts"
+    shutil.copytree(kitti_dir, copy)
+    split, folder = _split(copy, tmp_path, [2, 3])
+    shutil.rmtree(copy / folder / "oxts")
+    s = KittiDataset(copy, split, height=H, width=W)[0]
+    assert torch.isnan(s["speed_mps"][0]) and s["color"][0].shape == (3, H, W)
+
+
 def test_kitti_reads_jpeg_and_skips_missing_neighbours(kitti_dir, tmp_path):
     data = tmp_path / "jpg"
     shutil.copytree(kitti_dir, data)
