@@ -107,6 +107,7 @@ def stage_frames(src_root: Path, dest_root: Path, sequence: str = "03", camera: 
     import cv2
     import numpy as np
 
+    from monodepth_ros.backends.base import resize_rgb
     from monodepth_ros.geometry import scale_intrinsics
     from monodepth_ros.kitti import load_rgb, read_calib_file, write_calib_file
     from monodepth_ros.kitti_odometry import CAMERAS, load_sequence
@@ -128,7 +129,7 @@ def stage_frames(src_root: Path, dest_root: Path, sequence: str = "03", camera: 
         src_hw = src_hw or rgb.shape[:2]
         if rgb.shape[:2] != src_hw:
             raise ValueError(f"{seq.images[camera][i]} is {rgb.shape[:2]}, the sequence's first frame {src_hw}")
-        small = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        small = resize_rgb(rgb, height, width)
         grey = bool((small[..., 0] == small[..., 1]).all() and (small[..., 1] == small[..., 2]).all())
         out = small[..., 0] if grey else cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])

@@ -29,19 +29,26 @@ class ModelInfo:
     source_sha256: str = ""
 
 
-def preprocess(rgb_uint8: np.ndarray, height: int, width: int) -> np.ndarray:
-    """RGB image (H, W, 3) uint8 -> network input (1, 3, height, width) float32 in [0, 1].
+def resize_rgb(rgb_uint8: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Image (H, W, C) -> (height, width, C), the one resize between a camera frame and a network input.
 
-    Area interpolation when shrinking (what the training data loader does), linear when enlarging.
+    Area interpolation when shrinking, linear when enlarging; unchanged when the size already matches. The
+    training datasets (and their caches) call this too, so training and inference see the same pixels.
     """
+    H, W = rgb_uint8.shape[:2]
+    if (H, W) == (height, width):
+        return rgb_uint8
+    interp = cv2.INTER_AREA if (H >= height and W >= width) else cv2.INTER_LINEAR
+    return cv2.resize(rgb_uint8, (width, height), interpolation=interp)
+
+
+def preprocess(rgb_uint8: np.ndarray, height: int, width: int) -> np.ndarray:
+    """RGB image (H, W, 3) uint8 -> network input (1, 3, height, width) float32 in [0, 1] (:func:`resize_rgb`)."""
     if rgb_uint8.ndim != 3 or rgb_uint8.shape[2] != 3:
         raise ValueError(f"expected an RGB image (H, W, 3), got shape {rgb_uint8.shape}")
     if rgb_uint8.dtype != np.uint8:
         raise ValueError(f"expected uint8 RGB, got {rgb_uint8.dtype}")
-    H, W = rgb_uint8.shape[:2]
-    if (H, W) != (height, width):
-        interp = cv2.INTER_AREA if (H >= height and W >= width) else cv2.INTER_LINEAR
-        rgb_uint8 = cv2.resize(rgb_uint8, (width, height), interpolation=interp)
+    rgb_uint8 = resize_rgb(rgb_uint8, height, width)
     x = rgb_uint8.astype(np.float32) * np.float32(1.0 / 255.0)
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Iterable, Sequence
 
-import cv2
 import numpy as np
 from monodepth_training.datasets.base import MonoDataset
 
 from monodepth_ros import kitti
+from monodepth_ros.backends.base import resize_rgb
 from monodepth_ros.geometry import scale_intrinsics
 from monodepth_ros.kitti_odometry import OdometrySequence, load_sequence
 
@@ -97,10 +97,8 @@ class KittiOdometryDataset(MonoDataset):
         if not self.cache_frames:
             return kitti.load_rgb(self.seqs[name].images[cam][i])
         if key not in self._cache:
-            rgb = kitti.load_rgb(self.seqs[name].images[cam][i])
-            # The same shrink the base class would apply (``backends.base.preprocess``: area when shrinking).
-            interp = cv2.INTER_AREA if rgb.shape[0] >= self.height and rgb.shape[1] >= self.width else cv2.INTER_LINEAR
-            self._cache[key] = cv2.resize(rgb, (self.width, self.height), interpolation=interp)
+            # The resize the base class would apply (preprocess), done once.
+            self._cache[key] = resize_rgb(kitti.load_rgb(self.seqs[name].images[cam][i]), self.height, self.width)
         return self._cache[key]
 
     def _intrinsics(self, key: Key) -> np.ndarray:

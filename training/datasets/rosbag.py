@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 from monodepth_training.datasets.base import MonoDataset
 
+from monodepth_ros.backends.base import resize_rgb
 from monodepth_ros.bag_io import cdr_header_stamp_ns, depth_msg_to_array, stamp_to_ns
 from monodepth_ros.geometry import scale_intrinsics, validate_intrinsics
 from monodepth_ros.image_conversion import compressed_to_rgb, image_msg_to_rgb
@@ -320,10 +321,7 @@ def index_bag(
                         slot_error[slot] = _reason(e)
                         continue
                     src_sizes.add(rgb.shape[:2])
-                    if rgb.shape[:2] != (height, width):
-                        shrink = rgb.shape[0] >= height and rgb.shape[1] >= width  # same rule as preprocess()
-                        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-                        rgb = cv2.resize(rgb, (width, height), interpolation=interp)
+                    rgb = resize_rgb(rgb, height, width)  # preprocess()'s resize, done once into the cache
                     frames_f.seek(slot * frame_bytes)
                     frames_f.write(np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
                     continue
