@@ -162,9 +162,10 @@ def road_height_along(
     counts, edges = np.histogram(log_h, bins=n_bins, range=(lo, hi + 1e-12))
     k = int(np.argmax(counts))
     mode = 0.5 * (edges[k] + edges[k + 1])
-    inliers = np.abs(log_h - mode) < inlier_rel
-    height = float(np.exp(np.median(log_h[inliers])))
-    frac = float(np.mean(np.abs(np.log(pts @ n_unit / height)) < inlier_rel)) if height > 0 else 0.0
+    log_height = float(np.median(log_h[np.abs(log_h - mode) < inlier_rel]))
+    # Support over all candidate points (those above the camera, h <= 0, are never road).
+    frac = float(np.count_nonzero(np.abs(log_h - log_height) < inlier_rel)) / len(pts)
+    height = float(np.exp(log_height))
     if frac < min_inlier_fraction:
         return None
     return PlaneFit(normal=n_unit, height=height, inlier_fraction=frac, n_points=len(pts))

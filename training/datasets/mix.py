@@ -36,6 +36,7 @@ class MixDataset(Dataset):
             raise ValueError(f"mix needs 'parts': a non-empty list of source specs with a 'source' key, got {parts!r}")
         self.parts: list[MonoDataset] = []
         self.repeats: list[int] = []
+        gt_size = list(depth_gt_size) if depth_gt_size is not None else [int(height), int(width)]
         for spec in parts:
             spec = dict(spec)
             if spec["source"] == "mix":
@@ -43,7 +44,6 @@ class MixDataset(Dataset):
             repeat = spec.pop("repeat", 1)
             if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
                 raise ValueError(f"repeat must be an integer >= 1, got {repeat!r} in {spec}")
-            gt_size = list(depth_gt_size) if depth_gt_size is not None else [int(height), int(width)]
             spec.setdefault("load_depth_gt", load_depth_gt)
             spec.setdefault("depth_gt_size", gt_size)
             self.parts.append(build_dataset(spec, height=height, width=width, **shared))
