@@ -25,9 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from monodepth_training.datasets.synthetic import SyntheticDataset
-from monodepth_training.extended_loss import ExtraLossConfig, build_featurenet, extended_loss
-from monodepth_training.feature_losses import FEATURE_METRIC_WEIGHT, VELOCITY_WEIGHT
 from monodepth_training.geometry import sigmoid_to_disp
+from monodepth_training.losses import (
+    FEATURE_METRIC_WEIGHT,
+    VELOCITY_WEIGHT,
+    ExtraLossConfig,
+    build_featurenet,
+    total_loss,
+)
 from monodepth_training.networks.registry import build_depth_net, build_pose_net, set_initial_depth
 from torch.utils.data import DataLoader
 
@@ -101,7 +106,7 @@ def run_variant(name: str, args, heldout) -> dict:
     done = False
     while not done:
         for batch in loader:
-            losses = extended_loss(depth_net, pose_net, batch, "color_aug", temporal_offsets=[-1, 1],
+            losses = total_loss(depth_net, pose_net, batch, "color_aug", temporal_offsets=[-1, 1],
                                    use_stereo=use_stereo, min_depth=MIN_DEPTH, max_depth=MAX_DEPTH,
                                    extras=extras.at_step(steps), featurenet=featurenet, **switches)
             opt.zero_grad()

@@ -401,12 +401,6 @@ def test_sfmlearner_returns_the_mask_on_the_target_grid(src_is_before):
         assert torch.equal(masks[s], full[("explain", s)][:, channel:channel + 1])
 
 
-def test_explainability_weighted_error_upsamples_coarse_masks():
-    err = torch.ones(1, 1, 8, 8)
-    w = sfm.explainability_weighted_error(err, torch.zeros(1, 1, 4, 4))
-    assert w.shape == err.shape and w.abs().sum() == 0
-
-
 # ------------------------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
 def synthetic_batch():
@@ -443,24 +437,21 @@ def test_network_trains_on_synthetic_world_without_nans(depth_net, pose_net, syn
 
 
 def test_sfmlearner_trains_with_explainability_masks_on_synthetic_world(synthetic_batch):
-    """SfMLearner's objective: mask-weighted photometric error (SSIM + L1 here) + 0.2 x the mask regulariser."""
-    from monodepth_training.geometry import warp
-    from monodepth_training.losses import photometric_error
+    """SfMLearner's objective, as the training loss computes it: mask-weighted photometric error (SSIM + L1 here)
+    + 0.2 x the mask regulariser."""
+    from monodepth_training.losses import ExtraLossConfig, total_loss
 
     torch.manual_seed(0)
     depth_net, pose_net = build_depth_net("sfmlearner"), build_pose_net("sfmlearner_pose")
     opt = torch.optim.Adam([*depth_net.parameters(), *pose_net.parameters()], lr=2e-4)
-    color, K = synthetic_batch["color"], synthetic_batch["K"][:, :3, :3].float()
+    extras = ExtraLossConfig(explainability_weight=sfm.EXPLAIN_REG_WEIGHT)
     losses = []
     for _ in range(2):
         opt.zero_grad()
-        depth = 1.0 / (0.01 + 10.0 * depth_net(color[0])[("disp", 0)])
-        total = 0.0
-        for off in (-1, 1):
-            T, masks = sfm.predict_T_src_from_tgt_and_mask(pose_net, color[0], color[off], src_is_before=off < 0)
-            err = photometric_error(warp(color[off], depth, K, T), color[0])
-            total = total + sfm.explainability_weighted_error(err, masks[0]).mean()
-            total = total + sfm.EXPLAIN_REG_WEIGHT * sfm.explainability_regularization(masks)
+        out = total_loss(depth_net, pose_net, synthetic_batch, "color_aug", temporal_offsets=[-1, 1],
+                         use_stereo=False, min_depth=0.1, max_depth=100.0, extras=extras)
+        assert "explainability_reg" in out
+        total = out["loss"]
         total.backward()
         opt.step()
         losses.append(total.item())

@@ -6,18 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from monodepth_training.feature_losses import (
+from monodepth_training.geometry import warp
+from monodepth_training.losses import (
     convergent_loss,
     discriminative_loss,
     feature_metric_error,
     feature_metric_loss,
     featurenet_loss,
+    photometric_error,
     scale_intrinsics,
-    stereo_pose,
     velocity_loss,
 )
-from monodepth_training.geometry import warp
-from monodepth_training.losses import photometric_error
 from monodepth_training.networks.featurenet import FeatureNet
 
 from monodepth_ros.geometry import invert_pose
@@ -172,19 +171,22 @@ def test_velocity_loss_is_the_mean_gap_between_translation_norm_and_distance_dri
 
 
 # --------------------------------------------------------------------------------------------- stereo
-def test_stereo_pose_warps_the_right_view_onto_the_left_with_exact_depth(world):
+def test_the_datasets_stereo_pose_warps_the_right_view_onto_the_left_with_exact_depth(world):
+    from monodepth_training.datasets.synthetic import SyntheticDataset
+
+    ds = SyntheticDataset(height=H, width=W, num_frames=3, seed=3, use_stereo=True, augment=False)
+    T_lr = ds[0]["T_stereo"][None]  # target left, source right: the pose the loss warps with
     left, right = world.render(7, camera="left"), world.render(7, camera="right")
     K = torch.tensor(left.K, dtype=torch.float32)[None]
     depth = _depth_t(left.depth_m)
     tgt, src = _t(left.rgb), _t(right.rgb)
-    good = photometric_error(warp(src, depth, K, stereo_pose(world.cfg.stereo_baseline_m, "l", 1)), tgt)
-    bad = photometric_error(warp(src, depth, K, stereo_pose(world.cfg.stereo_baseline_m, "r", 1)), tgt)
+    good = photometric_error(warp(src, depth, K, T_lr), tgt)
+    T_rl = T_lr.clone()
+    T_rl[:, 0, 3] *= -1  # the other side's pose: wrong for this pair
+    bad = photometric_error(warp(src, depth, K, T_rl), tgt)
     inner = (slice(None), slice(None), slice(4, -4), slice(16, -16))  # away from the disoccluded border
     assert good[inner].mean() < 0.5 * bad[inner].mean()
     assert good[inner].mean() < 0.5 * photometric_error(src, tgt)[inner].mean()
-    assert stereo_pose(0.54, "l")[0, 3] == pytest.approx(-0.54)
-    assert stereo_pose(0.54, "l", flipped=True)[0, 3] == pytest.approx(0.54)
-    assert stereo_pose(0.54, "r", batch_size=3).shape == (3, 4, 4)
 
 
 # ------------------------------------------------------------------------- the paper's textureless claim
@@ -235,7 +237,8 @@ def test_feature_metric_loss_has_a_minimum_at_the_true_depth_where_the_photometr
     colours = np.array([[0.3, 0.5, 0.6], [0.7, 0.6, 0.4], [0.35, 0.4, 0.45], [0.6, 0.3, 0.3]])
     tgt, src = _wall_image(edges, colours, 0.0, K), _wall_image(edges, colours, SHIFT_M, K)
     Kt = torch.tensor(K, dtype=torch.float32)[None]
-    T = stereo_pose(SHIFT_M, "l", 1)
+    T = torch.eye(4)[None]
+    T[0, 0, 3] = -SHIFT_M  # the source camera sits SHIFT_M to the right: target points move by -SHIFT_M
     candidates_m = np.linspace(6.0, 16.0, 41)
     shift_error_px = K[0, 0] * SHIFT_M * np.abs(1 / candidates_m - 1 / WALL_Z_M)
     # Textureless pixels: farther from every edge than any candidate moves them (+2 px for SSIM's 3x3 window),
@@ -277,7 +280,7 @@ def test_feature_metric_loss_has_a_minimum_at_the_true_depth_where_the_photometr
 
 
 def test_supervised_depth_loss_is_zero_at_the_gt_and_the_mean_log_error_elsewhere():
-    from monodepth_training.feature_losses import supervised_depth_loss
+    from monodepth_training.losses import supervised_depth_loss
 
     gt = torch.full((2, 1, 8, 12), 10.0)
     gt[0, 0, :2] = 0.0  # no GT (sky / LiDAR hole)
@@ -293,7 +296,7 @@ def test_supervised_depth_loss_is_zero_at_the_gt_and_the_mean_log_error_elsewher
 
 
 def test_supervised_depth_loss_without_any_gt_is_zero_but_keeps_the_graph():
-    from monodepth_training.feature_losses import supervised_depth_loss
+    from monodepth_training.losses import supervised_depth_loss
 
     pred = torch.full((1, 1, 4, 4), 5.0, requires_grad=True)
     loss = supervised_depth_loss(pred, torch.zeros(1, 1, 4, 4))
@@ -302,7 +305,7 @@ def test_supervised_depth_loss_without_any_gt_is_zero_but_keeps_the_graph():
 
 
 def test_depth_supervision_enters_the_step_loss_only_where_a_sample_has_gt():
-    from monodepth_training.extended_loss import ExtraLossConfig, extended_loss, resolve_scale_policy
+    from monodepth_training.losses import ExtraLossConfig, resolve_scale_policy, total_loss
     from monodepth_training.networks.registry import build_depth_net, build_pose_net
 
     torch.manual_seed(0)
@@ -314,10 +317,10 @@ def test_depth_supervision_enters_the_step_loss_only_where_a_sample_has_gt():
     batch = {"color": imgs, "color_aug": imgs, "K": K, "depth_gt": torch.zeros(B, 1, H, W)}
     kw = dict(temporal_offsets=[-1, 1], use_stereo=False, min_depth=0.1, max_depth=100.0)
     cfg = ExtraLossConfig(depth_supervision_weight=0.5)
-    without_gt = extended_loss(depth, pose, batch, "color_aug", extras=cfg, **kw)
+    without_gt = total_loss(depth, pose, batch, "color_aug", extras=cfg, **kw)
     assert float(without_gt["depth_supervised"]) == 0.0
     batch["depth_gt"][1] = 3.0
-    with_gt = extended_loss(depth, pose, batch, "color_aug", extras=cfg, **kw)
+    with_gt = total_loss(depth, pose, batch, "color_aug", extras=cfg, **kw)
     assert float(with_gt["depth_supervised"]) > 0.0
     expected = without_gt["loss"] + 0.5 * with_gt["depth_supervised"]
     assert float(with_gt["loss"]) == pytest.approx(float(expected), rel=1e-5)

@@ -7,9 +7,15 @@ import numpy as np
 import pytest
 import torch
 from monodepth_training.datasets.synthetic import SyntheticDataset
-from monodepth_training.extended_loss import ExtraLossConfig, build_featurenet, extended_loss, resolve_scale_policy
-from monodepth_training.feature_losses import stereo_pose, velocity_loss
 from monodepth_training.geometry import sigmoid_to_disp
+from monodepth_training.losses import (
+    ExtraLossConfig,
+    build_featurenet,
+    resolve_scale_policy,
+    stereo_pose,
+    total_loss,
+    velocity_loss,
+)
 from monodepth_training.networks.featurenet import FeatureNet, save_featurenet
 from monodepth_training.networks.monodepth2 import predict_T_src_from_tgt
 from monodepth_training.networks.registry import build_depth_net, build_pose_net, set_initial_depth
@@ -102,7 +108,7 @@ def test_dataset_stereo_pose_is_the_fixed_metric_baseline():
     np.testing.assert_allclose(batch["T_stereo"][0].numpy(), stereo_pose(0.54, "l").numpy(), atol=1e-6)
 
 
-def test_extended_loss_adds_feature_metric_velocity_and_stereo_and_reaches_every_network():
+def test_total_loss_adds_feature_metric_velocity_and_stereo_and_reaches_every_network():
     torch.manual_seed(0)
     batch = _batch(2, use_stereo=True)
     depth = build_depth_net("monodepth2", **SLIM)
@@ -110,10 +116,10 @@ def test_extended_loss_adds_feature_metric_velocity_and_stereo_and_reaches_every
     extras = ExtraLossConfig(feature_metric_weight=1e-3, velocity_weight=0.1, featurenet_mode="joint")
     featurenet = build_featurenet("joint", kwargs=SLIM)
     kw = dict(temporal_offsets=[-1, 1], use_stereo=True, min_depth=0.1, max_depth=100.0)
-    losses = extended_loss(depth, pose, batch, "color_aug", extras=extras, featurenet=featurenet, **kw)
+    losses = total_loss(depth, pose, batch, "color_aug", extras=extras, featurenet=featurenet, **kw)
     for key in ("feature_metric", "featurenet", "velocity", "pose_translation_m"):
         assert torch.isfinite(losses[key]), key
-    plain = extended_loss(depth, pose, batch, "color_aug", extras=ExtraLossConfig(), **kw)
+    plain = total_loss(depth, pose, batch, "color_aug", extras=ExtraLossConfig(), **kw)
     assert "velocity" not in plain and "feature_metric" not in plain
     losses["loss"].backward()
     for net in (depth, pose, featurenet):
@@ -145,12 +151,12 @@ def test_explainability_masks_replace_the_photometric_term_and_learn_with_the_re
     depth = build_depth_net("monodepth2", **SLIM)
     pose = build_pose_net("sfmlearner_pose")
     kw = dict(temporal_offsets=[-1, 1], use_stereo=False, min_depth=0.1, max_depth=100.0)
-    losses = extended_loss(depth, pose, batch, "color_aug", extras=ExtraLossConfig(explainability_weight=0.2), **kw)
+    losses = total_loss(depth, pose, batch, "color_aug", extras=ExtraLossConfig(explainability_weight=0.2), **kw)
     # Sum over 2 sources x 4 scales of BCE towards 1; an untrained mask sits near 0.5 (BCE ~0.69 each).
     assert 0 < float(losses["explainability_reg"]) < 8 * 1.5
     losses["loss"].backward()
     assert pose.mask_preds["0"].weight.grad.abs().sum() > 0
-    off = extended_loss(depth, pose, batch, "color_aug", extras=ExtraLossConfig(), **kw)
+    off = total_loss(depth, pose, batch, "color_aug", extras=ExtraLossConfig(), **kw)
     assert "explainability_reg" not in off
 
 
@@ -172,7 +178,7 @@ def _train_and_eval(velocity_weight: float, steps: int) -> tuple[dict, dict]:
     step = 0
     while step < steps:
         for batch in loader:
-            loss = extended_loss(depth, pose, batch, "color_aug", temporal_offsets=[-1, 1], use_stereo=False,
+            loss = total_loss(depth, pose, batch, "color_aug", temporal_offsets=[-1, 1], use_stereo=False,
                                  min_depth=0.1, max_depth=100.0, extras=extras.at_step(step))["loss"]
             opt.zero_grad()
             loss.backward()

@@ -312,26 +312,10 @@ def _val_metrics(trainer: L.Trainer) -> dict[str, Any]:
     return {"val_metrics": vals} if vals else {}
 
 
-def _fallback_colorize(depth_m: np.ndarray, min_m: float, max_m: float) -> np.ndarray:
-    """(H, W) depth -> (H, W, 3) uint8, near = bright, NaN/0 -> black (used when monodepth_ros.visualize is
-    missing)."""
-    import cv2
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = (1.0 / np.clip(depth_m, min_m, max_m) - 1.0 / max_m) / (1.0 / min_m - 1.0 / max_m)
-    valid = np.isfinite(depth_m) & (depth_m > 0)
-    grey = np.where(valid, np.clip(inv, 0, 1) * 255, 0).astype(np.uint8)
-    rgb = cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_MAGMA), cv2.COLOR_BGR2RGB)
-    rgb[~valid] = 0
-    return rgb
-
-
 def colorize(depth_m: np.ndarray, min_m: float, max_m: float) -> np.ndarray:
     """(H, W) depth in metres -> (H, W, 3) uint8 RGB with the project's fixed colour map."""
-    try:
-        from monodepth_ros.visualize import colorize_depth
-    except ImportError:
-        return _fallback_colorize(depth_m, min_m, max_m)
+    from monodepth_ros.visualize import colorize_depth
+
     return colorize_depth(depth_m, min_m, max_m)
 
 

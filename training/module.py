@@ -11,18 +11,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monodepth_training.bundle_io import save_bundle
-from monodepth_training.extended_loss import ExtraLossConfig, build_featurenet, extended_loss, resolve_scale_policy
 from monodepth_training.geometry import sigmoid_to_disp
-from monodepth_training.losses import monodepth2_loss
-from monodepth_training.networks.monodepth2 import predict_T_src_from_tgt
+from monodepth_training.losses import ExtraLossConfig, build_featurenet, resolve_scale_policy, total_loss
 from monodepth_training.networks.registry import build_depth_net, build_pose_net, set_initial_depth
 
 from monodepth_ros.bundle import SCALE_POLICIES, BundleMeta
 from monodepth_ros.metrics import METRIC_NAMES, evaluate_image, summarize, valid_mask
-
-STEREO_KEY = "s"
+from monodepth_ros.pipeline import depth_from_disp
 
 
 class MonoDepthModule(L.LightningModule):
@@ -53,7 +49,7 @@ class MonoDepthModule(L.LightningModule):
             synthetic world: exact rendered depth; 0 = off). Makes the model metric (``auto`` -> ``metric``).
         explainability_weight: with a pose net that predicts explainability masks (``sfmlearner_pose``), use
             SfMLearner's mask-weighted photometric term and its regulariser at this weight (paper: 0.2; 0 = off).
-        See :mod:`monodepth_training.extended_loss`.
+        See :mod:`monodepth_training.losses.total`.
         eval_min_depth, eval_max_depth, eval_crop: KITTI-protocol evaluation range (GT cap) and crop.
         init_depth: start the untrained depth network at this depth (model units) instead of the sigmoid
             midpoint (~2 * min_depth); see :func:`networks.registry.set_initial_depth`. ``None`` = Monodepth2's
@@ -123,8 +119,6 @@ class MonoDepthModule(L.LightningModule):
             raise ValueError("velocity_weight > 0 needs temporal source frames (a pose network to supervise)")
         # Training aid only (not in the bundle); a submodule so joint mode optimises it and checkpoints hold it.
         self.featurenet = build_featurenet(featurenet_mode, featurenet_path, featurenet_kwargs)
-        self._use_extras = feature_metric_weight > 0 or velocity_weight > 0 or depth_supervision_weight > 0 or (
-            explainability_weight > 0 and getattr(self.pose, "predicts_explainability", False))
         if scale_policy == "auto":
             self.scale_policy, self.scale = resolve_scale_policy(scale_policy, velocity_weight, use_stereo,
                                                                  depth_supervision_weight)
@@ -155,37 +149,14 @@ class MonoDepthModule(L.LightningModule):
         return sigmoid_to_disp(self.depth(rgb01)[("disp", 0)], hp.min_depth, hp.max_depth)
 
     def _loss(self, batch: dict[str, Any], color_key: str, outputs=None) -> dict[str, torch.Tensor]:
+        """The total loss of one batch (:func:`monodepth_training.losses.total_loss`) with this module's switches."""
         hp = self.hparams
-        inputs = batch[color_key]
-        outputs = self.depth(inputs[0]) if outputs is None else outputs
-        if self._use_extras:
-            return extended_loss(
-                self.depth, self.pose, batch, color_key, temporal_offsets=self.temporal_offsets,
-                use_stereo=hp.use_stereo, min_depth=hp.min_depth, max_depth=hp.max_depth,
-                extras=self.extras.at_step(self.global_step),
-                featurenet=self.featurenet, outputs=outputs, alpha=hp.ssim_alpha,
-                smoothness_weight=hp.smoothness_weight, automask=hp.automask, min_reprojection=hp.min_reprojection,
-                full_res_multiscale=hp.full_res_multiscale,
-            )
-        sources, poses = [], []
-        for off in self.temporal_offsets:
-            poses.append(predict_T_src_from_tgt(self.pose, inputs[0], inputs[off], src_is_before=off < 0))
-            sources.append(batch["color"][off])
-        if hp.use_stereo:
-            poses.append(batch["T_stereo"].to(inputs[0].dtype))
-            sources.append(batch["color"][STEREO_KEY])
-        return monodepth2_loss(
-            outputs,
-            batch["color"][0],
-            sources,
-            torch.stack(poses, dim=1).float(),
-            batch["K"],
-            hp.min_depth,
-            hp.max_depth,
-            alpha=hp.ssim_alpha,
-            smoothness_weight=hp.smoothness_weight,
-            automask=hp.automask,
-            min_reprojection=hp.min_reprojection,
+        return total_loss(
+            self.depth, self.pose, batch, color_key, temporal_offsets=self.temporal_offsets,
+            use_stereo=hp.use_stereo, min_depth=hp.min_depth, max_depth=hp.max_depth,
+            extras=self.extras.at_step(self.global_step),
+            featurenet=self.featurenet, outputs=outputs, alpha=hp.ssim_alpha,
+            smoothness_weight=hp.smoothness_weight, automask=hp.automask, min_reprojection=hp.min_reprojection,
             full_res_multiscale=hp.full_res_multiscale,
         )
 
@@ -217,18 +188,16 @@ class MonoDepthModule(L.LightningModule):
         disp = sigmoid_to_disp(outputs[("disp", 0)], hp.min_depth, hp.max_depth).float()
         out = {"disp": disp}
         if "depth_gt" in batch:
-            gt = batch["depth_gt"]
-            # Resize the disparity (not the depth) to the GT size, then invert: what the backends do.
-            disp_gt = F.interpolate(disp, gt.shape[-2:], mode="bilinear", align_corners=False)
-            pred = (1.0 / disp_gt).squeeze(1).cpu().numpy()
-            gt_np = gt.squeeze(1).cpu().numpy()
+            disp_np = disp.squeeze(1).cpu().numpy()
+            gt_np = batch["depth_gt"].squeeze(1).cpu().numpy()
             for i in range(gt_np.shape[0]):
                 if not valid_mask(gt_np[i], hp.eval_min_depth, hp.eval_max_depth, hp.eval_crop).any():
                     continue  # a frame without GT (e.g. no LiDAR match) says nothing about depth
                 self._val_per_image.append(
                     evaluate_image(
                         gt_np[i],
-                        pred[i],
+                        # Resize the disparity (not the depth) to the GT size, then invert: the runtime's function.
+                        depth_from_disp(disp_np[i], gt_np[i].shape),
                         median_scaling=self.scale_policy == "relative",
                         fixed_scale=self.scale if self.scale_policy == "fixed" else 1.0,
                         min_depth=hp.eval_min_depth,

@@ -3,7 +3,7 @@ ECCV 2020): an image autoencoder whose encoder features replace raw colours in t
 
 The encoder is the project's ResNet (:class:`ResnetEncoder`); the decoder reconstructs the image from the
 bottleneck alone (no skip connections, as in FeatDepth), so every encoder level has to carry the image content
-instead of letting a skip route it around. Training signal (see :mod:`monodepth_training.feature_losses`):
+instead of letting a skip route it around. Training signal (see :mod:`monodepth_training.losses.feature_metric`):
 photometric reconstruction + discriminative (large first-order feature gradients) + convergent (small
 second-order gradients). The network is a training aid only: it never goes into a model bundle or an export.
 

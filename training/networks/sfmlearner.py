@@ -214,13 +214,3 @@ def explainability_regularization(masks: Mapping | Iterable[torch.Tensor]) -> to
     for m in values:  # binary_cross_entropy itself rejects values outside [0, 1]
         total = total + F.binary_cross_entropy(m, torch.ones_like(m))
     return total
-
-
-def explainability_weighted_error(error: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-pixel photometric error (B, 1, H, W) weighted by an explainability mask (B, 1, h, w) -> (B, 1, H, W).
-
-    A coarser mask is upsampled bilinearly to the error's size (the full-resolution multi-scale scheme).
-    """
-    if mask.shape[-2:] != error.shape[-2:]:
-        mask = F.interpolate(mask, size=error.shape[-2:], mode="bilinear", align_corners=False)
-    return error * mask

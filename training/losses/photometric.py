@@ -1,9 +1,9 @@
 """Self-supervised photometric losses (Monodepth2), as pure functions of tensors.
 
 Shapes: B = batch, S = number of source frames, C = channels, H x W = image size. Images are RGB in [0, 1].
-The building blocks (SSIM, photometric error, per-pixel minimum, auto-masking, smoothness) are composed by
-:func:`monodepth2_loss`, whose switches (``automask``, ``min_reprojection``, ``full_res_multiscale``) let the
-ablations turn each idea off by name.
+The building blocks (SSIM, photometric error, per-pixel minimum, auto-masking, and the edge-aware smoothness
+of :mod:`.smoothness`) are composed by :func:`monodepth2_loss`, whose switches (``automask``,
+``min_reprojection``, ``full_res_multiscale``) let the ablations turn each idea off by name.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from kornia.losses import inverse_depth_smoothness_loss
 from monodepth_training.geometry import sigmoid_to_disp, warp
+from monodepth_training.losses.smoothness import smoothness_loss
 
 SSIM_C1 = 0.01**2
 SSIM_C2 = 0.03**2
@@ -102,26 +102,19 @@ def automask_min(
     return loss, idx >= identity.shape[1]
 
 
-def smoothness_loss(disp: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
-    """Edge-aware smoothness of mean-normalised disparity: disp (B, 1, H, W), img (B, 3, H, W) -> scalar.
+def scale_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """Pixel intrinsics (B, 3, 3) of an image resized by (sx, sy) -> (B, 3, 3).
 
-    Disparity is divided by its per-image mean first, so the term cannot be lowered by shrinking the depth
-    scale. The edge-aware weighting (|d disp| * exp(-mean_c |d img|), x and y) is kornia's
-    ``inverse_depth_smoothness_loss``, which is the same function as Monodepth2's.
+    Same pixel-centre convention as :func:`monodepth_ros.geometry.scale_intrinsics`:
+    fx' = fx sx, cx' = (cx + 0.5) sx - 0.5 (and likewise in y).
     """
-    norm_disp = disp / (disp.mean(dim=(2, 3), keepdim=True) + 1e-7)
-    return inverse_depth_smoothness_loss(norm_disp, img)
-
-
-def _scale_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
-    """Pixel intrinsics (B, 3, 3) for an image resized by (sx, sy); same pixel-centre convention as
-    ``monodepth_ros.geometry.scale_intrinsics`` (cx' = (cx + 0.5) * sx - 0.5)."""
-    K = K.clone()
-    K[:, 0, 0] *= sx
-    K[:, 1, 1] *= sy
-    K[:, 0, 2] = (K[:, 0, 2] + 0.5) * sx - 0.5
-    K[:, 1, 2] = (K[:, 1, 2] + 0.5) * sy - 0.5
-    return K
+    if K.ndim != 3 or K.shape[-2:] != (3, 3):
+        raise ValueError(f"K must be (B, 3, 3), got {tuple(K.shape)}")
+    scale = K.new_tensor([sx, sy, 1.0]).view(1, 3, 1)
+    K2 = K * scale  # rows 0 and 1 scaled: fx, cx (and fy, cy)
+    K2[:, 0, 2] = K2[:, 0, 2] + 0.5 * sx - 0.5
+    K2[:, 1, 2] = K2[:, 1, 2] + 0.5 * sy - 0.5
+    return K2
 
 
 def _warp_sources(sources: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
@@ -227,7 +220,7 @@ def _monodepth2_loss_fp32(outputs, target, sources, T_src_from_tgt, K, scales, m
             tgt = target if (h, w) == (H, W) else F.interpolate(target, (h, w), mode="area")
             srcs = sources if (h, w) == (H, W) else F.interpolate(sources.flatten(0, 1), (h, w), mode="area").view(
                 B, S, 3, h, w)
-            K_s = _scale_intrinsics(K, w / W, h / H)
+            K_s = scale_intrinsics(K, w / W, h / H)
             identity = _errors(srcs, tgt, alpha) if automask else None
         depth = 1.0 / sigmoid_to_disp(sigma, min_depth, max_depth)
         warped = _warp_sources(srcs, depth, K_s, T_src_from_tgt)

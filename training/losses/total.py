@@ -1,6 +1,6 @@
 """One training step's loss with the survey's extras on top of Monodepth2's: feature-metric reprojection
 (FeatDepth), velocity supervision (PackNet-SfM), stereo as a fixed-pose source, and SfMLearner's
-explainability masks. The LightningModule calls :func:`extended_loss`; each extra is off at weight 0.
+explainability masks. The LightningModule calls :func:`total_loss`; each extra is off at weight 0.
 
 Scale policy that follows from the switches (:func:`resolve_scale_policy`): velocity supervision ties pose, and
 through the warp depth, to metres ("metric"); a stereo source with its baseline in metres does the same
@@ -15,28 +15,24 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from monodepth_training.feature_losses import (
-    CVT_WEIGHT,
-    DIS_WEIGHT,
-    feature_metric_loss,
-    featurenet_loss,
-    supervised_depth_loss,
-    velocity_loss,
-)
-from monodepth_training.geometry import sigmoid_to_disp, warp
-from monodepth_training.losses import monodepth2_loss, photometric_error
+from monodepth_training.datasets import STEREO_KEY
+from monodepth_training.geometry import sigmoid_to_disp
+from monodepth_training.losses.explainability import explainability_photometric
+from monodepth_training.losses.feature_metric import CVT_WEIGHT, DIS_WEIGHT, feature_metric_loss, featurenet_loss
+from monodepth_training.losses.photometric import monodepth2_loss
+from monodepth_training.losses.supervised import supervised_depth_loss
+from monodepth_training.losses.velocity import velocity_loss
 from monodepth_training.networks.featurenet import FeatureNet, load_featurenet
 from monodepth_training.networks.monodepth2 import predict_T_src_from_tgt
 from torch import nn
 
-STEREO_KEY = "s"
 FEATURENET_MODES = ("off", "joint", "pretrained")
 
 
 @dataclass(frozen=True)
 class ExtraLossConfig:
-    """Weights of the extras (0 = off). See :mod:`monodepth_training.feature_losses` for where they come from."""
+    """Weights of the extras (0 = off). See :mod:`monodepth_training.losses.feature_metric` (and
+    :mod:`monodepth_training.losses.velocity`) for where they come from."""
 
     feature_metric_weight: float = 0.0
     velocity_weight: float = 0.0
@@ -118,26 +114,7 @@ def _predict_poses(pose_net: nn.Module, inputs: Mapping, offsets: list[int], wan
     return poses, masks
 
 
-def _explainability_photometric(outputs, target, sources, T, K, masks, min_depth, max_depth, alpha):
-    """SfMLearner's photometric term: per scale (disparity upsampled to full size), the mean over temporal
-    sources of mask * photometric error; averaged over scales. sources (B, S, 3, H, W), T (B, S, 4, 4),
-    masks: per source {scale: (B, 1, h, w)}."""
-    H, W = target.shape[-2:]
-    terms = []
-    for (_, s), sigma in sorted((k, v) for k, v in outputs.items() if k[0] == "disp"):
-        if s not in masks[0]:
-            continue
-        sigma = sigma if sigma.shape[-2:] == (H, W) else F.interpolate(sigma, (H, W), mode="bilinear",
-                                                                       align_corners=False)
-        depth = 1.0 / sigmoid_to_disp(sigma.float(), min_depth, max_depth)
-        for i in range(len(masks)):
-            err = photometric_error(warp(sources[:, i], depth, K, T[:, i]), target, alpha)
-            m = F.interpolate(masks[i][s].float(), (H, W), mode="bilinear", align_corners=False)
-            terms.append((err * m).mean())
-    return torch.stack(terms).mean()
-
-
-def extended_loss(
+def total_loss(
     depth_net: nn.Module,
     pose_net: nn.Module | None,
     batch: Mapping[str, Any],
@@ -156,7 +133,7 @@ def extended_loss(
     min_reprojection: bool = True,
     full_res_multiscale: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Monodepth2's loss + the enabled extras for one batch (the sample layout of ``datasets.base``).
+    """The total loss of one batch: Monodepth2's loss + the enabled extras (the sample layout of ``datasets.base``).
 
     Networks see ``batch[color_key]`` (augmented inputs); losses compare the un-augmented ``batch["color"]``.
     Returns :func:`monodepth2_loss`'s dict with ``loss`` including the extras, plus the scalars that apply:
@@ -186,7 +163,7 @@ def extended_loss(
     if want_masks and masks:
         S_t = len(temporal_offsets)
         src_t = torch.stack(sources[:S_t], 1).float()
-        photo = _explainability_photometric(outputs, colors[0].float(), src_t, T_all[:, :S_t], K, masks,
+        photo = explainability_photometric(outputs, colors[0].float(), src_t, T_all[:, :S_t], K, masks,
                                             min_depth, max_depth, alpha)
         from monodepth_training.networks.sfmlearner import explainability_regularization
 

@@ -1,18 +1,13 @@
-"""Losses beyond Monodepth2's photometric recipe, as pure functions of tensors: FeatDepth's feature-metric loss
-and its FeatureNet regularisers, PackNet-SfM's velocity supervision, and the fixed stereo pose.
+"""FeatDepth's feature-metric loss and its FeatureNet regularisers, as pure functions of tensors.
 
 Shapes: B = batch, S = sources, C = feature channels, H x W = image size, h x w = feature-map size.
 
-- Feature-metric (Shu et al., ECCV 2020): warp the SOURCE's feature map into the target with the predicted depth
-  and pose and compare it with the target's feature map (robust L1). Features from a FeatureNet trained to
-  reconstruct the image, with a *discriminative* term (large first-order feature gradients, so a wrong depth
-  changes the warped feature even where the colour is flat) and a *convergent* term (small second-order
-  gradients, so that loss basin is smooth and wide). Released weights: 1e-3 each (``DIS_WEIGHT``,
-  ``CVT_WEIGHT``), feature-metric term 1e-3 relative to the photometric term (``FEATURE_METRIC_WEIGHT``).
-- Velocity (Guizilini et al., "3D Packing for Self-Supervised Monocular Depth Estimation", CVPR 2020):
-  | ||t_hat|| - v * dt |, the predicted translation norm against the distance driven; it fixes the scale of
-  pose, and through the warp the scale of depth, to metres. PackNet-SfM's default weight: 0.1
-  (``VELOCITY_WEIGHT``).
+Feature-metric (Shu et al., ECCV 2020): warp the SOURCE's feature map into the target with the predicted depth
+and pose and compare it with the target's feature map (robust L1). Features from a FeatureNet trained to
+reconstruct the image, with a *discriminative* term (large first-order feature gradients, so a wrong depth
+changes the warped feature even where the colour is flat) and a *convergent* term (small second-order
+gradients, so that loss basin is smooth and wide). Released weights: 1e-3 each (``DIS_WEIGHT``,
+``CVT_WEIGHT``), feature-metric term 1e-3 relative to the photometric term (``FEATURE_METRIC_WEIGHT``).
 """
 
 from __future__ import annotations
@@ -20,14 +15,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from monodepth_training.geometry import warp
-from monodepth_training.losses import photometric_error
+from monodepth_training.losses.photometric import photometric_error, scale_intrinsics
 
 # FeatDepth's released training configuration (cfg_kitti_fm_joint: dis=1e-3, cvt=1e-3, perception_weight=1e-3).
 DIS_WEIGHT = 1e-3
 CVT_WEIGHT = 1e-3
 FEATURE_METRIC_WEIGHT = 1e-3
-# PackNet-SfM's configs/default_config.py: model.loss.velocity_loss_weight = 0.1.
-VELOCITY_WEIGHT = 0.1
 # Robust L1 sqrt(x^2 + eps^2): differentiable at 0, FeatDepth's choice for feature residuals.
 ROBUST_L1_EPS = 1e-3
 
@@ -103,21 +96,6 @@ def convergent_loss(features: torch.Tensor, image: torch.Tensor | None = None) -
         pairs = [(pairs[0][0], _grad_x(ix)), (pairs[1][0], _grad_y(ix)),
                  (pairs[2][0], _grad_x(iy)), (pairs[3][0], _grad_y(iy))]
     return sum(_weighted_abs_mean(f, i) for f, i in pairs)
-
-
-def scale_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
-    """Pixel intrinsics (B, 3, 3) of an image resized by (sx, sy) -> (B, 3, 3).
-
-    Same pixel-centre convention as :func:`monodepth_ros.geometry.scale_intrinsics`:
-    fx' = fx sx, cx' = (cx + 0.5) sx - 0.5 (and likewise in y).
-    """
-    if K.ndim != 3 or K.shape[-2:] != (3, 3):
-        raise ValueError(f"K must be (B, 3, 3), got {tuple(K.shape)}")
-    scale = K.new_tensor([sx, sy, 1.0]).view(1, 3, 1)
-    K2 = K * scale  # rows 0 and 1 scaled: fx, cx (and fy, cy)
-    K2[:, 0, 2] = K2[:, 0, 2] + 0.5 * sx - 0.5
-    K2[:, 1, 2] = K2[:, 1, 2] + 0.5 * sy - 0.5
-    return K2
 
 
 def _depth_at(depth: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -200,74 +178,3 @@ def featurenet_loss(outputs: dict, rgb01: torch.Tensor, dis_weight: float = DIS_
     cvt = sum(convergent_loss(f, rgb01) / 2**i for i, f in enumerate(feats)) / len(feats)
     loss = reconstruction + dis_weight * dis + cvt_weight * cvt
     return {"loss": loss, "reconstruction": reconstruction, "discriminative": dis, "convergent": cvt}
-
-
-def velocity_loss(translation: torch.Tensor, speed_mps: torch.Tensor, dt_s: torch.Tensor) -> torch.Tensor:
-    """PackNet-SfM's velocity supervision: mean over the batch of | ||t_hat|| - |v * dt| | in metres (scalar).
-
-    translation (B, 3): translation of the predicted ``T_src_from_tgt`` (model units); speed_mps (B,) speed
-    of the vehicle; dt_s (B,) time between the two frames (sign ignored). Samples whose speed or dt is not
-    finite (a source without odometry) are left out; with none left the loss is an exact 0 that still
-    carries a (zero) gradient, so a batch without speed does not break training. Using a single speed for
-    the interval assumes it changes little between frames (0.1 s apart in KITTI).
-    """
-    if translation.ndim != 2 or translation.shape[1] != 3:
-        raise ValueError(f"translation must be (B, 3), got {tuple(translation.shape)}")
-    B = translation.shape[0]
-    speed_mps = torch.as_tensor(speed_mps, dtype=translation.dtype, device=translation.device).reshape(-1)
-    dt_s = torch.as_tensor(dt_s, dtype=translation.dtype, device=translation.device).reshape(-1)
-    if speed_mps.numel() != B or dt_s.numel() != B:
-        raise ValueError(f"speed_mps and dt_s need {B} values, got {speed_mps.numel()} and {dt_s.numel()}")
-    distance_m = (speed_mps * dt_s).abs()
-    valid = torch.isfinite(distance_m)
-    if not bool(valid.any()):
-        return translation.sum() * 0.0
-    # Guard the norm's gradient at t = 0 (an untrained pose net predicts almost exactly zero).
-    norm = torch.sqrt((translation[valid] ** 2).sum(1) + 1e-12)
-    return (norm - distance_m[valid]).abs().mean()
-
-
-def supervised_depth_loss(depth_pred: torch.Tensor, depth_gt: torch.Tensor, max_depth: float = float("inf")
-                          ) -> torch.Tensor:
-    """Mean |log(pred) - log(gt)| over the pixels with ground truth (scalar): depth supervision where exact GT
-    exists (the synthetic world's rendered depth), next to the self-supervised terms.
-
-    depth_pred (B, 1, h, w) metres (any size; resized bilinearly to the GT's); depth_gt (B, 1, H, W) metres,
-    0 / non-finite / beyond ``max_depth`` = no GT (sky, real frames without LiDAR). The log error is scale-
-    aware (it pins metres, unlike a median-scaled error) and weights a 10 % miss equally at 5 m and at 50 m.
-    Without any GT pixel in the batch it is an exact 0 that still carries a (zero) gradient.
-    """
-    if depth_pred.ndim != 4 or depth_gt.ndim != 4 or depth_pred.shape[:2] != depth_gt.shape[:2]:
-        raise ValueError(f"need (B, 1, h, w) prediction and (B, 1, H, W) GT, got {tuple(depth_pred.shape)} and "
-                         f"{tuple(depth_gt.shape)}")
-    gt = depth_gt.to(depth_pred.dtype)
-    valid = torch.isfinite(gt) & (gt > 0) & (gt <= max_depth)
-    if not bool(valid.any()):
-        return depth_pred.sum() * 0.0
-    if depth_pred.shape[-2:] != gt.shape[-2:]:
-        depth_pred = F.interpolate(depth_pred, gt.shape[-2:], mode="bilinear", align_corners=False)
-    err = (torch.log(depth_pred.clamp_min(1e-6)) - torch.log(torch.where(valid, gt, torch.ones_like(gt)))).abs()
-    return err[valid].mean()
-
-
-def stereo_pose(baseline_m: float, side: str = "l", batch_size: int | None = None, flipped: bool = False,
-                dtype=torch.float32, device=None) -> torch.Tensor:
-    """Fixed ``T_src_from_tgt`` of a rectified stereo pair: (4, 4), or (B, 4, 4) with ``batch_size``.
-
-    The right camera sits ``baseline_m`` along the left camera's +x (optical frame), so a point in the left
-    (target, ``side="l"``) camera has x - baseline in the right (source) camera; ``side="r"`` is the reverse.
-    A horizontal flip mirrors x and so swaps the sign (``flipped``). Same convention as Monodepth2's
-    ``stereo_T``, whose 0.1 is a unit baseline; here the baseline is in metres, so stereo-trained depth comes
-    out in metres (``scale_policy="fixed"``, scale 1). A model trained with Monodepth2's 0.1 needs x5.4 on
-    KITTI (0.54 m / 0.1).
-    """
-    if side not in ("l", "r"):
-        raise ValueError(f"side must be 'l' or 'r', got {side!r}")
-    if not baseline_m > 0:
-        raise ValueError(f"baseline_m must be positive, got {baseline_m}")
-    sign = -1.0 if side == "l" else 1.0
-    if flipped:
-        sign = -sign
-    T = torch.eye(4, dtype=dtype, device=device)
-    T[0, 3] = sign * float(baseline_m)
-    return T if batch_size is None else T.expand(batch_size, 4, 4).clone()
