@@ -60,7 +60,7 @@ setup(
             "monodepth-eval = monodepth_ros.evaluate:main",
             "monodepth-replay = monodepth_ros.replay:main",
             "monodepth-train = monodepth_training.cli:main",
-            "monodepth-export = monodepth_training.export:main",
+            "monodepth-export = monodepth_training.export.cli:main",
         ],
         # Extension point: inference backends that need more than the runtime (e.g. torch) register here,
         # so the runtime can offer them without importing the trainer.

@@ -18,9 +18,9 @@ from monodepth_training.export import (
     export_onnx,
     load_disparity_head,
     load_frames,
-    main,
     synthetic_frames,
 )
+from monodepth_training.export.cli import main
 from monodepth_training.networks.registry import build_depth_net
 from monodepth_training.quantize import fp32_node_names, int8_accuracy_report, quantize_int8
 

@@ -14,14 +14,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from monodepth_ros.backends import OnnxRuntimeBackend, TensorRTBackend, tensorrt_unavailable_reason
 from monodepth_ros.backends.base import preprocess
+from monodepth_ros.backends.calibration import CalibrationBatches
 from monodepth_ros.backends.model_meta import META_KEY, ModelMeta, read_sidecar, write_sidecar
-from monodepth_ros.backends.tensorrt_backend import (
-    CalibrationBatches,
-    build_engine,
-    engine_path_for,
-    engine_rebuild_reason,
-    resolve_engine,
-)
+from monodepth_ros.backends.tensorrt_backend import engine_rebuild_reason, resolve_engine
+from monodepth_ros.backends.tensorrt_build import build_engine, engine_path_for
 from monodepth_ros.bundle import file_sha256
 
 H, W = 32, 64

@@ -13,7 +13,8 @@ import torch
 from monodepth_training.bundle_io import load_bundle
 from monodepth_training.networks.export_wrapper import DisparityHead
 
-from monodepth_ros.backends.base import DepthBackend, ModelInfo
+from monodepth_ros.backends.base import DepthBackend
+from monodepth_ros.backends.model_meta import model_meta_from_bundle
 from monodepth_ros.bundle import file_sha256
 
 
@@ -29,11 +30,7 @@ class TorchBackend(DepthBackend):
 
     def __init__(self, model_path: str | os.PathLike, device: str = "cpu", threads: int | None = None, **_):
         depth_net, _pose, meta = load_bundle(model_path, map_location=device)
-        super().__init__(ModelInfo(
-            height=meta.height, width=meta.width, min_depth=meta.min_depth, max_depth=meta.max_depth,
-            scale_policy=meta.scale_policy, scale=meta.scale, name=meta.depth_net,
-            source_sha256=file_sha256(model_path),
-        ))
+        super().__init__(model_meta_from_bundle(meta, file_sha256(model_path)).to_model_info(name=meta.depth_net))
         if threads:
             torch.set_num_threads(int(threads))
         self.device = torch.device(device)

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from monodepth_ros.backends.model_meta import META_KEY, ModelMeta, read_onnx_model_meta, write_sidecar
-from monodepth_ros.backends.tensorrt_backend import CalibrationBatches
+from monodepth_ros.backends.calibration import CalibrationBatches
+from monodepth_ros.backends.model_meta import META_KEY, ModelMeta, read_onnx_model_meta, sidecar_path, write_sidecar
 from monodepth_ros.bundle import atomic_write_bytes
 
 RECIPES: tuple[dict[str, Any], ...] = (
@@ -57,6 +57,7 @@ def int8_accuracy_report(
     int8_onnx: str | os.PathLike,
     frames: list[np.ndarray],
     gts: list[np.ndarray] | None = None,
+    *,
     threads: int | None = 2,
     budget: float = 0.02,
 ) -> dict[str, Any]:
@@ -191,6 +192,7 @@ def quantize_int8(
     onnx_path: str | os.PathLike,
     calib_frames: list[np.ndarray],
     out_path: str | os.PathLike | None = None,
+    *,
     heldout_frames: list[np.ndarray] | None = None,
     heldout_gts: list[np.ndarray] | None = None,
     budget: float = 0.02,
@@ -258,7 +260,8 @@ def quantize_int8(
                 break
             q_path_tmp = tmp / f"{recipe['name']}.meta.onnx"
             q_path_tmp.write_bytes(q_bytes)
-            report = int8_accuracy_report(onnx_path, q_path_tmp, heldout_frames, heldout_gts, threads, budget)
+            report = int8_accuracy_report(onnx_path, q_path_tmp, heldout_frames, heldout_gts, threads=threads,
+                                          budget=budget)
             tried.append({"recipe": full, "report": report})
             score = report[report["budget_metric"]]
             if best is None or score < best[0]:
@@ -269,8 +272,9 @@ def quantize_int8(
         _, _, recipe, report = best
         final = _with_meta(onnx.load_from_string(best[1]), meta, recipe, report or None,
                            [{"name": t["recipe"]["name"], **t["report"]} for t in tried])
+    sidecar_path(out_path).unlink(missing_ok=True)  # describes the model being replaced
     atomic_write_bytes(out_path, final)
-    q_meta = read_onnx_model_meta_bytes(final)
+    q_meta = read_onnx_model_meta(out_path)
     write_sidecar(out_path, q_meta)
     met = bool(report.get("budget_met", False)) if report else False
     return QuantResult(path=out_path, recipe=recipe, report=report, budget_met=met, tried=tried)
@@ -283,11 +287,3 @@ def _with_meta(model, meta: ModelMeta, recipe: dict, report: dict | None, tried:
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {META_KEY: q_meta.to_json()})
     return model.SerializeToString()
-
-
-def read_onnx_model_meta_bytes(data: bytes) -> ModelMeta:
-    import onnx
-
-    props = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
-    return ModelMeta.from_json(props[META_KEY])
-

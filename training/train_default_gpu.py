@@ -407,7 +407,7 @@ def run_device(stage: Path, out: Path, work: Path, dry_run: bool = False, max_ti
     # ONNX + INT8 at 640x192 took 33 s on 2 busy cores here (ONNX alone 6 s): start only what still fits.
     fmt = "ort-int8" if dry_run or left > 75 else "onnx"
     if left > 30:
-        from monodepth_training import export
+        from monodepth_training.export import cli as export
 
         args = ["--bundle", str(chosen), "--format", fmt, "--out", str(export_dir), "--name", "default"]
         if fmt == "ort-int8":  # `make train-default`'s calibration, on more of the machine's cores

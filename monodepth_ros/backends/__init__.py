@@ -20,7 +20,8 @@ from monodepth_ros.backends.model_meta import (
     read_sidecar,
 )
 from monodepth_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
-from monodepth_ros.backends.tensorrt_backend import TensorRTBackend, tensorrt_unavailable_reason
+from monodepth_ros.backends.tensorrt_backend import TensorRTBackend
+from monodepth_ros.backends.tensorrt_env import tensorrt_unavailable_reason
 
 __all__ = [
     "BACKEND_KINDS",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from monodepth_ros.backends.base import ModelInfo
-from monodepth_ros.bundle import SCALE_POLICIES, atomic_write_bytes
+from monodepth_ros.bundle import SCALE_POLICIES, BundleMeta, atomic_write_bytes
 
 META_KEY = "monodepth_ros"
 MODEL_FORMAT = "monodepth_ros.model"
@@ -136,6 +136,25 @@ class ModelMeta:
             name=name,
             source_sha256=self.source_sha256,
         )
+
+
+def model_meta_from_bundle(
+    bundle: BundleMeta, source_sha256: str = "", *, opset: int = 0, producer: dict[str, str] | None = None
+) -> ModelMeta:
+    """The one conversion bundle metadata -> model metadata (fp32, as the bundle's network computes it).
+
+    ``source_sha256``: hash of the bundle file ("" when not computed); ``opset`` and ``producer`` are what the
+    exporter adds. Not validated here: the exporter validates what it embeds. ``.to_model_info(name)`` gives a
+    backend's :class:`ModelInfo`.
+    """
+    return ModelMeta(
+        height=bundle.height, width=bundle.width, min_depth=float(bundle.min_depth),
+        max_depth=float(bundle.max_depth), scale_policy=bundle.scale_policy, scale=float(bundle.scale),
+        mean=[float(v) for v in bundle.mean], std=[float(v) for v in bundle.std],
+        intrinsics_norm=bundle.intrinsics_norm, source_sha256=source_sha256,
+        depth_net=bundle.depth_net, opset=int(opset), precision="fp32", producer=dict(producer or {}),
+        input_color=str(bundle.depth_kwargs.get("input_color", "rgb")),
+    )
 
 
 def sidecar_path(model_path: str | os.PathLike) -> Path:

@@ -1,5 +1,5 @@
 """TensorRT engine build for ``monodepth-export --format tensorrt``: the trainer-side wrapper around
-:func:`monodepth_ros.backends.tensorrt_backend.build_engine` (which lives in the runtime, so a robot can rebuild
+:func:`monodepth_ros.backends.tensorrt_build.build_engine` (which lives in the runtime, so a robot can rebuild
 an engine after a TensorRT or GPU change), adding the calibration frames and a progress bar.
 """
 
@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from monodepth_ros.backends.calibration import CalibrationBatches
 from monodepth_ros.backends.model_meta import read_onnx_model_meta
-from monodepth_ros.backends.tensorrt_backend import CalibrationBatches, build_engine, engine_path_for
+from monodepth_ros.backends.tensorrt_build import build_engine, engine_path_for
 
 
 def build_tensorrt(
     onnx: str | os.PathLike,
     out_dir: str | os.PathLike,
+    *,
     fp16: bool = True,
     int8: bool = False,
     calib: list[np.ndarray] | None = None,
