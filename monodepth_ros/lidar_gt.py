@@ -85,10 +85,10 @@ def pointcloud2_to_xyz(msg) -> np.ndarray:
     """sensor_msgs/PointCloud2 (rosbags or rclpy message) -> finite points (N, 3) float64 in the cloud's frame.
 
     Field layout, ``point_step``, ``row_step`` and ``is_bigendian`` are honoured by the node's cloud reader
-    (:func:`monodepth_ros.pointcloud.pointcloud2_to_array`); points with a non-finite coordinate are dropped
+    (:func:`monodepth_ros.msgs.pointcloud.pointcloud2_to_array`); points with a non-finite coordinate are dropped
     (organised clouds mark gaps so).
     """
-    from monodepth_ros.pointcloud import pointcloud2_to_array
+    from monodepth_ros.msgs.pointcloud import pointcloud2_to_array
 
     names = [f.name for f in msg.fields]
     missing = [n for n in ("x", "y", "z") if n not in names]

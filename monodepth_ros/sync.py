@@ -17,12 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["StampSynchronizer", "SyncStats", "LatestSlot", "stamp_to_ns"]
-
-
-def stamp_to_ns(stamp) -> int:
-    """builtin_interfaces/Time (``sec``, ``nanosec``) -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+__all__ = ["StampSynchronizer", "SyncStats", "LatestSlot"]
 
 
 @dataclass

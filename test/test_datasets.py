@@ -12,10 +12,11 @@ import torch
 from monodepth_training.augment import ColorJitter, JitterParams, apply_color_jitter, hflip_intrinsics
 from monodepth_training.datasets import build_dataset
 from monodepth_training.datasets.kitti import KittiDataset
-from monodepth_training.datasets.rosbag import BagTopicError, RosbagDataset
+from monodepth_training.datasets.rosbag import RosbagDataset
 from monodepth_training.datasets.synthetic import SyntheticDataset
 
 from monodepth_ros import kitti
+from monodepth_ros.bag.reader import BagError
 from monodepth_ros.geometry import scale_intrinsics
 from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
 from monodepth_ros.synthetic.writers import write_bag, write_kitti
@@ -215,7 +216,7 @@ def test_rosbag_source_decodes_padded_rows_subsamples_by_time_and_scales_K(tmp_p
 
 def test_rosbag_missing_topic_error_lists_the_bag_topics(tmp_path):
     _write_padded_bag(tmp_path / "bag", "mcap", n=3)
-    with pytest.raises(BagTopicError) as err:
+    with pytest.raises(BagError) as err:
         RosbagDataset(tmp_path / "bag", height=24, width=40, image_topic="/camera/image_raw",
                       camera_info_topic="/cam/info", cache_dir=tmp_path / "cache")
     msg = str(err.value)

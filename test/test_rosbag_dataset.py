@@ -86,7 +86,7 @@ def test_segments_break_at_gaps_and_at_block_edges():
 
 
 # ----------------------------------------------------------------------------------------- bag writing
-def _write_bag(path, stamps_s, damage=None, compressed=False, storage="mcap", log_s=None):
+def _write_bag(path, stamps_s, *, damage=None, compressed=False, storage="mcap", log_s=None):
     """A rosbag2 with one camera (Image rgb8, or CompressedImage JPEG) + camera_info at the given header stamps,
     recorded at ``log_s`` (default: the stamps).
 

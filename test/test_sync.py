@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from monodepth_ros.sync import LatestSlot, StampSynchronizer, stamp_to_ns
+from monodepth_ros.msgs.stamps import stamp_to_ns
+from monodepth_ros.sync import LatestSlot, StampSynchronizer
 
 MS = 1_000_000
 

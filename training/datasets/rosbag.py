@@ -4,7 +4,7 @@ How a bag becomes samples:
 
 1. Index (once per bag and option set, cached). A first pass reads only the image header stamps (from the raw
    CDR bytes, no decoding) and chooses the frames to keep with :func:`subsample_by_time`. A second pass decodes
-   just those frames with the runtime's own converters (:mod:`monodepth_ros.image_conversion`, so training
+   just those frames with the runtime's own converters (:mod:`monodepth_ros.msgs.image`, so training
    and the node read a bag's pixels identically), resizes them to the training size and writes them to a raw
    uint8 file that is then memory-mapped. A frame that cannot be decoded (a bad JPEG, an Image shorter than
    ``step * height``, a truncated message) is left out and counted: one bad frame must not stop a long run.
@@ -32,23 +32,24 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 from monodepth_training.datasets.base import MonoDataset
 
 from monodepth_ros.backends.base import resize_rgb
-from monodepth_ros.bag_io import cdr_header_stamp_ns, depth_msg_to_array, stamp_to_ns
-from monodepth_ros.geometry import scale_intrinsics, validate_intrinsics
-from monodepth_ros.image_conversion import compressed_to_rgb, image_msg_to_rgb
+from monodepth_ros.bag.msgtypes import CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE
+from monodepth_ros.bag.reader import BagError, topic_summaries
+from monodepth_ros.geometry import scale_intrinsics
+from monodepth_ros.msgs.camera_info import camera_info_K
+from monodepth_ros.msgs.image import compressed_to_rgb, depth_msg_to_array, image_msg_to_rgb
+from monodepth_ros.msgs.stamps import cdr_header_stamp_ns, stamp_to_ns
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 ODOM_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/TwistStamped")
 SPLITS = ("all", "train", "val")
 
@@ -60,13 +61,6 @@ GAP_FACTOR = 1.5
 
 # Frame fates returned by subsample_by_time.
 KEPT, TOO_CLOSE, NOT_AFTER_PREVIOUS = 0, 1, 2
-
-# OpenCV's generic names for 8-bit colour, which cameras publish as BGR(A); the runtime's table lacks them.
-_ENCODING_ALIASES = {"8UC3": "bgr8", "8UC4": "bgra8"}
-
-
-class BagTopicError(ValueError):
-    """A requested topic is not in the bag (or has the wrong type); the message lists what the bag has."""
 
 
 # ------------------------------------------------------------------------------------------- frame rules
@@ -177,22 +171,6 @@ def _decode_errors() -> tuple[type[BaseException], ...]:
     return ValueError, SerdeError, cv2.error
 
 
-def _decode_rgb(msg, msgtype: str) -> np.ndarray:
-    """Image / CompressedImage -> (H, W, 3) uint8 RGB through the node's converters (``step``, encodings)."""
-    if msgtype.endswith("CompressedImage"):
-        return compressed_to_rgb(msg)
-    if msg.encoding in _ENCODING_ALIASES:  # same bytes under the runtime's name for them
-        msg = SimpleNamespace(height=msg.height, width=msg.width, step=msg.step, is_bigendian=msg.is_bigendian,
-                              data=msg.data, encoding=_ENCODING_ALIASES[msg.encoding])
-    return image_msg_to_rgb(msg)
-
-
-def _decode_depth_m(msg) -> np.ndarray:
-    """Depth Image (32FC1 m, 16UC1 mm, ...) -> (H, W) float32 metres, invalid -> 0."""
-    depth = depth_msg_to_array(msg)
-    return np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
-
-
 def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
@@ -207,20 +185,15 @@ def _bag_files(bag: Path) -> list[Path]:
     return [bag]
 
 
-def _topics_table(reader) -> str:
-    return "\n".join(f"  {t} [{info.msgtype}] ({info.msgcount} msgs)" for t, info in sorted(reader.topics.items()))
-
-
 def _connections(reader, topic: str, allowed_types: Sequence[str], role: str, bag: Path):
+    """The rosbags connections of ``topic``, or BagError (listing the bag's topics) if it is absent or mistyped."""
     conns = [c for c in reader.connections if c.topic == topic]
     if not conns:
-        raise BagTopicError(f"{role} topic {topic!r} is not in bag {bag}; the bag has:\n{_topics_table(reader)}")
+        raise BagError(f"{role} topic {topic!r} is not in bag {bag}", topic_summaries(reader))
     bad = {c.msgtype for c in conns} - set(allowed_types)
     if bad:
-        raise BagTopicError(
-            f"{role} topic {topic!r} in {bag} has type {sorted(bad)}, expected one of {list(allowed_types)}; "
-            f"the bag has:\n{_topics_table(reader)}"
-        )
+        raise BagError(f"{role} topic {topic!r} in {bag} has type {sorted(bad)}, expected one of "
+                       f"{list(allowed_types)}", topic_summaries(reader))
     return conns
 
 
@@ -237,17 +210,21 @@ def _compact(path: Path, frame_bytes: int, good_slots: Sequence[int]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- the index
-def index_bag(
-    bag: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    image_topic: str,
-    camera_info_topic: str,
-    height: int,
-    width: int,
-    min_dt_s: float = 0.0,
-    odom_topic: str | None = None,
-    depth_topic: str | None = None,
-) -> dict:
+@dataclass(frozen=True)
+class BagIndexOptions:
+    """What :func:`index_bag` reads from a bag and how: every option that changes the cached content (so it is
+    also part of the cache key). ``height`` x ``width``: the training size the frames are resized to."""
+
+    image_topic: str
+    camera_info_topic: str
+    height: int
+    width: int
+    min_dt_s: float = 0.0
+    odom_topic: str | None = None
+    depth_topic: str | None = None
+
+
+def index_bag(bag: str | os.PathLike, out_dir: str | os.PathLike, opts: BagIndexOptions) -> dict:
     """Two passes over ``bag``: write ``frames.u8`` (N, height, width, 3) uint8 and optionally ``depth.f32``
     (N, hg, wg) float32 metres into ``out_dir``, and return the index dict (also written as ``index.json``).
 
@@ -260,6 +237,10 @@ def index_bag(
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
+    image_topic, camera_info_topic, odom_topic, depth_topic = (
+        opts.image_topic, opts.camera_info_topic, opts.odom_topic, opts.depth_topic)
+    height, width, min_dt_s = opts.height, opts.width, opts.min_dt_s
+
     decode_errors = _decode_errors()
     bag = Path(bag)
     out_dir = Path(out_dir)
@@ -268,11 +249,11 @@ def index_bag(
     out_dir.mkdir(parents=True, exist_ok=True)
     frame_bytes = height * width * 3
     with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
-        img_conns = _connections(reader, image_topic, IMAGE_TYPES, "image", bag)
+        img_conns = _connections(reader, image_topic, (IMAGE_TYPE, COMPRESSED_TYPE), "image", bag)
         info_conns = _connections(reader, camera_info_topic, (CAMERA_INFO_TYPE,), "camera_info", bag)
         odom_conns = _connections(reader, odom_topic, ODOM_TYPES, "odometry", bag) if odom_topic else []
         depth_conns = (
-            _connections(reader, depth_topic, ("sensor_msgs/msg/Image",), "depth GT", bag) if depth_topic else []
+            _connections(reader, depth_topic, (IMAGE_TYPE,), "depth GT", bag) if depth_topic else []
         )
         img_ids = {id(c) for c in img_conns}
         info_ids = {id(c) for c in info_conns}
@@ -298,7 +279,7 @@ def index_bag(
         slot_error: dict[int, str] = {}
 
         # Pass 2: decode the selected frames into their slots (in stamp order, whatever the bag's order).
-        K_info, info_size = None, None
+        info_msg = None  # the first camera_info
         src_sizes: set[tuple[int, int]] = set()
         odom_t: list[float] = []
         odom_v: list[float] = []
@@ -316,7 +297,8 @@ def index_bag(
                         continue
                     seen[slot] = True
                     try:
-                        rgb = _decode_rgb(reader.deserialize(raw, conn.msgtype), conn.msgtype)
+                        decode = compressed_to_rgb if conn.msgtype == COMPRESSED_TYPE else image_msg_to_rgb
+                        rgb = decode(reader.deserialize(raw, conn.msgtype))
                     except decode_errors as e:
                         slot_error[slot] = _reason(e)
                         continue
@@ -328,15 +310,14 @@ def index_bag(
                 if cid in depth_ids:
                     try:
                         dmsg = reader.deserialize(raw, conn.msgtype)
-                        depth_by_stamp[round(_stamp_s(dmsg.header) * 1e3)] = _decode_depth_m(dmsg)
+                        depth_by_stamp[round(_stamp_s(dmsg.header) * 1e3)] = depth_msg_to_array(dmsg, invalid_to=0.0)
                     except decode_errors as e:
                         depth_bad.append(_reason(e))
                     continue
                 msg = reader.deserialize(raw, conn.msgtype)
                 if cid in info_ids:
-                    if K_info is None:
-                        K_info = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-                        info_size = (int(msg.height), int(msg.width))
+                    if info_msg is None:
+                        info_msg = msg
                 elif cid in odom_ids:
                     twist = msg.twist.twist if conn.msgtype.endswith("Odometry") else msg.twist
                     lin = twist.linear
@@ -350,19 +331,19 @@ def index_bag(
     undecodable += [(int(selected[i]), r) for i, r in slot_error.items()]
     undecodable.sort()
 
-    if K_info is None:
-        raise BagTopicError(f"camera_info topic {camera_info_topic!r} in {bag} has no messages")
+    if info_msg is None:
+        raise BagError(f"camera_info topic {camera_info_topic!r} in {bag} has no messages")
     if not good:
         first = f" (first failure: {undecodable[0][1]})" if undecodable else ""
-        raise BagTopicError(f"image topic {image_topic!r} in {bag} has no decodable messages{first}")
+        raise BagError(f"image topic {image_topic!r} in {bag} has no decodable messages{first}")
     if len(src_sizes) != 1:
         raise ValueError(f"image size changes within {image_topic!r} in {bag}: {sorted(src_sizes)}")
     (src_h, src_w), = src_sizes
     try:
-        K_info = validate_intrinsics(K_info)
+        K_info = camera_info_K(info_msg)
     except ValueError as e:
         raise ValueError(f"camera_info on {camera_info_topic!r} has unusable intrinsics k: {e}") from e
-    info_h, info_w = info_size
+    info_h, info_w = int(info_msg.height), int(info_msg.width)
     if (info_h, info_w) != (0, 0) and (info_h, info_w) != (src_h, src_w):
         # camera_info describes the calibrated resolution; bring K to the image's own size first.
         K_info = scale_intrinsics(K_info, src_w / info_w, src_h / info_h)
@@ -450,6 +431,7 @@ class RosbagDataset(MonoDataset):
         bag: str | os.PathLike,
         height: int,
         width: int,
+        *,
         image_topic: str = "/camera/image_raw",
         camera_info_topic: str = "/camera/camera_info",
         frame_offsets: Iterable[int] = (0, -1, 1),
@@ -479,22 +461,19 @@ class RosbagDataset(MonoDataset):
             raise ValueError(f"need 0 < val_chunk_s < val_every_s, got {val_chunk_s} and {val_every_s}")
         lo, hi = (float(x) for x in frame_range)
         if not 0.0 <= lo < hi <= 1.0:
-            raise ValueError(f"frame_range must satisfy 0 <= start < end <= 1, got {list(frame_range)}")
+            raise ValueError(f"frame_range must satisfy 0 <= start < end <= 1, got {[lo, hi]}")
         if depth_topic is None and self.load_depth_gt:
             raise ValueError("load_depth_gt needs a depth_topic for a rosbag source")
         self.image_topic = image_topic
         self.split = split
+        index_opts = BagIndexOptions(image_topic=image_topic, camera_info_topic=camera_info_topic, height=self.height,
+                                     width=self.width, min_dt_s=float(min_dt_s), odom_topic=odom_topic,
+                                     depth_topic=depth_topic)
         options = {
             "version": CACHE_VERSION,
             "bag": str(self.bag),
             "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _bag_files(self.bag)],
-            "image_topic": image_topic,
-            "camera_info_topic": camera_info_topic,
-            "odom_topic": odom_topic,
-            "depth_topic": depth_topic,
-            "height": self.height,
-            "width": self.width,
-            "min_dt_s": float(min_dt_s),
+            **asdict(index_opts),
         }
         digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
         root = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "monodepth_ros" / "bags"
@@ -503,8 +482,7 @@ class RosbagDataset(MonoDataset):
             root.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{self.bag.name}-"))
             try:
-                index_bag(self.bag, tmp, image_topic, camera_info_topic, self.height, self.width,
-                          min_dt_s, odom_topic, depth_topic)
+                index_bag(self.bag, tmp, index_opts)
                 os.replace(tmp, self.cache_path)  # atomic publish: readers never see a half-written cache
             except OSError:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from monodepth_ros.image_conversion import (
+from monodepth_ros.msgs.image import (
     compressed_to_rgb,
+    depth_msg_to_array,
     depth_to_image_msg,
     image_msg_to_array,
     image_msg_to_rgb,
@@ -41,6 +42,8 @@ CASES = [
     ("bgr8", np.ascontiguousarray(RGB[..., ::-1]), RGB),
     ("rgba8", RGBA, cv2.cvtColor(RGBA, cv2.COLOR_RGBA2RGB)),
     ("bgra8", cv2.cvtColor(RGBA, cv2.COLOR_RGBA2BGRA), cv2.cvtColor(RGBA, cv2.COLOR_RGBA2RGB)),
+    ("8UC3", np.ascontiguousarray(RGB[..., ::-1]), RGB),  # OpenCV's generic 8-bit colour: BGR, as cv_bridge reads it
+    ("8UC4", cv2.cvtColor(RGBA, cv2.COLOR_RGBA2BGRA), cv2.cvtColor(RGBA, cv2.COLOR_RGBA2RGB)),
     ("mono8", RGB[..., 0], cv2.cvtColor(RGB[..., 0], cv2.COLOR_GRAY2RGB)),
     ("8UC1", RGB[..., 1], cv2.cvtColor(RGB[..., 1], cv2.COLOR_GRAY2RGB)),
     ("rgb16", RGB16, cv2.convertScaleAbs(RGB16, alpha=255.0 / 65535.0)),
@@ -76,6 +79,29 @@ def test_depth_message_round_trips_with_nan_and_rep118_fields():
     back = image_msg_to_array(msg)
     np.testing.assert_array_equal(np.isnan(back), np.isnan(depth))
     np.testing.assert_array_equal(back[~np.isnan(back)], depth[~np.isnan(depth)])
+
+
+@pytest.mark.parametrize("bigendian", [False, True], ids=["little", "big"])
+def test_depth_msg_to_array_respects_step_and_millimetres(bigendian):
+    depth = np.arange(12, dtype=np.float32).reshape(3, 4) + 0.5
+    out = depth_msg_to_array(make_msg(depth, "32FC1", pad=8, bigendian=bigendian))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, depth)
+    mm = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000)
+    np.testing.assert_allclose(depth_msg_to_array(make_msg(mm, "16UC1", pad=2, bigendian=bigendian)), mm / 1000.0)
+    with pytest.raises(ValueError, match="encoding 'rgb8'"):
+        depth_msg_to_array(make_msg(np.zeros((2, 2, 3), np.uint8), "rgb8"))
+    short = make_msg(depth, "32FC1")
+    short.data = short.data[:-1]
+    with pytest.raises(ValueError, match=r"step\*height"):
+        depth_msg_to_array(short)
+
+
+def test_depth_msg_to_array_can_set_invalid_pixels():
+    depth = np.array([[1.5, 0.0, np.nan], [np.inf, -2.0, 3.0]], dtype=np.float32)
+    np.testing.assert_array_equal(depth_msg_to_array(make_msg(depth, "32FC1")), depth)  # kept as recorded
+    np.testing.assert_array_equal(depth_msg_to_array(make_msg(depth, "32FC1"), invalid_to=0.0),
+                                  [[1.5, 0.0, 0.0], [0.0, 0.0, 3.0]])
 
 
 def test_rgb_message_round_trips():

@@ -1,9 +1,12 @@
-"""sensor_msgs Image / CompressedImage <-> NumPy conversion for the depth node.
+"""sensor_msgs Image / CompressedImage <-> NumPy: colour pictures and depth images, decode and encode.
 
 ``cv_bridge`` is used for the colour conversion when it is importable (a robot with ROS 2 installed); otherwise
 the vectorised converter below gives the same result. Both paths share the same validation, so a malformed
 message raises the same ``ValueError`` naming the problem either way. Why our own converter at all: there is no
 ROS 2 ``cv_bridge`` on PyPI, and ``rosbags-image`` ignores ``step`` (padded rows come out wrong silently).
+
+Depth images (:func:`depth_msg_to_array`) go through the same table and the same validating reader
+(:func:`image_msg_to_array`): 32FC1/64FC1 metres (REP 118) or 16UC1/mono16 millimetres (depth cameras).
 
 Messages are duck-typed (``height``, ``width``, ``encoding``, ``is_bigendian``, ``step``, ``data``), so this
 module does not import rclpy except to build outgoing messages.
@@ -15,6 +18,8 @@ import sys
 
 import cv2
 import numpy as np
+
+from monodepth_ros.msgs.pointcloud import as_byte_array
 
 try:  # pragma: no cover - only on machines with a ROS 2 install
     from cv_bridge import CvBridge
@@ -29,18 +34,22 @@ __all__ = [
     "image_msg_to_rgb",
     "compressed_to_rgb",
     "image_msg_to_array",
+    "depth_msg_to_array",
     "depth_to_image_msg",
     "rgb_to_image_msg",
 ]
 
 HAVE_CV_BRIDGE = _BRIDGE is not None
 
-# encoding -> (channels, NumPy base dtype, channel order as it is stored)
+# encoding -> (channels, NumPy base dtype, channel order as it is stored). 8UC3/8UC4 are OpenCV's generic names
+# for 8-bit colour, which cameras publish as BGR(A) (cv_bridge reads them so too).
 ENCODINGS: dict[str, tuple[int, str, str]] = {
     "rgb8": (3, "u1", "rgb"),
     "bgr8": (3, "u1", "bgr"),
     "rgba8": (4, "u1", "rgba"),
     "bgra8": (4, "u1", "bgra"),
+    "8UC3": (3, "u1", "bgr"),
+    "8UC4": (4, "u1", "bgra"),
     "mono8": (1, "u1", "mono"),
     "8UC1": (1, "u1", "mono"),
     "rgb16": (3, "u2", "rgb"),
@@ -48,9 +57,13 @@ ENCODINGS: dict[str, tuple[int, str, str]] = {
     "mono16": (1, "u2", "mono"),
     "16UC1": (1, "u2", "mono"),
     "32FC1": (1, "f4", "mono"),
+    "64FC1": (1, "f8", "mono"),
 }
-# Encodings that can become an RGB picture for the network (32FC1 is depth, not a picture).
-_COLOUR_ENCODINGS = {k for k, v in ENCODINGS.items() if k != "32FC1"}
+# Encodings that can become an RGB picture for the network (the float ones are depth, not pictures).
+_COLOUR_ENCODINGS = {k for k, v in ENCODINGS.items() if v[1] in ("u1", "u2")}
+# Depth encodings -> metres per stored unit: REP 118 (32FC1 metres) and depth cameras (16UC1 millimetres, 0 = no
+# return).
+DEPTH_UNITS_M: dict[str, float] = {"32FC1": 1.0, "64FC1": 1.0, "16UC1": 1e-3, "mono16": 1e-3}
 
 
 def _dtype(base: str, is_bigendian: bool) -> np.dtype:
@@ -112,6 +125,25 @@ def image_msg_to_rgb(msg) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
+def depth_msg_to_array(msg, *, invalid_to: float | None = None) -> np.ndarray:
+    """sensor_msgs/Image with a depth encoding -> depth (H, W) float32 metres.
+
+    0, NaN and inf stay as they are (invalid), or all become ``invalid_to`` when it is given (also any depth
+    <= 0). Respects ``step`` (padded rows) and ``is_bigendian``, and raises the same ``ValueError`` as
+    :func:`image_msg_to_array` for a malformed message; GT depth comes as 32FC1 (metres) or 16UC1 (millimetres).
+    """
+    enc = str(msg.encoding)
+    if enc not in DEPTH_UNITS_M:
+        raise ValueError(f"depth GT image has encoding {enc!r}; supported: {sorted(DEPTH_UNITS_M)}")
+    to_m = DEPTH_UNITS_M[enc]
+    depth = image_msg_to_array(msg).astype(np.float32)
+    if to_m != 1.0:
+        depth = depth * np.float32(to_m)
+    if invalid_to is not None:
+        depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(invalid_to))
+    return depth
+
+
 def compressed_to_rgb(msg) -> np.ndarray:
     """CompressedImage (jpeg/png, any ``format`` string) -> RGB (H, W, 3) uint8. ``ValueError`` if undecodable."""
     data = msg.data
@@ -127,8 +159,6 @@ def depth_to_image_msg(depth_m: np.ndarray, header):
     """Depth (H, W) metres -> sensor_msgs/Image 32FC1 (REP 118: metres, NaN = no measurement)."""
     from sensor_msgs.msg import Image
 
-    from monodepth_ros.pointcloud import as_byte_array
-
     depth = np.ascontiguousarray(depth_m, dtype=np.float32)
     msg = Image()
     msg.header = header
@@ -143,8 +173,6 @@ def depth_to_image_msg(depth_m: np.ndarray, header):
 def rgb_to_image_msg(rgb: np.ndarray, header):
     """RGB (H, W, 3) uint8 -> sensor_msgs/Image rgb8."""
     from sensor_msgs.msg import Image
-
-    from monodepth_ros.pointcloud import as_byte_array
 
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     msg = Image()

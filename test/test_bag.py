@@ -12,17 +12,12 @@ import yaml
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from monodepth_ros.bag_io import (
-    BagError,
-    BagReader,
-    GtSource,
-    OutputBagWriter,
-    cdr_header_stamp_ns,
-    depth_msg_to_array,
-    iter_frames,
-)
+from monodepth_ros.bag.frames import GtSource, iter_frames
+from monodepth_ros.bag.reader import BagError, BagReader
+from monodepth_ros.bag.writer import OutputBagWriter
 from monodepth_ros.geometry import backproject, invert_pose
 from monodepth_ros.lidar_gt import load_extrinsics, pointcloud2_to_xyz, validate_rigid
+from monodepth_ros.msgs.stamps import cdr_header_stamp_ns
 
 TS = get_typestore(Stores.ROS2_KILTED)
 T = TS.types
@@ -157,15 +152,6 @@ def test_gt_tolerance_pairs_nearest_stamp(tmp_path):
         assert next(iter_frames(r, IMG, INFO, GtSource(GT))).gt_depth_m is None  # exact by default
         f = next(iter_frames(r, IMG, INFO, GtSource(GT, tolerance_s=0.05)))
     assert f.gt_stamp_ns == s + 20_000_000 and float(f.gt_depth_m[0, 0]) == 7.0
-
-
-def test_depth_msg_to_array_respects_step_and_millimetres():
-    depth = np.arange(12, dtype=np.float32).reshape(3, 4) + 0.5
-    np.testing.assert_array_equal(depth_msg_to_array(_image(0, depth, "32FC1", pad=8)), depth)
-    mm = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000)
-    np.testing.assert_allclose(depth_msg_to_array(_image(0, mm, "16UC1", pad=2)), mm / 1000.0)
-    with pytest.raises(ValueError, match="encoding 'rgb8'"):
-        depth_msg_to_array(_image(0, np.zeros((2, 2, 3), np.uint8), "rgb8"))
 
 
 # ---- bad bags --------------------------------------------------------------------------------------------------

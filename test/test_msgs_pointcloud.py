@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monodepth_ros.pointcloud import (
+from monodepth_ros.msgs.pointcloud import (
     FLOAT32,
     decimate_intrinsics,
     depth_to_cloud_buffer,
