@@ -2,7 +2,7 @@
 
 A thin shell: it declares parameters, pairs messages by stamp (:mod:`monodepth_ros.sync`), hands the newest
 pair to one inference worker thread, and publishes what the pure functions compute
-(:mod:`monodepth_ros.image_conversion`, :mod:`monodepth_ros.scale_policy`, :mod:`monodepth_ros.pointcloud`).
+(:mod:`monodepth_ros.msgs.image`, :mod:`monodepth_ros.scale_policy`, :mod:`monodepth_ros.msgs.pointcloud`).
 
 Topics (relative, so ``__ns`` and remaps work): subscribes ``image`` (or ``image/compressed`` with
 ``use_compressed``) and ``camera_info``; publishes ``depth`` (32FC1 metres, REP 118), ``depth/camera_info``,
@@ -16,9 +16,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -26,7 +24,6 @@ from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
-    ParameterType,
     SetParametersResult,
 )
 from rclpy.executors import ExternalShutdownException
@@ -35,83 +32,30 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from monodepth_ros.diagnostics import LatencyWindow, RateMeter, Throttle
-from monodepth_ros.geometry import scale_intrinsics, validate_intrinsics
-from monodepth_ros.image_conversion import compressed_to_rgb, depth_to_image_msg, image_msg_to_rgb, rgb_to_image_msg
-from monodepth_ros.pointcloud import depth_to_cloud_buffer, make_pointcloud2
-from monodepth_ros.scale_policy import GROUND_METHODS, POLICIES, GroundPlaneScale, disp_to_scaled_depth
-from monodepth_ros.sync import LatestSlot, StampSynchronizer, stamp_to_ns
-
-__all__ = ["PARAMETERS", "TOPICS", "ParamSpec", "DepthNode", "ModelStartupError", "main"]
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One declared parameter. ``lo``/``hi`` give a validated range (numbers), ``choices`` an allowed set."""
-
-    name: str
-    default: object
-    description: str
-    read_only: bool = False
-    lo: float | None = None
-    hi: float | None = None
-    choices: tuple[str, ...] | None = None
-
-
-# The single source of truth for the node's parameters (the launch-file test checks against it too).
-PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("model_path", "", "Exported depth model (.onnx, or .engine with its sidecar). Restart to change.",
-              read_only=True),
-    ParamSpec("backend", "auto", "Inference backend; auto = TensorRT > ORT CUDA > ORT CPU. Restart to change.",
-              read_only=True, choices=("auto", "onnxruntime", "tensorrt", "torch")),
-    ParamSpec("threads", 0, "Intra-op inference threads, 0 = library default. Restart to change.",
-              read_only=True, lo=0, hi=64),
-    ParamSpec("use_compressed", False, "Subscribe to image/compressed (CompressedImage) instead of image.",
-              read_only=True),
-    ParamSpec("qos", "sensor_data", "Subscription QoS: sensor_data (best effort, depth 5) or reliable.",
-              read_only=True, choices=("sensor_data", "reliable")),
-    ParamSpec("output_resolution", "input", "Depth/cloud size: input (camera) or model resolution.",
-              choices=("input", "model")),
-    ParamSpec("scale_policy", "fixed", "median_free (relative, model units), fixed, or ground_plane.",
-              choices=POLICIES),
-    ParamSpec("fixed_scale", 0.0, "Scale for the fixed policy; 0 = use the scale stored in the model.",
-              lo=0.0, hi=10000.0),
-    ParamSpec("camera_height_m", 1.65, "Camera height above the road (ground_plane policy), metres.",
-              lo=0.05, hi=10.0),
-    ParamSpec("ground_region_top", 0.6, "Top of the road region (ground_plane), fraction of image height.",
-              lo=0.3, hi=0.95),
-    ParamSpec("ground_smoothing", 0.2, "EMA weight of each new ground-plane scale estimate.", lo=0.01, hi=1.0),
-    ParamSpec("ground_method", "mount", "ground_plane: road normal from the mount (camera_pitch_deg/roll) "
-              "or fitted to the depth.", choices=GROUND_METHODS),
-    ParamSpec("camera_pitch_deg", 0.0, "ground_plane mount: camera pitch, degrees, positive = looking down.",
-              lo=-45.0, hi=45.0),
-    ParamSpec("camera_roll_deg", 0.0, "ground_plane mount: camera roll about the optical axis, degrees.",
-              lo=-45.0, hi=45.0),
-    ParamSpec("ground_max_tilt_deg", 15.0, "ground_plane fit: largest road-normal tilt from the camera's up axis.",
-              lo=1.0, hi=45.0),
-    ParamSpec("min_depth", 0.1, "Depth below this becomes NaN, metres (model units for median_free).",
-              lo=0.0, hi=1000.0),
-    ParamSpec("max_depth", 80.0, "Depth above this (and sky) becomes NaN, metres (model units for median_free).",
-              lo=0.01, hi=10000.0),
-    ParamSpec("decimation", 1, "Point cloud keeps every n-th row and column.", lo=1, hi=16),
-    ParamSpec("cloud_rgb", True, "Add packed rgb to the point cloud."),
-    ParamSpec("publish_colored", True, "Publish depth/colored (rgb8 visualisation)."),
-    ParamSpec("colored_min_m", 1.0, "Nearest depth of the depth/colored colour range, metres.", lo=0.01, hi=1000.0),
-    ParamSpec("colored_max_m", 80.0, "Farthest depth of the depth/colored colour range, metres.",
-              lo=0.1, hi=10000.0),
-    ParamSpec("sync_tolerance_s", 0.0, "Largest image/camera_info stamp difference paired; 0 = exact.",
-              lo=0.0, hi=1.0),
-    ParamSpec("sync_queue_size", 10, "Unmatched messages kept per stream by the synchroniser.",
-              read_only=True, lo=1, hi=100),
-    ParamSpec("camera_info_timeout_s", 2.0, "Warn when no camera_info arrived for this long, seconds.",
-              lo=0.1, hi=60.0),
-    ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics messages, seconds.", read_only=True,
-              lo=0.1, hi=10.0),
-    ParamSpec("log_throttle_s", 5.0, "At most one log line per problem kind per this many seconds.",
-              lo=0.0, hi=600.0),
+from monodepth_ros.geometry import validate_intrinsics
+from monodepth_ros.msgs.camera_info import rescaled_camera_info
+from monodepth_ros.msgs.image import compressed_to_rgb, depth_to_image_msg, image_msg_to_rgb, rgb_to_image_msg
+from monodepth_ros.msgs.pointcloud import make_pointcloud2
+from monodepth_ros.msgs.stamps import stamp_to_ns
+from monodepth_ros.node_params import PARAM_BY_NAME, PARAMETERS, ParamSpec, coerce_value, validate_parameter
+from monodepth_ros.pipeline import (
+    CameraFrame,
+    FrameParams,
+    FrameRejected,
+    frame_cloud,
+    frame_colored,
+    process_frame,
+    scale_policy_from_params,
 )
-PARAM_BY_NAME = {p.name: p for p in PARAMETERS}
-# Relative topic names (remap targets); image/compressed follows the resolved `image`.
-TOPICS = ("image", "camera_info", "depth", "depth/camera_info", "points", "depth/colored")
+from monodepth_ros.scale_policy import GroundPlaneScale
+from monodepth_ros.sync import LatestSlot, StampSynchronizer
+
+__all__ = ["DepthNode", "ModelStartupError", "main"]
+
+
+# Parameters that change the scale-policy object (the others are read per frame).
+_POLICY_PARAMS = {"scale_policy", "fixed_scale", "camera_height_m", "ground_region_top", "ground_smoothing",
+                  "ground_method", "camera_pitch_deg", "camera_roll_deg", "ground_max_tilt_deg"}
 
 
 class ModelStartupError(RuntimeError):
@@ -128,23 +72,6 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
         else:
             d.floating_point_range = [FloatingPointRange(from_value=float(spec.lo), to_value=float(spec.hi))]
     return d
-
-
-def validate_parameter(name: str, value, current: dict) -> str | None:
-    """Reason why ``name = value`` is invalid given the other ``current`` values, or None if it is fine."""
-    spec = PARAM_BY_NAME.get(name)
-    if spec is None:
-        return None  # not ours (e.g. use_sim_time)
-    if spec.choices and value not in spec.choices:
-        return f"{name} must be one of {list(spec.choices)}, got {value!r}"
-    if spec.lo is not None and not (spec.lo <= value <= spec.hi):
-        return f"{name} must be in [{spec.lo}, {spec.hi}], got {value!r}"
-    merged = dict(current, **{name: value})
-    if merged["min_depth"] >= merged["max_depth"]:
-        return f"min_depth ({merged['min_depth']}) must be below max_depth ({merged['max_depth']})"
-    if merged["colored_min_m"] >= merged["colored_max_m"]:
-        return f"colored_min_m ({merged['colored_min_m']}) must be below colored_max_m ({merged['colored_max_m']})"
-    return None
 
 
 class DepthNode(Node):
@@ -166,8 +93,8 @@ class DepthNode(Node):
 
         self.backend = self._load_backend()
         self.info = self.backend.info
-        self.ground = GroundPlaneScale()
-        self._configure_ground()
+        self.ground = GroundPlaneScale()  # ground-plane state, kept across frames and parameter changes
+        self._configure_policy()
 
         self.sync = StampSynchronizer(self.p["sync_tolerance_s"], self.p["sync_queue_size"])
         self.in_rate, self.out_rate = RateMeter(), RateMeter()
@@ -229,15 +156,9 @@ class DepthNode(Node):
         self.backend_name = f"{getattr(backend, 'name', type(backend).__name__)}:{backend.info.name or path}"
         return backend
 
-    def _configure_ground(self) -> None:
-        g = self.ground
-        g.camera_height_m = self.p["camera_height_m"]
-        g.region_top = self.p["ground_region_top"]
-        g.alpha = self.p["ground_smoothing"]
-        g.max_tilt_deg = self.p["ground_max_tilt_deg"]
-        g.method = self.p["ground_method"]
-        g.pitch_deg = self.p["camera_pitch_deg"]
-        g.roll_deg = self.p["camera_roll_deg"]
+    def _configure_policy(self) -> None:
+        """(Re)build the scale-policy object from the parameters; the ground-plane state carries over."""
+        self.policy = scale_policy_from_params(self.p, self.info.scale, self.info.scale_policy, self.ground)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         new: dict = {}
@@ -247,13 +168,10 @@ class DepthNode(Node):
                 continue
             if spec.read_only:  # rclpy enforces read_only too; say why in our words
                 return SetParametersResult(successful=False, reason=f"{prm.name} is read-only: restart to change")
-            value = prm.value
-            if isinstance(spec.default, float) and prm.type_ == ParameterType.PARAMETER_INTEGER:
-                value = float(value)
-            if type(value) is not type(spec.default):
-                return SetParametersResult(
-                    successful=False, reason=f"{prm.name} must be {type(spec.default).__name__}, got {value!r}"
-                )
+            try:
+                value = coerce_value(prm.name, prm.value)
+            except ValueError as e:
+                return SetParametersResult(successful=False, reason=str(e))
             reason = validate_parameter(prm.name, value, dict(self.p, **new))
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
@@ -265,10 +183,10 @@ class DepthNode(Node):
                 self.sync.tolerance_s = value
             elif name == "log_throttle_s":
                 self.throttle.period_s = value
-            elif name.startswith(("ground_", "camera_height", "camera_pitch", "camera_roll")):
-                self._configure_ground()
             elif name == "scale_policy" and old != value:
                 self.ground.reset()
+        if any(n in _POLICY_PARAMS for n in new):
+            self._configure_policy()
         return SetParametersResult(successful=True)
 
     # ---- problems -------------------------------------------------------------------------------------------
@@ -292,7 +210,7 @@ class DepthNode(Node):
         try:
             validate_intrinsics(np.asarray(msg.k, dtype=np.float64))
         except ValueError as e:
-            self.report_problem("camera_info", f"camera_info rejected ({e}); K = {list(msg.k)}")
+            self.report_problem("camera_info", f"camera_info rejected ({e}); K = {np.asarray(msg.k).tolist()}")
             return
         self.last_info_time = time.monotonic()
         self.got_info = True
@@ -315,102 +233,41 @@ class DepthNode(Node):
                 self.report_problem("processing", f"frame skipped: {type(e).__name__}: {e}")
 
     def _process(self, img_msg, info_msg: CameraInfo, t_recv: float) -> None:
-        p = dict(self.p)  # one consistent parameter snapshot per frame
+        params = FrameParams.from_params(self.p)  # one consistent parameter snapshot per frame
+        publish_colored, policy = self.p["publish_colored"], self.policy
         try:
             rgb = compressed_to_rgb(img_msg) if isinstance(img_msg, CompressedImage) else image_msg_to_rgb(img_msg)
         except ValueError as e:
             topic = self.resolve_topic_name("image") + ("/compressed" if self.p["use_compressed"] else "")
             self.report_problem("image", f"image on {topic} skipped: {e}")
             return
-        H, W = rgb.shape[:2]
-        if info_msg.width and info_msg.height and (info_msg.width, info_msg.height) != (W, H):
-            self.report_problem(
-                "camera_info", f"camera_info is {info_msg.width}x{info_msg.height} but the image is {W}x{H}"
-            )
-            return
-        K = validate_intrinsics(np.asarray(info_msg.k, dtype=np.float64))
-
         try:
             disp = self.backend.infer_disp(rgb)  # (h, w) scaled disparity at model resolution
         except Exception as e:  # noqa: BLE001 - a runtime failure inside the backend
             self.report_problem("inference", f"backend {self.backend_name} failed: {e}")
             return
-        bad = ~np.isfinite(disp)
-        if bad.all():
-            self.report_problem("model_output", "model output is all NaN/inf; frame skipped")
+        camera = CameraFrame(rgb, np.asarray(info_msg.k, dtype=np.float64), (info_msg.width, info_msg.height))
+        try:
+            out = process_frame(camera, disp, params, policy)
+        except FrameRejected as e:
+            self.report_problem(e.kind, str(e))
             return
-        if bad.any():
-            self.report_problem("model_output", f"model output has {int(bad.sum())} NaN/inf pixels (set to NaN)")
-
-        h, w = disp.shape
-        K_model = scale_intrinsics(K, w / W, h / H)
-        scale = self._scale(p, disp, K_model)
-        self.last_scale = scale
-        if p["output_resolution"] == "input":
-            out_disp = cv2.resize(disp, (W, H), interpolation=cv2.INTER_LINEAR) if (h, w) != (H, W) else disp
-            K_out, rgb_out = K, rgb
-        else:
-            out_disp, K_out = disp, K_model
-            rgb_out = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != (H, W) else rgb
-        depth = disp_to_scaled_depth(out_disp, scale, p["min_depth"], p["max_depth"])
+        for kind, message in out.problems:
+            self.report_problem(kind, message)
+        self.last_scale = out.scale
 
         header = img_msg.header
-        self.pub_depth.publish(depth_to_image_msg(depth, header))
-        self.pub_info.publish(self._rescaled_info(info_msg, K_out, depth.shape))
+        self.pub_depth.publish(depth_to_image_msg(out.depth, header))
+        self.pub_info.publish(rescaled_camera_info(info_msg, out.K, out.depth.shape))
         # Lazy like depth_image_proc: the cloud and the colour picture cost milliseconds, build them for listeners.
         if self.pub_points.get_subscription_count() > 0:
-            points, fields = depth_to_cloud_buffer(
-                depth, K_out, rgb=rgb_out if p["cloud_rgb"] else None, decimation=p["decimation"]
-            )
-            self.pub_points.publish(make_pointcloud2(header, points, fields))
+            self.pub_points.publish(make_pointcloud2(header, *frame_cloud(out, params)))
         now = time.monotonic()
-        if p["publish_colored"] and self.pub_colored.get_subscription_count() > 0:
-            from monodepth_ros.visualize import colorize_depth
-
-            self.pub_colored.publish(
-                rgb_to_image_msg(colorize_depth(depth, p["colored_min_m"], p["colored_max_m"]), header)
-            )
+        if publish_colored and self.pub_colored.get_subscription_count() > 0:
+            self.pub_colored.publish(rgb_to_image_msg(frame_colored(out, params), header))
         self.out_rate.tick(now)
         self.proc_time.add(now - t_recv)
         self.latency.add(time.time() - stamp_to_ns(header.stamp) * 1e-9)
-
-    def _scale(self, p: dict, disp: np.ndarray, K_model: np.ndarray) -> float:
-        policy = p["scale_policy"]
-        if policy == "median_free":
-            return 1.0
-        fixed = p["fixed_scale"] if p["fixed_scale"] > 0 else float(self.info.scale)
-        if policy == "fixed":
-            return fixed
-        s = self.ground.update(disp_to_scaled_depth(disp, 1.0), K_model)
-        if not self.ground.fresh:
-            kept = (f"keeping the previous scale {s:.3f}" if s is not None else
-                    f"no road found yet, using the fixed scale {fixed:g} (scale_policy "
-                    f"'{self.info.scale_policy}' of the model)")
-            self.report_problem("ground_plane", f"no road found in the lower image region ({p['ground_method']} "
-                                f"method); {kept}")
-        return fixed if s is None else s
-
-    @staticmethod
-    def _rescaled_info(info: CameraInfo, K_out: np.ndarray, shape: tuple[int, int]) -> CameraInfo:
-        out = CameraInfo()
-        out.header = info.header
-        h, w = shape
-        sx = w / info.width if info.width else 1.0
-        sy = h / info.height if info.height else 1.0
-        out.height, out.width = h, w
-        out.distortion_model = info.distortion_model
-        out.d = list(info.d)
-        out.r = list(info.r)
-        out.k = [float(v) for v in K_out.ravel()]
-        P = np.asarray(info.p, dtype=np.float64).reshape(3, 4).copy()
-        if np.any(P[:3, :3]):
-            P[:3, :3] = scale_intrinsics(P[:3, :3], sx, sy)
-            P[0, 3] *= sx
-            P[1, 3] *= sy
-        else:
-            P[:3, :3] = K_out
-        out.p = [float(v) for v in P.ravel()]
-        return out
 
     # ---- diagnostics ----------------------------------------------------------------------------------------
     def _check_info_timeout(self, now: float) -> bool:

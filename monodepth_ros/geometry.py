@@ -22,9 +22,6 @@ __all__ = [
     "scale_intrinsics",
     "crop_intrinsics",
     "validate_intrinsics",
-    "sigmoid_to_disp",
-    "disp_to_depth",
-    "depth_to_disp",
     "pixel_grid",
     "backproject",
     "project",
@@ -88,27 +85,6 @@ def validate_intrinsics(K: np.ndarray) -> np.ndarray:
     if not np.allclose(K[2], [0.0, 0.0, 1.0]):
         raise ValueError(f"intrinsics last row must be [0, 0, 1], got {K[2].tolist()}")
     return K
-
-
-def sigmoid_to_disp(sigma: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
-    """Sigmoid output (any shape, in [0, 1]) -> scaled disparity in [1/max_depth, 1/min_depth] (1/m)."""
-    min_disp = 1.0 / max_depth
-    max_disp = 1.0 / min_depth
-    return min_disp + (max_disp - min_disp) * sigma
-
-
-def disp_to_depth(disp: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Disparity (any shape, 1/m) -> depth (same shape, m). Zero or negative disparity gives ``inf``."""
-    disp = np.asarray(disp)
-    with np.errstate(divide="ignore"):
-        return np.where(disp > eps, 1.0 / np.maximum(disp, eps), np.inf).astype(disp.dtype, copy=False)
-
-
-def depth_to_disp(depth_m: np.ndarray) -> np.ndarray:
-    """Depth (any shape, m) -> disparity (same shape, 1/m). ``inf`` depth gives 0."""
-    depth_m = np.asarray(depth_m)
-    with np.errstate(divide="ignore"):
-        return (1.0 / depth_m).astype(depth_m.dtype, copy=False)
 
 
 def pixel_grid(height: int, width: int, dtype=np.float64) -> np.ndarray:

@@ -27,7 +27,6 @@ import numpy as np
 from monodepth_ros import kitti
 from monodepth_ros.bundle import atomic_write_bytes
 from monodepth_ros.lidar_gt import DEPTH_CONVENTIONS, lidar_depth_map
-from monodepth_ros.metrics import crop_mask
 
 __all__ = [
     "load_velodyne_points",
@@ -41,8 +40,6 @@ __all__ = [
     "export_gt_npz",
     "load_gt_npz",
     "gt_npz_info",
-    "garg_crop_mask",
-    "eigen_crop_mask",
     "GT_KINDS",
 ]
 
@@ -216,16 +213,6 @@ def load_gt_npz(path: str | os.PathLike) -> list[np.ndarray]:
         if not keys:
             raise ValueError(f"{path} holds no gt_XXXX arrays (written by export_gt_npz?)")
         return [data[k].astype(np.float32, copy=False) for k in keys]
-
-
-def garg_crop_mask(shape: tuple[int, int]) -> np.ndarray:
-    """Boolean (H, W) mask of the Garg crop used with the Eigen split."""
-    return crop_mask(shape, "garg")
-
-
-def eigen_crop_mask(shape: tuple[int, int]) -> np.ndarray:
-    """Boolean (H, W) mask of Eigen et al.'s original crop."""
-    return crop_mask(shape, "eigen")
 
 
 def main(argv: list[str] | None = None) -> int:

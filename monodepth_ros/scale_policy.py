@@ -28,28 +28,12 @@ import numpy as np
 
 from monodepth_ros.geometry import axis_angle_to_matrix, backproject, crop_intrinsics
 
-__all__ = ["POLICIES", "GROUND_METHODS", "disp_to_scaled_depth", "PlaneFit", "fit_ground_plane", "mount_normal",
-           "road_height_along", "GroundPlaneScale"]
+__all__ = ["POLICIES", "GROUND_METHODS", "PlaneFit", "fit_ground_plane", "mount_normal", "road_height_along",
+           "GroundPlaneScale", "ScaleEstimate", "MedianFreeScale", "FixedScale", "GroundPlanePolicy",
+           "make_scale_policy"]
 
 POLICIES = ("median_free", "fixed", "ground_plane")
 GROUND_METHODS = ("mount", "fit")
-
-
-def disp_to_scaled_depth(
-    disp: np.ndarray, scale: float, min_depth: float = 0.0, max_depth: float = np.inf
-) -> np.ndarray:
-    """Scaled disparity (H, W) -> depth (H, W) float32 = ``scale / disp``.
-
-    NaN (REP 118: no measurement) where disp <= 0 or non-finite, and where the depth falls outside
-    [min_depth, max_depth] (sky and the far range the model cannot resolve).
-    """
-    disp = np.asarray(disp, dtype=np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        depth = np.float32(scale) / disp
-    # NaN disparity fails every comparison; disp <= 0 or inf gives a non-positive or non-finite depth.
-    valid = (disp > 0) & (depth > 0) & np.isfinite(depth) & (depth >= min_depth) & (depth <= max_depth)
-    depth[~valid] = np.nan
-    return depth
 
 
 @dataclass(frozen=True)
@@ -240,3 +224,75 @@ class GroundPlaneScale:
         raw = self.camera_height_m / fit.height
         self.scale = raw if self.scale is None else self.alpha * raw + (1.0 - self.alpha) * self.scale
         return self.scale
+
+
+# ---- the policies as small objects the per-frame pipeline calls (monodepth_ros.pipeline.process_frame) --------
+@dataclass(frozen=True)
+class ScaleEstimate:
+    """One frame's scale (depth = scale / disp) and, when it is a fallback, why (reported as a problem)."""
+
+    scale: float
+    note: str | None = None
+
+
+class MedianFreeScale:
+    """``median_free``: depth in model units, scale 1."""
+
+    name = "median_free"
+    needs_relative_depth = False
+
+    def estimate(self, depth_rel: np.ndarray | None, K: np.ndarray) -> ScaleEstimate:
+        return ScaleEstimate(1.0)
+
+
+@dataclass(frozen=True)
+class FixedScale:
+    """``fixed``: one constant factor for every frame."""
+
+    value: float
+    name = "fixed"
+    needs_relative_depth = False
+
+    def estimate(self, depth_rel: np.ndarray | None, K: np.ndarray) -> ScaleEstimate:
+        return ScaleEstimate(self.value)
+
+
+@dataclass
+class GroundPlanePolicy:
+    """``ground_plane``: the road's scale this frame (:class:`GroundPlaneScale`, which keeps the EMA state);
+    ``fallback`` until the road was found once."""
+
+    ground: GroundPlaneScale
+    fallback: float
+    fallback_source: str = "the fixed scale"
+    name = "ground_plane"
+    needs_relative_depth = True
+
+    def estimate(self, depth_rel: np.ndarray | None, K: np.ndarray) -> ScaleEstimate:
+        """``depth_rel`` (h, w): depth at scale 1 (model units), K (3, 3) at that size."""
+        s = self.ground.update(depth_rel, K)
+        if self.ground.fresh:
+            return ScaleEstimate(s)
+        kept = (f"keeping the previous scale {s:.3f}" if s is not None else
+                f"no road found yet, using {self.fallback_source} {self.fallback:g}")
+        return ScaleEstimate(self.fallback if s is None else s,
+                             f"no road found in the lower image region ({self.ground.method} method); {kept}")
+
+
+def make_scale_policy(name: str, fixed_scale: float, model_scale: float, model_policy: str,
+                      ground: GroundPlaneScale | None = None):
+    """The policy object for the node parameter ``scale_policy`` = ``name``.
+
+    ``fixed_scale`` > 0 overrides the model's own ``model_scale`` (its metadata, whose policy is
+    ``model_policy``). ``ground`` carries the ground-plane state across frames (a fresh one if None).
+    """
+    if name not in POLICIES:
+        raise ValueError(f"scale_policy must be one of {POLICIES}, got {name!r}")
+    if name == "median_free":
+        return MedianFreeScale()
+    fixed = float(fixed_scale) if fixed_scale > 0 else float(model_scale)
+    if name == "fixed":
+        return FixedScale(fixed)
+    source = ("the fixed_scale parameter" if fixed_scale > 0
+              else f"the scale of the model (its scale_policy '{model_policy}')")
+    return GroundPlanePolicy(GroundPlaneScale() if ground is None else ground, fixed, source)

@@ -17,7 +17,7 @@ import pytest
 from tiny_depth_model import make_tiny_depth_model
 
 from monodepth_ros.geometry import backproject, denormalize_intrinsics, scale_intrinsics
-from monodepth_ros.pointcloud import pointcloud2_to_array, unpack_rgb
+from monodepth_ros.msgs.pointcloud import pointcloud2_to_array, unpack_rgb
 from monodepth_ros.visualize import colorize_depth
 
 pytestmark = pytest.mark.ros

@@ -50,14 +50,6 @@ def test_normalised_intrinsics_round_trip():
     assert Kn[0, 2] == pytest.approx(609.6 / 1242)
 
 
-def test_disparity_convention_matches_monodepth2():
-    disp = g.sigmoid_to_disp(np.array([0.0, 1.0]), min_depth=0.1, max_depth=100.0)
-    np.testing.assert_allclose(disp, [0.01, 10.0])
-    np.testing.assert_allclose(g.disp_to_depth(disp), [100.0, 0.1])
-    assert np.isinf(g.disp_to_depth(np.array([0.0]))[0])
-    np.testing.assert_allclose(g.depth_to_disp(np.array([4.0])), [0.25])
-
-
 @pytest.mark.parametrize("seed", range(3))
 def test_rescaling_intrinsics_commutes_with_resizing(seed):
     # A scene point projects to (u, v) at full size; after cv2.resize the same feature sits at the

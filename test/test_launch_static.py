@@ -1,7 +1,7 @@
 """Static checks of launch/depth.launch.py, config/depth_node.yaml and launch/rviz/depth.rviz.
 
 launch_ros is not installable here, so the launch file is parsed with ``ast`` (never executed) and checked
-against the node's single source of truth, ``monodepth_ros.depth_node.PARAMETERS`` / ``TOPICS``.
+against the node's single source of truth, ``monodepth_ros.node_params.PARAMETERS`` / ``TOPICS``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monodepth_ros.depth_node import PARAM_BY_NAME, PARAMETERS, TOPICS, validate_parameter
+from monodepth_ros.node_params import PARAM_BY_NAME, PARAMETERS, TOPICS, validate_parameter
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "depth.launch.py"

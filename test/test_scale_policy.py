@@ -1,4 +1,4 @@
-"""Scale policies: the disparity -> depth conversion and the ground-plane scale estimator on rendered roads
+"""Scale policies: the ground-plane scale estimator on rendered roads
 (level, pitched/rolled, with obstacles and noise, with no road at all) and its EMA smoothing."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from monodepth_ros.geometry import axis_angle_to_matrix, denormalize_intrinsics
-from monodepth_ros.scale_policy import GroundPlaneScale, disp_to_scaled_depth, fit_ground_plane, mount_normal
+from monodepth_ros.scale_policy import GroundPlaneScale, fit_ground_plane, mount_normal
 
 H, W = 96, 320
 K = denormalize_intrinsics(np.array([[0.58, 0, 0.5], [0, 1.92, 0.5], [0, 0, 1.0]]), W, H)
@@ -23,20 +23,6 @@ def road_depth(pitch_deg=0.0, roll_deg=0.0, cam_h=CAM_H) -> np.ndarray:
     denom = rays @ n
     with np.errstate(divide="ignore"):
         return np.where(denom > 1e-6, cam_h / denom, np.inf).astype(np.float32)
-
-
-def test_disp_to_scaled_depth_inverts_and_marks_invalid_as_nan():
-    disp = np.array([[0.5, 0.0, -1.0, np.nan, np.inf]], np.float32)
-    depth = disp_to_scaled_depth(disp, 3.0)
-    assert depth[0, 0] == pytest.approx(6.0)
-    assert np.isnan(depth[0, 1:]).all()  # zero, negative and non-finite disparity have no depth
-
-
-def test_disp_to_scaled_depth_masks_outside_the_depth_range():
-    disp = np.array([[1.0, 0.1, 0.01, 0.001]], np.float32)
-    depth = disp_to_scaled_depth(disp, 2.0, min_depth=5.0, max_depth=1000.0)
-    assert np.isnan(depth[0, 0]) and np.isnan(depth[0, 3])  # 2 m < min, 2000 m > max (sky)
-    np.testing.assert_allclose(depth[0, 1:3], [20.0, 200.0])
 
 
 @pytest.mark.parametrize("method", ["mount", "fit"])

@@ -77,12 +77,9 @@ class DepthBackend(abc.ABC):
         ``out_size`` = (height, width) resizes the *disparity* bilinearly before inversion, as the KITTI
         protocol does. Non-positive or non-finite disparity gives NaN depth.
         """
-        disp = self.infer_disp(rgb_uint8)
-        if out_size is not None and tuple(out_size) != disp.shape:
-            disp = cv2.resize(disp, (int(out_size[1]), int(out_size[0])), interpolation=cv2.INTER_LINEAR)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            depth = np.where((disp > 0) & np.isfinite(disp), np.float32(self.info.scale) / disp, np.nan)
-        return depth.astype(np.float32, copy=False)
+        from monodepth_ros.pipeline import depth_from_disp
+
+        return depth_from_disp(self.infer_disp(rgb_uint8), out_size, self.info.scale)
 
     def close(self) -> None:  # noqa: B027 - optional hook; backends holding GPU memory override it
         """Release resources (no-op by default)."""

@@ -1,0 +1,174 @@
+"""The per-frame path, written once: the model's disparity -> scale -> depth -> point cloud (and colour picture).
+
+Pure functions and small objects, no ROS: the depth node (:mod:`monodepth_ros.depth_node`), both replay modes,
+the demo and the benchmarks call them, so what replay reports is what the robot publishes. The shape follows
+depth_image_proc's ``point_cloud_xyz``: the node does the ROS plumbing (parameters, subscriptions, the worker
+thread, publishing) and hands each frame to :func:`process_frame`.
+
+    disp (h, w) at model size --(scale policy)--> scale
+    disp --resize to the output size, bilinear--> 1 / disp * scale --[min_depth, max_depth] else NaN--> depth
+    depth + K_out --> organised cloud (:func:`frame_cloud`), colour picture (:func:`frame_colored`)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+import cv2
+import numpy as np
+
+from monodepth_ros.geometry import scale_intrinsics, validate_intrinsics
+from monodepth_ros.scale_policy import GroundPlaneScale, make_scale_policy
+
+__all__ = ["CameraFrame", "FrameParams", "FrameOutput", "FrameRejected", "depth_from_disp", "process_frame",
+           "frame_cloud", "frame_colored", "configure_ground", "scale_policy_from_params"]
+
+
+def depth_from_disp(
+    disp: np.ndarray,
+    out_hw: tuple[int, int] | None = None,
+    scale: float = 1.0,
+    min_depth: float = 0.0,
+    max_depth: float = np.inf,
+) -> np.ndarray:
+    """Scaled disparity (h, w) -> depth (H, W) float32 = ``scale / disp``: the one resize-then-invert.
+
+    ``out_hw`` = (H, W) resizes the *disparity* bilinearly before inverting, as the KITTI protocol does (a
+    depth resize would blur far and near into a wrong middle). NaN (REP 118: no measurement) where disp <= 0 or
+    non-finite, and where the depth falls outside [min_depth, max_depth] (sky, and the far range the model
+    cannot resolve).
+    """
+    disp = np.asarray(disp, dtype=np.float32)
+    if out_hw is not None and tuple(out_hw) != disp.shape:
+        disp = cv2.resize(disp, (int(out_hw[1]), int(out_hw[0])), interpolation=cv2.INTER_LINEAR)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.float32(scale) / disp
+    # NaN disparity fails every comparison; disp <= 0 or inf gives a non-positive or non-finite depth.
+    valid = (disp > 0) & (depth > 0) & np.isfinite(depth) & (depth >= min_depth) & (depth <= max_depth)
+    depth[~valid] = np.nan
+    return depth
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """One camera frame as the pipeline needs it: RGB (H, W, 3) uint8, K (3, 3) at that size, and the size
+    (width, height) its camera_info declares (None or zeros when the camera_info does not say)."""
+
+    rgb: np.ndarray
+    K: np.ndarray
+    info_size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class FrameParams:
+    """The per-frame settings (node parameters of the same names, :mod:`monodepth_ros.node_params`)."""
+
+    output_resolution: str = "input"  # input (camera size) | model
+    min_depth: float = 0.1
+    max_depth: float = 80.0
+    decimation: int = 1
+    cloud_rgb: bool = True
+    colored_min_m: float = 1.0
+    colored_max_m: float = 80.0
+
+    @classmethod
+    def from_params(cls, p: Mapping) -> FrameParams:
+        """The fields of a parameter mapping (e.g. the node's ``self.p`` snapshot); others are ignored."""
+        return cls(**{f.name: p[f.name] for f in fields(cls) if f.name in p})
+
+
+@dataclass(frozen=True)
+class FrameOutput:
+    """What one frame publishes: depth (H_out, W_out) float32 (metres; model units for median_free) with NaN
+    where invalid, its intrinsics K (3, 3), the image at its size (H_out, W_out, 3) for the cloud's colour,
+    the scale used, and ``(kind, message)`` problems worth reporting that did not stop the frame."""
+
+    depth: np.ndarray
+    K: np.ndarray
+    rgb: np.ndarray
+    scale: float
+    problems: tuple[tuple[str, str], ...] = ()
+
+
+class FrameRejected(ValueError):
+    """This frame cannot be published; ``kind`` names the problem (camera_info, model_output)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def process_frame(camera: CameraFrame, disp: np.ndarray, params: FrameParams, policy) -> FrameOutput:
+    """One frame: the model's scaled disparity (h, w) for ``camera`` -> :class:`FrameOutput`.
+
+    ``policy`` is a scale-policy object (:mod:`monodepth_ros.scale_policy`); a ground-plane policy keeps its
+    state between calls. Raises :class:`FrameRejected` when the camera_info does not fit the image, K is not a
+    pinhole matrix, or the model output holds no finite value.
+    """
+    H, W = camera.rgb.shape[:2]
+    if camera.info_size and all(camera.info_size) and tuple(camera.info_size) != (W, H):
+        w_i, h_i = camera.info_size
+        raise FrameRejected("camera_info", f"camera_info is {w_i}x{h_i} but the image is {W}x{H}")
+    try:
+        K = validate_intrinsics(np.asarray(camera.K, dtype=np.float64))
+    except ValueError as e:
+        raise FrameRejected("camera_info", str(e)) from None
+    disp = np.asarray(disp, dtype=np.float32)
+    problems: list[tuple[str, str]] = []
+    bad = ~np.isfinite(disp)
+    if bad.all():
+        raise FrameRejected("model_output", "model output is all NaN/inf; frame skipped")
+    if bad.any():
+        problems.append(("model_output", f"model output has {int(bad.sum())} NaN/inf pixels (set to NaN)"))
+
+    h, w = disp.shape
+    K_model = scale_intrinsics(K, w / W, h / H)
+    est = policy.estimate(depth_from_disp(disp) if policy.needs_relative_depth else None, K_model)
+    if est.note:
+        problems.append((policy.name, est.note))
+    if params.output_resolution == "input":
+        depth = depth_from_disp(disp, (H, W), est.scale, params.min_depth, params.max_depth)
+        K_out, rgb_out = K, camera.rgb
+    else:
+        from monodepth_ros.backends.base import resize_rgb
+
+        depth = depth_from_disp(disp, None, est.scale, params.min_depth, params.max_depth)
+        K_out, rgb_out = K_model, resize_rgb(camera.rgb, h, w)
+    return FrameOutput(depth=depth, K=K_out, rgb=rgb_out, scale=float(est.scale), problems=tuple(problems))
+
+
+def frame_cloud(out: FrameOutput, params: FrameParams) -> tuple[np.ndarray, list]:
+    """The organised cloud of a frame: (points structured array, PointCloud2 fields), see
+    :func:`monodepth_ros.msgs.pointcloud.depth_to_cloud_buffer`."""
+    from monodepth_ros.msgs.pointcloud import depth_to_cloud_buffer
+
+    return depth_to_cloud_buffer(out.depth, out.K, rgb=out.rgb if params.cloud_rgb else None,
+                                 decimation=params.decimation)
+
+
+def frame_colored(out: FrameOutput, params: FrameParams) -> np.ndarray:
+    """The depth as an RGB picture (H_out, W_out, 3) uint8 over [colored_min_m, colored_max_m]."""
+    from monodepth_ros.visualize import colorize_depth
+
+    return colorize_depth(out.depth, params.colored_min_m, params.colored_max_m)
+
+
+def configure_ground(ground: GroundPlaneScale, p: Mapping) -> GroundPlaneScale:
+    """Set a ground-plane estimator's settings from node parameters ``p``; its state (EMA scale) is kept."""
+    ground.camera_height_m = float(p["camera_height_m"])
+    ground.region_top = float(p["ground_region_top"])
+    ground.alpha = float(p["ground_smoothing"])
+    ground.max_tilt_deg = float(p["ground_max_tilt_deg"])
+    ground.method = p["ground_method"]
+    ground.pitch_deg = float(p["camera_pitch_deg"])
+    ground.roll_deg = float(p["camera_roll_deg"])
+    return ground
+
+
+def scale_policy_from_params(p: Mapping, model_scale: float, model_policy: str,
+                             ground: GroundPlaneScale | None = None):
+    """The scale-policy object that node parameters ``p`` ask for, for a model whose metadata says
+    ``model_scale`` / ``model_policy``. ``ground`` (configured here) carries ground-plane state across frames."""
+    ground = configure_ground(GroundPlaneScale() if ground is None else ground, p)
+    return make_scale_policy(p["scale_policy"], p["fixed_scale"], model_scale, model_policy, ground)

@@ -1,0 +1,169 @@
+"""The per-frame pipeline (monodepth_ros.pipeline): disparity -> depth, the scale-policy objects, the output
+resolution, and the frames it refuses. The node and both replay modes run exactly this (see test_replay's
+in-process vs through-node agreement)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monodepth_ros.geometry import denormalize_intrinsics, scale_intrinsics
+from monodepth_ros.node_params import defaults, parse_overrides
+from monodepth_ros.pipeline import (
+    CameraFrame,
+    FrameParams,
+    FrameRejected,
+    depth_from_disp,
+    frame_cloud,
+    frame_colored,
+    process_frame,
+    scale_policy_from_params,
+)
+from monodepth_ros.scale_policy import FixedScale, GroundPlanePolicy, GroundPlaneScale, MedianFreeScale
+
+H, W = 96, 320  # camera
+h, w = 48, 160  # model
+K = denormalize_intrinsics(np.array([[0.58, 0, 0.5], [0, 1.92, 0.5], [0, 0, 1.0]]), W, H)
+
+
+def road_disp(cam_h: float, scale: float) -> np.ndarray:
+    """Disparity (h, w) of a level road seen from ``cam_h`` metres by a model whose units are off by ``scale``:
+    metric depth = scale / disp. The rows above the horizon get a far 200 m."""
+    Km = scale_intrinsics(K, w / W, h / H)
+    v = np.arange(h, dtype=np.float64)[:, None]
+    ray_y = (v - Km[1, 2]) / Km[1, 1]
+    depth_m = np.where(ray_y > 1e-3, cam_h / np.maximum(ray_y, 1e-3), 200.0)
+    return np.broadcast_to(scale / depth_m, (h, w)).astype(np.float32).copy()
+
+
+def test_depth_from_disp_inverts_and_marks_invalid_as_nan():
+    disp = np.array([[0.5, 0.0, -1.0, np.nan, np.inf]], np.float32)
+    depth = depth_from_disp(disp, scale=3.0)
+    assert depth[0, 0] == pytest.approx(6.0)
+    assert np.isnan(depth[0, 1:]).all()  # zero, negative and non-finite disparity have no depth
+
+
+def test_depth_from_disp_masks_outside_the_depth_range():
+    disp = np.array([[1.0, 0.1, 0.01, 0.001]], np.float32)
+    depth = depth_from_disp(disp, scale=2.0, min_depth=5.0, max_depth=1000.0)
+    assert np.isnan(depth[0, 0]) and np.isnan(depth[0, 3])  # 2 m < min, 2000 m > max (sky)
+    np.testing.assert_allclose(depth[0, 1:3], [20.0, 200.0])
+
+
+def test_depth_from_disp_resizes_the_disparity_not_the_depth():
+    disp = np.array([[1.0, 0.25]], np.float32)  # depth 1 m beside 4 m
+    depth = depth_from_disp(disp, (1, 3))
+    # The middle pixel: bilinear disparity 0.625 -> 1.6 m; a resized depth would have said 2.5 m.
+    assert depth.shape == (1, 3)
+    assert depth[0, 1] == pytest.approx(1.0 / 0.625, rel=1e-5)
+
+
+def test_process_frame_applies_the_fixed_scale_at_the_camera_resolution():
+    disp = np.full((h, w), 0.5, np.float32)
+    out = process_frame(CameraFrame(np.zeros((H, W, 3), np.uint8), K, (W, H)), disp, FrameParams(),
+                        FixedScale(3.0))
+    assert out.depth.shape == (H, W) and out.scale == 3.0 and out.problems == ()
+    np.testing.assert_allclose(out.depth, 6.0)
+    np.testing.assert_allclose(out.K, K)
+
+
+def test_process_frame_at_model_resolution_scales_K_and_shrinks_the_image():
+    rgb = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    out = process_frame(CameraFrame(rgb, K), np.full((h, w), 0.5, np.float32),
+                        FrameParams(output_resolution="model"), MedianFreeScale())
+    assert out.depth.shape == (h, w) and out.rgb.shape == (h, w, 3)
+    np.testing.assert_allclose(out.K, scale_intrinsics(K, 0.5, 0.5))
+    np.testing.assert_allclose(out.depth, 2.0)  # median_free: model units, scale 1
+
+
+def test_process_frame_masks_depth_beyond_the_range():
+    disp = np.full((h, w), 0.5, np.float32)
+    disp[:, : w // 2] = 0.001  # 1000 m
+    out = process_frame(CameraFrame(np.zeros((H, W, 3), np.uint8), K), disp, FrameParams(max_depth=80.0),
+                        FixedScale(1.0))
+    assert np.isnan(out.depth[:, : W // 2 - 2]).all() and np.isfinite(out.depth[:, W // 2 + 2:]).all()
+
+
+@pytest.mark.parametrize("bad,kind", [
+    ("info_size", "camera_info"),
+    ("K", "camera_info"),
+    ("all_nan", "model_output"),
+])
+def test_process_frame_refuses_a_frame_it_cannot_stand_behind(bad, kind):
+    rgb = np.zeros((H, W, 3), np.uint8)
+    disp = np.full((h, w), 0.5, np.float32)
+    camera = CameraFrame(rgb, K, (W, H))
+    if bad == "info_size":
+        camera = CameraFrame(rgb, K, (640, 192))
+    elif bad == "K":
+        camera = CameraFrame(rgb, np.zeros((3, 3)))
+    else:
+        disp[:] = np.nan
+    with pytest.raises(FrameRejected) as e:
+        process_frame(camera, disp, FrameParams(), FixedScale(1.0))
+    assert e.value.kind == kind
+    if bad == "info_size":
+        assert "640x192" in str(e.value) and f"{W}x{H}" in str(e.value)
+
+
+def test_process_frame_reports_partly_bad_model_output_and_keeps_the_frame():
+    disp = np.full((h, w), 0.5, np.float32)
+    disp[0, :3] = np.nan
+    out = process_frame(CameraFrame(np.zeros((H, W, 3), np.uint8), K), disp, FrameParams(), FixedScale(1.0))
+    assert out.problems == (("model_output", "model output has 3 NaN/inf pixels (set to NaN)"),)
+    assert np.isfinite(out.depth[H // 2:]).all()
+
+
+def test_policies_from_node_parameters():
+    p = defaults()
+    assert isinstance(scale_policy_from_params(p, 4.0, "metric"), FixedScale)
+    assert scale_policy_from_params(p, 4.0, "metric").value == 4.0  # fixed_scale 0: the model's own
+    assert scale_policy_from_params(parse_overrides(["fixed_scale:=2.5"]), 4.0, "metric").value == 2.5
+    assert isinstance(scale_policy_from_params(parse_overrides(["scale_policy:=median_free"]), 4.0, "metric"),
+                      MedianFreeScale)
+    g = scale_policy_from_params(parse_overrides(["scale_policy:=ground_plane", "camera_height_m:=2.0"]), 4.0,
+                                 "metric")
+    assert isinstance(g, GroundPlanePolicy) and g.ground.camera_height_m == 2.0 and g.fallback == 4.0
+
+
+def test_parse_overrides_refuses_unknown_names_and_bad_values():
+    with pytest.raises(ValueError, match="unknown depth node parameter 'scale_polcy'"):
+        parse_overrides(["scale_polcy:=fixed"])
+    with pytest.raises(ValueError, match="scale_policy must be one of"):
+        parse_overrides(["scale_policy:=metres"])
+    with pytest.raises(ValueError, match="min_depth .* must be below max_depth"):
+        parse_overrides(["min_depth:=90"])
+    with pytest.raises(ValueError, match="not NAME:=VALUE"):
+        parse_overrides(["min_depth=1"])
+    assert parse_overrides(["min_depth:=1"])["min_depth"] == 1.0  # an int given for a double
+
+
+def test_ground_plane_policy_makes_a_relative_road_metric_and_says_when_it_falls_back():
+    true_scale = 0.2  # the model's depth is 5x too large; the road's known height says by how much
+    ground = GroundPlaneScale(alpha=1.0)
+    policy = GroundPlanePolicy(ground, fallback=1.0, fallback_source="the model's scale")
+    rgb = np.zeros((H, W, 3), np.uint8)
+    out = process_frame(CameraFrame(rgb, K), road_disp(1.65, true_scale), FrameParams(max_depth=1e4), policy)
+    assert out.problems == ()
+    assert out.scale == pytest.approx(true_scale, rel=0.03)
+    # A wall in front: no road, the previous scale is kept and the frame says so.
+    wall = np.full((h, w), 0.1, np.float32)
+    out2 = process_frame(CameraFrame(rgb, K), wall, FrameParams(), policy)
+    assert out2.scale == pytest.approx(out.scale)
+    assert out2.problems and out2.problems[0][0] == "ground_plane" and "keeping the previous scale" in \
+        out2.problems[0][1]
+    # A fresh estimator that never saw a road uses the fallback and names its source.
+    fresh = GroundPlanePolicy(GroundPlaneScale(), fallback=1.0, fallback_source="the model's scale")
+    out3 = process_frame(CameraFrame(rgb, K), wall, FrameParams(), fresh)
+    assert out3.scale == 1.0 and "using the model's scale 1" in out3.problems[0][1]
+
+
+def test_cloud_and_colour_picture_follow_the_depth():
+    rgb = np.random.default_rng(1).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    out = process_frame(CameraFrame(rgb, K), np.full((h, w), 0.5, np.float32), FrameParams(), FixedScale(1.0))
+    points, fields = frame_cloud(out, FrameParams(decimation=2))
+    assert points.shape == (H // 2, W // 2) and {f[0] for f in fields} >= {"x", "y", "z", "rgb"}
+    np.testing.assert_allclose(points["z"], 2.0)
+    points, fields = frame_cloud(out, FrameParams(cloud_rgb=False))
+    assert "rgb" not in {f[0] for f in fields}
+    assert frame_colored(out, FrameParams()).shape == (H, W, 3)
