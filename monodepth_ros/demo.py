@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from monodepth_ros.replay import ReplayConfig, run_replay
-    from monodepth_ros.replay_report import summary_text
+    from monodepth_ros.replay.report import summary_text
     from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
     from monodepth_ros.synthetic.writers import write_bag
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tiny_depth_model import make_tiny_depth_model
+from tiny_depth_model import make_content_depth_model, make_tiny_depth_model
 
 from monodepth_ros.geometry import backproject, denormalize_intrinsics, scale_intrinsics
 from monodepth_ros.msgs.pointcloud import pointcloud2_to_array, unpack_rgb
@@ -450,25 +450,6 @@ def test_startup_with_unusable_model_exits_nonzero_with_a_clear_message(content,
     assert "Traceback" not in out
 
 
-def make_content_depth_model(path: Path) -> Path:
-    """Like the tiny road model, but its disparity depends on every pixel and weighs the channels differently:
-    ``disp = road * (0.5 + 0.7 r + 0.2 g + 0.1 b)`` (r, g, b in [0, 1]). A grey frame replicated to 3 channels
-    gives ``road * (0.5 + grey)``; grey in one channel only, a lost row stride or a constant frame would not."""
-    from onnx import helper, numpy_helper
-    from tiny_depth_model import road_disparity, save_disparity_graph
-
-    ramp = road_disparity(H_M, W_M, K_MODEL, CAMERA_HEIGHT_M, REL_FACTOR, 100.0)[None, None]
-    inits = [numpy_helper.from_array(np.array([0.7, 0.2, 0.1], np.float32).reshape(1, 3, 1, 1), "w_rgb"),
-             numpy_helper.from_array(np.array(0.5, np.float32), "half"), numpy_helper.from_array(ramp, "ramp")]
-    nodes = [helper.make_node("Conv", ["rgb", "w_rgb"], ["mix"]), helper.make_node("Add", ["mix", "half"], ["gain"]),
-             helper.make_node("Mul", ["ramp", "gain"], ["disp"])]
-    meta = {"height": H_M, "width": W_M, "min_depth": 0.1, "max_depth": 100.0, "scale_policy": "fixed",
-            "scale": 1.0 / REL_FACTOR, "mean": [0.0] * 3, "std": [1.0] * 3,
-            "intrinsics_norm": [[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]], "source_sha256": "0" * 64,
-            "depth_net": "tiny_content"}
-    return save_disparity_graph(path, nodes, inits, H_M, W_M, meta, name="content_depth")
-
-
 def test_mono8_stream_gives_the_depth_of_the_grey_frame_replicated_to_rgb(ros_subprocess_env, tmp_path):
     """A grey camera (mono8) through the real node over DDS: depth, camera_info and an organised cloud come back
     for every frame, metric and finite below the horizon, and the depth is exactly what ONNX Runtime gives for
@@ -478,7 +459,7 @@ def test_mono8_stream_gives_the_depth_of_the_grey_frame_replicated_to_rgb(ros_su
 
     from monodepth_ros.backends import OnnxRuntimeBackend
 
-    model = make_content_depth_model(tmp_path / "content.onnx")
+    model = make_content_depth_model(tmp_path / "content.onnx", H_M, W_M, K_MODEL, CAMERA_HEIGHT_M, REL_FACTOR)
     proc = start_node(ros_subprocess_env, model, tmp_path / "node.log", "/mono", "qos:=reliable")
     backend = OnnxRuntimeBackend(model)
     c = None

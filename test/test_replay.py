@@ -21,7 +21,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from monodepth_ros import replay
-from monodepth_ros.backends import OnnxRuntimeBackend
+from monodepth_ros.backends import OnnxRuntimeBackend, tensorrt_unavailable_reason
 from monodepth_ros.geometry import backproject, invert_pose
 from monodepth_ros.metrics import METRIC_NAMES, evaluate_depth
 from monodepth_ros.replay import ReplayConfig, run_replay
@@ -163,6 +163,56 @@ def test_through_node_answers_90_percent_of_frames_at_the_recorded_rate(synth_ba
             assert f["abs_rel"] == pytest.approx(ref[f["index"]], rel=1e-4), f["index"]
 
 
+def _depth_by_stamp(bag: Path, topic: str = "/camera/depth") -> dict[int, np.ndarray]:
+    """The depth images (H, W) of ``topic`` in an output bag, by header stamp (ns)."""
+    from monodepth_ros.msgs.image import depth_msg_to_array
+    from monodepth_ros.msgs.stamps import stamp_to_ns
+
+    with AnyReader([bag]) as r:
+        conns = [c for c in r.connections if c.topic == topic]
+        msgs = (r.deserialize(raw, c.msgtype) for c, _, raw in r.messages(connections=conns))
+        return {stamp_to_ns(m.header.stamp): depth_msg_to_array(m) for m in msgs}
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("node_params", [
+    [],  # fixed, the model's scale
+    ["scale_policy:=median_free", "max_depth:=50.0"],
+    ["scale_policy:=ground_plane", "ground_smoothing:=0.5", "camera_height_m:=1.5"],
+], ids=["fixed", "median_free", "ground_plane"])
+def test_in_process_and_through_node_publish_the_same_depth(world, synth_bag, tmp_path, node_params,
+                                                            ros_subprocess_env):
+    """Both modes run the one per-frame pipeline with the same node parameters: the same depth, frame by frame
+    (the ground-plane state included: its scale moves with each frame of this model)."""
+    from tiny_depth_model import make_content_depth_model
+
+    from monodepth_ros.geometry import scale_intrinsics
+
+    h, w = H_PX // 2, W_PX // 2
+    model = make_content_depth_model(tmp_path / "content.onnx", h, w,
+                                     scale_intrinsics(world.render(0).K, w / W_PX, h / H_PX))
+    n = 8
+    reports = {}
+    for through in (False, True):
+        reports[through] = run_replay(ReplayConfig(
+            bag=synth_bag, out_dir=tmp_path / f"through_{through}", model=model, gt_topic=GT, through_node=through,
+            rate=0.5, max_frames=n, node_params=node_params, domain_id=int(ros_subprocess_env["ROS_DOMAIN_ID"]),
+            quiet=True))
+    assert reports[True]["frames"]["dropped"] == 0, "a dropped frame would change the ground-plane state"
+    ours, node = (_depth_by_stamp(tmp_path / f"through_{t}" / "replay_bag") for t in (False, True))
+    assert len(ours) == n and ours.keys() == node.keys()
+    for stamp in ours:
+        np.testing.assert_allclose(node[stamp], ours[stamp], rtol=1e-5, equal_nan=True, err_msg=str(stamp))
+    for name in METRIC_NAMES:
+        assert reports[True]["metrics"][name] == pytest.approx(reports[False]["metrics"][name], rel=1e-5), name
+    medians = [float(np.nanmedian(d)) for d in ours.values()]
+    if "scale_policy:=ground_plane" in node_params:
+        assert np.ptp(medians) > 0.01 * np.mean(medians)  # the road's scale moved: state was carried, not reset
+    if "scale_policy:=median_free" in node_params:
+        assert reports[False]["settings"]["median_scaling"]  # model units are scored median-scaled
+        assert max(medians) < 50.0 / 5  # model units: 5x below metres for this model
+
+
 @pytest.mark.ros
 def test_through_node_reports_the_frames_a_slow_node_dropped(synth_bag, tmp_path, ros_subprocess_env):
     """Played at 10x the recorded rate (100 Hz) into a node whose model needs tens of ms: the node keeps only
@@ -289,7 +339,7 @@ def test_cli_bad_bags_exit_2_with_one_line(synth_bag, tiny_model, tmp_path, caps
 
 
 def test_missing_default_model_tells_the_user_to_pass_model(synth_bag, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(replay, "default_model_path", lambda: tmp_path / "models" / "default.onnx")
+    monkeypatch.setattr(replay.config, "default_model_path", lambda: tmp_path / "models" / "default.onnx")
     rc = replay.main(["--bag", str(synth_bag), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and "pass --model" in err and "default model is not installed" in err
@@ -358,15 +408,25 @@ def test_in_process_metrics_match_the_evaluation_cli_on_the_same_frames(in_proce
                                rtol=5e-4)
 
 
+def test_a_bad_node_parameter_is_refused_before_anything_runs(synth_bag, tiny_model, tmp_path, capsys):
+    rc = replay.main(["--bag", str(synth_bag), "--model", str(tiny_model), "--through-node", "--quiet",
+                      "--node-param", "decimation:=99", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "--node-param: decimation must be in [1, 16], got 99" in err
+    assert not (tmp_path / "out" / "replay_bag").exists()
+
+
 @pytest.mark.ros
+@pytest.mark.skipif(tensorrt_unavailable_reason() is None, reason="TensorRT is installed: the node would start")
 def test_node_that_cannot_start_is_reported_with_its_own_log_line(synth_bag, tiny_model, tmp_path, capsys,
                                                                   ros_subprocess_env):
     rc = replay.main(["--bag", str(synth_bag), "--model", str(tiny_model), "--through-node", "--quiet",
-                      "--node-param", "decimation:=99", "--domain-id", ros_subprocess_env["ROS_DOMAIN_ID"],
+                      "--backend", "tensorrt", "--domain-id", ros_subprocess_env["ROS_DOMAIN_ID"],
                       "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1, err
-    assert "the depth node exited with code 1 during start-up" in err and "decimation" in err and "99" in err
+    assert "the depth node exited with code 1 during start-up" in err and "tensorrt" in err
     assert (tmp_path / "out" / "node.log").is_file() and not (tmp_path / "out" / "replay_bag").exists()
 
 

@@ -108,3 +108,23 @@ def make_tiny_depth_model(
         "depth_net": "tiny_road",
     }
     return save_disparity_graph(path, nodes, inits, height, width, meta)
+
+
+def make_content_depth_model(path: str | Path, height: int, width: int, K_model: np.ndarray,
+                             camera_height_m: float = 1.65, rel_factor: float = 0.2) -> Path:
+    """Like the tiny road model, but its disparity depends on every pixel and weighs the channels differently:
+    ``disp = road * (0.5 + 0.7 r + 0.2 g + 0.1 b)`` (r, g, b in [0, 1]). A grey frame replicated to 3 channels
+    gives ``road * (0.5 + grey)``; grey in one channel only, a lost row stride or a constant frame would not.
+    Its road's scale changes with the picture, so a ground-plane estimate moves from frame to frame."""
+    from onnx import helper, numpy_helper
+
+    ramp = road_disparity(height, width, K_model, camera_height_m, rel_factor, 100.0)[None, None]
+    inits = [numpy_helper.from_array(np.array([0.7, 0.2, 0.1], np.float32).reshape(1, 3, 1, 1), "w_rgb"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half"), numpy_helper.from_array(ramp, "ramp")]
+    nodes = [helper.make_node("Conv", ["rgb", "w_rgb"], ["mix"]), helper.make_node("Add", ["mix", "half"], ["gain"]),
+             helper.make_node("Mul", ["ramp", "gain"], ["disp"])]
+    meta = {"height": height, "width": width, "min_depth": 0.1, "max_depth": 100.0, "scale_policy": "fixed",
+            "scale": 1.0 / rel_factor, "mean": [0.0] * 3, "std": [1.0] * 3,
+            "intrinsics_norm": [list(map(float, r)) for r in KITTI_K_NORM], "source_sha256": "0" * 64,
+            "depth_net": "tiny_content"}
+    return save_disparity_graph(path, nodes, inits, height, width, meta, name="content_depth")

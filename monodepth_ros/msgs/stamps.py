@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["stamp_to_ns", "cdr_header_stamp_ns"]
+__all__ = ["stamp_to_ns", "cdr_header_stamp_ns", "patch_stamp"]
 
 
 def stamp_to_ns(stamp) -> int:
@@ -23,3 +23,12 @@ def cdr_header_stamp_ns(raw: bytes | memoryview) -> int:
     endian = "<" if raw[1] & 1 else ">"
     sec, nanosec = struct.unpack_from(endian + "iI", raw, 4)
     return sec * 1_000_000_000 + nanosec
+
+
+def patch_stamp(raw: bytes, stamp_ns: int) -> bytes:
+    """Copy of a serialised stamped message with its header stamp replaced (the layout of
+    :func:`cdr_header_stamp_ns`)."""
+    buf = bytearray(raw)
+    endian = "<" if buf[1] & 1 else ">"
+    struct.pack_into(endian + "iI", buf, 4, stamp_ns // 1_000_000_000, stamp_ns % 1_000_000_000)
+    return bytes(buf)

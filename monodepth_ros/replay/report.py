@@ -2,7 +2,8 @@
 drawn with matplotlib), ``panels.png`` (sample frames: image | prediction | GT | error, via
 :func:`monodepth_ros.visualize.panel_grid`) and ``report.html`` (one page tying them together).
 
-The report dict is built by :mod:`monodepth_ros.replay`; this module only renders it.
+The report dict is built by :mod:`monodepth_ros.replay.run`; this module renders it. It also holds the small
+timing helpers both modes use (latency percentiles, rates) and the progress bar.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 from monodepth_ros.bundle import atomic_write_bytes
 from monodepth_ros.metrics import METRIC_NAMES, format_table
 
-__all__ = ["percentiles_ms", "write_json", "plot_per_frame", "write_html", "summary_text", "json_safe"]
+__all__ = ["percentiles_ms", "rate_hz", "progress", "write_json", "plot_per_frame", "write_html", "summary_text",
+           "json_safe"]
 
 
 def percentiles_ms(latencies_s: list[float] | np.ndarray) -> dict[str, float | int | None]:
@@ -31,6 +33,21 @@ def percentiles_ms(latencies_s: list[float] | np.ndarray) -> dict[str, float | i
     p50, p95, p99 = np.percentile(lat * 1e3, [50, 95, 99])
     return {"n": int(lat.size), "mean": float(lat.mean() * 1e3), "p50": float(p50), "p95": float(p95),
             "p99": float(p99), "max": float(lat.max() * 1e3)}
+
+
+def rate_hz(times_ns: list[int]) -> float | None:
+    """Mean rate (Hz) of events at ``times_ns`` (N,), or None with fewer than two events or no time span."""
+    if len(times_ns) < 2:
+        return None
+    span = (max(times_ns) - min(times_ns)) / 1e9
+    return (len(times_ns) - 1) / span if span > 0 else None
+
+
+def progress(iterable, total: int, desc: str, quiet: bool):
+    """A tqdm progress bar over ``iterable`` (frames), silent with ``quiet``."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="frame", disable=quiet, dynamic_ncols=True)
 
 
 def json_safe(obj):
