@@ -36,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/python -m monodepth_ros.demo
 
 colcon-test: $(STAMP)
-	$(BIN)/python -m pytest -m "" test/test_colcon.py
+	$(BIN)/python -m pytest -m "" test/integration/test_colcon.py
 
 train-default: $(STAMP)
 	$(BIN)/python -m monodepth_training.train_default

@@ -466,7 +466,7 @@ def test_paper_config_names_registered_networks_at_a_valid_size(config):
 
     import yaml
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "train" / f"{config}.yaml").read_text())
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "train" / f"{config}.yaml").read_text())
     model, data = cfg["model"], cfg["data"]
     assert data["height"] % 32 == 0 and data["width"] % 32 == 0
     assert model["depth_net"] == config.removesuffix("_kitti")

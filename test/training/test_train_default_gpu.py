@@ -23,7 +23,7 @@ import pytest
 import yaml
 from monodepth_training import train_default_gpu as gpu
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REAL = gpu.KITTI_SOURCE
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real KITTI odometry frames not present at {REAL} "
                                                          "(a clone without ../shared)")

@@ -12,7 +12,6 @@ from monodepth_training.losses import (
     ExtraLossConfig,
     build_featurenet,
     resolve_scale_policy,
-    stereo_pose,
     total_loss,
     velocity_loss,
 )
@@ -105,7 +104,9 @@ def test_scale_policy_follows_the_supervision():
 
 def test_dataset_stereo_pose_is_the_fixed_metric_baseline():
     batch = _batch(2, use_stereo=True)
-    np.testing.assert_allclose(batch["T_stereo"][0].numpy(), stereo_pose(0.54, "l").numpy(), atol=1e-6)
+    expected = np.eye(4, dtype=np.float32)
+    expected[0, 3] = -0.54  # the right camera 0.54 m along the left's +x: target points move by -0.54 m
+    np.testing.assert_allclose(batch["T_stereo"][0].numpy(), expected, atol=1e-6)
 
 
 def test_total_loss_adds_feature_metric_velocity_and_stereo_and_reaches_every_network():
@@ -248,7 +249,7 @@ def test_synthetic_metric_config_parses_with_the_velocity_recipe():
 
     import yaml
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     cli = Path(sys.executable).with_name("monodepth-train")
     config = repo / "config/train/synthetic_metric.yaml"
     out = subprocess.run([str(cli), "fit", "--config", str(config), "--print_config"], capture_output=True, text=True,

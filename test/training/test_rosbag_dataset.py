@@ -21,7 +21,7 @@ from monodepth_training.datasets.rosbag import (
     subsample_step,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KITTI_TIMES = REPO.parent / "shared/data/real/kitti_odometry/sequences/03/times.txt"
 EPOCH_S = 1_317_384_588.0  # stamps of a real drive are seconds since 1970, where float rounding bites
 H, W = 16, 24

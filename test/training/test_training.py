@@ -24,7 +24,7 @@ from torch.utils.data import default_collate
 
 from monodepth_ros.bundle import read_meta
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 H, W = 64, 96  # the smallest size whose deepest feature map (H/32) still takes reflection padding
 
 # Callbacks importable by the CLI from tmp_path (also in a subprocess). StepRecorder appends

@@ -431,7 +431,7 @@ def test_node_that_cannot_start_is_reported_with_its_own_log_line(synth_bag, tin
 
 
 # ---- lidar GT: replay and monodepth-eval agree when they hold the same depth convention ----------------------
-REAL_KITTI_RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "kitti_raw"
+REAL_KITTI_RAW = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "kitti_raw"
 VELO_TOPIC = "/velodyne_points"
 
 

@@ -22,7 +22,7 @@ from monodepth_ros import kitti
 from monodepth_ros.geometry import axis_angle_to_matrix, pose_from_axis_angle
 from monodepth_ros.priors import fit_camera_height, flat_road_depth
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REAL = REPO.parent / "shared" / "data" / "real"
 
 

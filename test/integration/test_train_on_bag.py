@@ -15,7 +15,7 @@ import pytest
 from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
 from monodepth_ros.synthetic.writers import write_bag
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

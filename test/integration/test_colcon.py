@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-INNER_TESTS = ["test/test_geometry.py"]
+REPO = Path(__file__).resolve().parents[2]
+INNER_TESTS = ["test/runtime/test_geometry.py"]
 
 
 @pytest.mark.skipif(os.environ.get("MONODEPTH_COLCON_INNER") == "1", reason="already running inside colcon test")

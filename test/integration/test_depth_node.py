@@ -29,7 +29,7 @@ K_MODEL = scale_intrinsics(K_IN, W_M / W_IN, H_M / H_IN)
 CAMERA_HEIGHT_M = 1.65
 REL_FACTOR = 0.2  # the model's relative depth = metric / 5; its metadata scale is 5
 FRAME_ID = "camera_optical_frame"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_rgb(i: int) -> np.ndarray:

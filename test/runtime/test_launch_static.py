@@ -14,7 +14,7 @@ import yaml
 
 from monodepth_ros.node_params import PARAM_BY_NAME, PARAMETERS, TOPICS, validate_parameter
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch" / "depth.launch.py"
 CONFIG = REPO / "config" / "depth_node.yaml"
 RVIZ = REPO / "launch" / "rviz" / "depth.rviz"

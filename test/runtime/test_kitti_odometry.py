@@ -17,7 +17,7 @@ from monodepth_ros.geometry import invert_pose, pose_from_axis_angle
 from monodepth_ros.kitti_odometry import load_sequence, read_odometry_times, relative_poses, speeds_from_poses
 from monodepth_ros.pose_eval import ate_snippets
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "kitti_odometry"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "kitti_odometry"
 FX, CX, CY, BASELINE = 200.0, 63.5, 19.5, 0.54
 
 
