@@ -57,7 +57,7 @@ setup(
         "console_scripts": [
             "depth_node = monodepth_ros.depth_node:main",
             "monodepth-synth = monodepth_ros.synthetic.cli:main",
-            "monodepth-eval = monodepth_ros.evaluate:main",
+            "monodepth-eval = monodepth_ros.evaluation.evaluate:main",
             "monodepth-replay = monodepth_ros.replay:main",
             "monodepth-train = monodepth_training.cli:main",
             "monodepth-export = monodepth_training.export.cli:main",

@@ -38,7 +38,7 @@ from monodepth_training.networks.export_wrapper import DisparityHead
 from torch.utils.data import DataLoader
 
 from monodepth_ros.bundle import atomic_write_bytes
-from monodepth_ros.metrics import METRIC_NAMES, evaluate_depth
+from monodepth_ros.evaluation.metrics import METRIC_NAMES, evaluate_depth
 
 RESULTS = Path(__file__).resolve().parent / "results" / "architecture_ablation.json"
 MIN_DEPTH, MAX_DEPTH = 0.1, 100.0

@@ -37,7 +37,7 @@ from monodepth_training.networks.registry import build_depth_net, build_pose_net
 from torch.utils.data import DataLoader
 
 from monodepth_ros.bundle import atomic_write_bytes
-from monodepth_ros.metrics import METRIC_NAMES, evaluate_depth
+from monodepth_ros.evaluation.metrics import METRIC_NAMES, evaluate_depth
 
 RESULTS = Path(__file__).resolve().parent / "results" / "loss_ablation.json"
 WORLD = {"static_segments": True, "moving_objects": True}

@@ -1,12 +1,12 @@
 """Real-data benchmark: depth on a real KITTI raw drive (LiDAR GT) and pose ATE on KITTI odometry.
 
-Depth, on ``kitti_raw/2011_09_26/2011_09_26_drive_sfnd_sync`` (78 colour frames, every 2nd by default), with the
-KITTI protocol of ``monodepth-eval --gt velodyne`` (LiDAR forward distance projected by
-:mod:`monodepth_ros.kitti_gt`, Garg crop, GT in (0.001, 80) m, the 7 metrics averaged over images), median-scaled
-and unscaled, for: the flat-road prior (:mod:`monodepth_ros.priors`, no network), the untrained network of the
-default model's architecture, the shipped default model and its INT8 twin, and every ``--model`` / ``--bundle``.
-Pose, on odometry sequence 03 frames 700-800 (grey camera 0): the 5-frame snippet ATE of every bundle's pose
-network against zero motion (and the GT poses, which must score 0).
+Depth, on ``kitti_raw/2011_09_26/2011_09_26_drive_sfnd_sync`` (78 colour frames, every 2nd by default), with the KITTI
+protocol of ``monodepth-eval --gt velodyne`` (LiDAR forward distance projected by
+:mod:`monodepth_ros.evaluation.kitti_gt`, Garg crop, GT in (0.001, 80) m, the 7 metrics averaged over images),
+median-scaled and unscaled, for: the flat-road prior (:mod:`monodepth_ros.evaluation.priors`, no network), the
+untrained network of the default model's architecture, the shipped default model and its INT8 twin, and every
+``--model`` / ``--bundle``. Pose, on odometry sequence 03 frames 700-800 (grey camera 0): the 5-frame snippet ATE of
+every bundle's pose network against zero motion (and the GT poses, which must score 0).
 
     .venv/bin/python benchmarks/real_data.py --real ../shared/data/real [--model X.onnx ...] \
         [--bundle B.safetensors ...] [--out DIR]
@@ -31,14 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from monodepth_ros import kitti, kitti_gt
 from monodepth_ros.backends import create_backend, preprocess
 from monodepth_ros.bundle import atomic_write_bytes
+from monodepth_ros.datasets import kitti
+from monodepth_ros.datasets.kitti_odometry import load_sequence, relative_poses
+from monodepth_ros.evaluation import kitti_gt
+from monodepth_ros.evaluation.metrics import MAX_DEPTH_M, METRIC_NAMES, MIN_DEPTH_M, evaluate_image, summarize
+from monodepth_ros.evaluation.pose_eval import ate_snippets
+from monodepth_ros.evaluation.priors import KITTI_CAMERA_HEIGHT_M, fit_camera_height, flat_road_depth
 from monodepth_ros.geometry import invert_pose
-from monodepth_ros.kitti_odometry import load_sequence, relative_poses
-from monodepth_ros.metrics import MAX_DEPTH_M, METRIC_NAMES, MIN_DEPTH_M, evaluate_image, summarize
-from monodepth_ros.pose_eval import ate_snippets
-from monodepth_ros.priors import KITTI_CAMERA_HEIGHT_M, fit_camera_height, flat_road_depth
 from monodepth_ros.visualize import PanelRow, panel_grid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,8 +99,8 @@ class DepthFrame:
 def load_raw_frames(raw_root: Path, drive: str = RAW_DRIVE, stride: int = 2) -> tuple[list[DepthFrame], np.ndarray]:
     """Every ``stride``-th frame of a KITTI raw drive with its velodyne GT, and the camera's K (3, 3).
 
-    GT = :func:`monodepth_ros.kitti_gt.load_gt_depth`, velodyne, ``depth_convention="lidar_forward"`` (the LiDAR's
-    forward distance), as the reference evaluation and ``monodepth-eval`` use.
+    GT = :func:`monodepth_ros.evaluation.kitti_gt.load_gt_depth`, velodyne, ``depth_convention="lidar_forward"`` (the
+    LiDAR's forward distance), as the reference evaluation and ``monodepth-eval`` use.
     """
     folder = Path(raw_root) / drive / "image_02" / "data"
     indices = sorted(int(p.stem) for p in folder.iterdir()
@@ -149,7 +150,7 @@ def surface_breakdown(frames: list[DepthFrame], preds: list[np.ndarray], K: np.n
     """Where the error is: abs_rel and median(pred / GT) on the LiDAR's road returns (:func:`road_mask`) and on
     everything else (cars, trucks, walls, trees), pooled over all frames' valid GT pixels. ``scaled``: median-scale
     each prediction first (relative models); otherwise the prediction is taken as metres."""
-    from monodepth_ros.metrics import median_scale, valid_mask
+    from monodepth_ros.evaluation.metrics import median_scale, valid_mask
 
     parts: dict[str, list[np.ndarray]] = {"road": [], "other": []}
     for f, pred in zip(frames, preds, strict=True):
@@ -179,7 +180,7 @@ def ground_plane_check(frames: list[DepthFrame], preds: list[np.ndarray], K: np.
     at (below ``region_top``), so the check compares the two on the same stretch of road: a model's far road can
     be off in a way the estimator never sees. Also scores the depth scaled by the estimator's scale.
     """
-    from monodepth_ros.metrics import median_scale, valid_mask
+    from monodepth_ros.evaluation.metrics import median_scale, valid_mask
     from monodepth_ros.scale_policy import GroundPlaneScale
 
     est = GroundPlaneScale(camera_height_m=camera_height_m)
@@ -345,8 +346,8 @@ def pose_net_relative_poses(pose_net, frames_rgb: list[np.ndarray], height: int,
                             batch: int = 16) -> np.ndarray:
     """``T_{i}_from_{i+1}`` (N - 1, 4, 4) predicted by a pose network for consecutive frames (N of (H, W, 3) uint8).
 
-    Fed as in training: target = frame i, source = frame i + 1, giving ``T_src_from_tgt`` = ``T_{i+1}_from_{i}``,
-    which is inverted into the convention :func:`monodepth_ros.pose_eval.ate_snippets` takes. Frames are resized
+    Fed as in training: target = frame i, source = frame i + 1, giving ``T_src_from_tgt`` = ``T_{i+1}_from_{i}``, which
+    is inverted into the convention :func:`monodepth_ros.evaluation.pose_eval.ate_snippets` takes. Frames are resized
     with the runtime's :func:`~monodepth_ros.backends.preprocess` to the network's ``height`` x ``width``.
     """
     import torch

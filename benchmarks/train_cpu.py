@@ -24,7 +24,7 @@ from monodepth_training.data import DepthDataModule
 from monodepth_training.module import MonoDepthModule
 
 from monodepth_ros.bundle import atomic_write_bytes
-from monodepth_ros.metrics import METRIC_NAMES
+from monodepth_ros.evaluation.metrics import METRIC_NAMES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_cpu.json"
 

@@ -17,7 +17,7 @@ from monodepth_training.losses import ExtraLossConfig, build_featurenet, resolve
 from monodepth_training.networks.registry import build_depth_net, build_pose_net, set_initial_depth
 
 from monodepth_ros.bundle import SCALE_POLICIES, BundleMeta
-from monodepth_ros.metrics import METRIC_NAMES, evaluate_image, summarize, valid_mask
+from monodepth_ros.evaluation.metrics import METRIC_NAMES, evaluate_image, summarize, valid_mask
 from monodepth_ros.pipeline import depth_from_disp
 
 

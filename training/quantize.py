@@ -66,7 +66,7 @@ def int8_accuracy_report(
     ``frames``: RGB uint8 (h, w, 3); ``gts``: matching GT depth maps in metres (0 = invalid) or None.
     Returns a dict with ``n_frames``, ``abs_rel_int8_vs_fp32`` (depth of INT8 against depth of fp32, mean over
     frames), ``max_abs_disp_diff``; with GT also ``abs_rel_fp32_gt``, ``abs_rel_int8_gt`` (KITTI protocol with
-    median scaling, :func:`monodepth_ros.metrics.evaluate_depth`, no crop) and ``degradation_rel`` =
+    median scaling, :func:`monodepth_ros.evaluation.metrics.evaluate_depth`, no crop) and ``degradation_rel`` =
     (int8 - fp32) / fp32. ``budget_metric`` names what is compared with ``budget``: ``degradation_rel`` when GT
     is there, else the stricter proxy ``abs_rel_int8_vs_fp32``; ``budget_met`` is the verdict.
     """
@@ -97,7 +97,7 @@ def int8_accuracy_report(
         "budget": budget,
     }
     if gts is not None:
-        from monodepth_ros.metrics import evaluate_depth
+        from monodepth_ros.evaluation.metrics import evaluate_depth
 
         m32 = evaluate_depth(gts, d32s, median_scaling=True, crop=None).metrics
         m8 = evaluate_depth(gts, d8s, median_scaling=True, crop=None).metrics

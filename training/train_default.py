@@ -41,7 +41,7 @@ def heldout_scores(bundle: Path, n_frames: int = 40, seed: int = 2000) -> dict:
     from monodepth_training.networks import build_depth_net
     from monodepth_training.networks.export_wrapper import DisparityHead
 
-    from monodepth_ros.metrics import evaluate_depth
+    from monodepth_ros.evaluation.metrics import evaluate_depth
     from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
 
     depth_net, _, meta = load_bundle(bundle)

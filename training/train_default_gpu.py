@@ -108,9 +108,9 @@ def stage_frames(src_root: Path, dest_root: Path, sequence: str = "03", camera: 
     import numpy as np
 
     from monodepth_ros.backends.base import resize_rgb
+    from monodepth_ros.datasets.kitti import load_rgb, read_calib_file, write_calib_file
+    from monodepth_ros.datasets.kitti_odometry import CAMERAS, load_sequence
     from monodepth_ros.geometry import scale_intrinsics
-    from monodepth_ros.kitti import load_rgb, read_calib_file, write_calib_file
-    from monodepth_ros.kitti_odometry import CAMERAS, load_sequence
 
     seq = load_sequence(src_root, sequence)
     name = seq.sequence

@@ -31,7 +31,7 @@ class GtSource:
     ``kind``: "depth" (a depth Image topic, matched to frames by header stamp) or "lidar" (a PointCloud2 topic,
     projected into the camera with ``T_cam_from_lidar``). ``tolerance_s``: the largest |stamp difference| that
     still matches (0 = exact stamps). ``depth_convention``: what a lidar GT pixel holds, "camera_z" or
-    "lidar_forward" (:func:`monodepth_ros.lidar_gt.lidar_depth_map`).
+    "lidar_forward" (:func:`monodepth_ros.evaluation.lidar_gt.lidar_depth_map`).
     """
 
     topic: str
@@ -199,7 +199,7 @@ def _gt_depth(gt: GtSource, msg, frame: BagFrame, bag: BagReader) -> np.ndarray:
     try:
         if gt.kind == "depth":
             return depth_msg_to_array(msg)
-        from monodepth_ros.lidar_gt import lidar_to_depth, pointcloud2_to_xyz
+        from monodepth_ros.evaluation.lidar_gt import lidar_to_depth, pointcloud2_to_xyz
 
         return lidar_to_depth(pointcloud2_to_xyz(msg), gt.T_cam_from_lidar, frame.K, frame.height, frame.width,
                               depth_convention=gt.depth_convention)

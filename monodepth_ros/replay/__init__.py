@@ -13,8 +13,8 @@ Two modes:
   publishers are reliable), so a drop is the node's own latest-frame-only policy, never a lost DDS sample.
 
 Both modes score the depth against GT (a depth image topic matched by stamp, or a lidar cloud projected with
-:mod:`monodepth_ros.lidar_gt`, whose pixels hold camera z by default and the lidar's forward distance, as
-``monodepth-eval``'s KITTI GT, with ``--lidar-depth lidar_forward``) with :mod:`monodepth_ros.metrics`
+:mod:`monodepth_ros.evaluation.lidar_gt`, whose pixels hold camera z by default and the lidar's forward distance, as
+``monodepth-eval``'s KITTI GT, with ``--lidar-depth lidar_forward``) with :mod:`monodepth_ros.evaluation.metrics`
 (per-image median scaling for relative models), write an MCAP output bag (input image + camera_info, depth,
 depth/camera_info, points, depth/colored, GT; stamps = input stamps) for RViz/Foxglove, ``report.json``,
 ``report.png`` (per-frame plots), ``panels.png`` and ``report.html``, and print the table. Bad bags and missing

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from monodepth_ros.bag.reader import BagError
-from monodepth_ros.lidar_gt import DEPTH_CONVENTIONS
-from monodepth_ros.metrics import MAX_DEPTH_M
+from monodepth_ros.evaluation.lidar_gt import DEPTH_CONVENTIONS
+from monodepth_ros.evaluation.metrics import MAX_DEPTH_M
 from monodepth_ros.replay.config import DEFAULT_MODEL_REL, PROG, NodeFailure, ReplayConfig, ReplayError
 from monodepth_ros.replay.report import summary_text
 from monodepth_ros.replay.run import run_replay

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from monodepth_ros.bag.frames import GtSource
 from monodepth_ros.bag.msgtypes import CAMERA_INFO_TYPE, IMAGE_TYPE, POINTCLOUD2_TYPE
-from monodepth_ros.lidar_gt import DEPTH_CONVENTIONS
-from monodepth_ros.metrics import MAX_DEPTH_M
+from monodepth_ros.evaluation.lidar_gt import DEPTH_CONVENTIONS
+from monodepth_ros.evaluation.metrics import MAX_DEPTH_M
 
 __all__ = ["PROG", "ReplayConfig", "ReplayError", "NodeFailure", "default_model_path", "output_topics",
            "raw_image_topic", "output_bag_topics", "resolve_model", "model_info", "gt_source", "node_parameters",
@@ -140,7 +140,7 @@ def gt_source(cfg: ReplayConfig) -> GtSource | None:
     if cfg.gt_topic:
         return GtSource(cfg.gt_topic, "depth", cfg.gt_tolerance_s if cfg.gt_tolerance_s is not None else 0.0)
     if cfg.lidar_topic:
-        from monodepth_ros.lidar_gt import load_extrinsics
+        from monodepth_ros.evaluation.lidar_gt import load_extrinsics
 
         try:
             T = load_extrinsics(cfg.extrinsics)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from monodepth_ros.bundle import atomic_write_bytes
-from monodepth_ros.metrics import METRIC_NAMES, format_table
+from monodepth_ros.evaluation.metrics import METRIC_NAMES, format_table
 
 __all__ = ["percentiles_ms", "rate_hz", "progress", "write_json", "plot_per_frame", "write_html", "summary_text",
            "json_safe"]

@@ -11,7 +11,7 @@ from monodepth_ros import __version__
 from monodepth_ros.bag.msgtypes import CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE, POINTCLOUD2_TYPE
 from monodepth_ros.bag.reader import BagReader
 from monodepth_ros.bag.writer import OutputBagWriter
-from monodepth_ros.metrics import METRIC_NAMES
+from monodepth_ros.evaluation.metrics import METRIC_NAMES
 from monodepth_ros.replay.config import (
     PROG,
     ReplayConfig,

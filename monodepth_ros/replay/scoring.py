@@ -1,5 +1,5 @@
-"""Scoring a replay against GT: each frame with :func:`monodepth_ros.metrics.evaluate_image`, summarised at the
-end, with a few sample frames kept for the panel grid."""
+"""Scoring a replay against GT: each frame with :func:`monodepth_ros.evaluation.metrics.evaluate_image`, summarised
+at the end, with a few sample frames kept for the panel grid."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from monodepth_ros.bag.frames import BagFrame
-from monodepth_ros.metrics import evaluate_image, summarize
+from monodepth_ros.evaluation.metrics import evaluate_image, summarize
 from monodepth_ros.pipeline import depth_from_disp
 
 __all__ = ["N_PANELS", "pred_at_gt_resolution", "Scorer"]
@@ -33,8 +33,8 @@ def pred_at_gt_resolution(pred_m: np.ndarray, gt_shape: tuple[int, int], fill_m:
 
 
 class Scorer:
-    """Per-frame scoring with :func:`monodepth_ros.metrics.evaluate_image`, summarised at the end; keeps a few
-    evenly spaced sample frames for the panel grid."""
+    """Per-frame scoring with :func:`monodepth_ros.evaluation.metrics.evaluate_image`, summarised at the end; keeps
+    a few evenly spaced sample frames for the panel grid."""
 
     def __init__(self, cfg, median_scaling: bool, fill_m: float, n_expected: int):
         self.cfg, self.median_scaling, self.fill_m = cfg, median_scaling, fill_m

@@ -1,6 +1,6 @@
 """Write a synthetic drive as a KITTI-raw-style folder or as a rosbag2 (MCAP or sqlite3).
 
-KITTI layout (what ``monodepth_ros.kitti`` and the trainer read, the same as real KITTI raw + depth GT)::
+KITTI layout (what ``monodepth_ros.datasets.kitti`` and the trainer read, the same as real KITTI raw + depth GT)::
 
     <out>/<date>/calib_cam_to_cam.txt, calib_velo_to_cam.txt, calib_imu_to_velo.txt
     <out>/<date>/<date>_drive_<NNNN>_sync/image_02/data/<frame:010d>.png   (+ image_03 with stereo)
@@ -33,8 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from monodepth_ros import kitti
 from monodepth_ros.bundle import atomic_write_bytes
+from monodepth_ros.datasets import kitti
 from monodepth_ros.synthetic.world import R_VEHICLE_FROM_OPTICAL, SyntheticWorld
 
 LAT0_DEG, LON0_DEG = 49.011, 8.4169  # Karlsruhe, where KITTI drove

@@ -1,4 +1,4 @@
-"""The real-data benchmark (benchmarks/real_data.py) and the flat-road prior (monodepth_ros/priors.py).
+"""The real-data benchmark (benchmarks/real_data.py) and the flat-road prior (monodepth_ros/evaluation/priors.py).
 
 Fixtures the tests write: a KITTI raw drive whose LiDAR scans are road planes at known heights (the expected
 metrics are computed here from the points, not by the metrics module), and a KITTI odometry sequence with known
@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import pytest
 
-from monodepth_ros import kitti
+from monodepth_ros.datasets import kitti
+from monodepth_ros.evaluation.priors import fit_camera_height, flat_road_depth
 from monodepth_ros.geometry import axis_angle_to_matrix, pose_from_axis_angle
-from monodepth_ros.priors import fit_camera_height, flat_road_depth
 
 REPO = Path(__file__).resolve().parents[2]
 REAL = REPO.parent / "shared" / "data" / "real"

@@ -22,8 +22,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from monodepth_ros import replay
 from monodepth_ros.backends import OnnxRuntimeBackend, tensorrt_unavailable_reason
+from monodepth_ros.evaluation.metrics import METRIC_NAMES, evaluate_depth
 from monodepth_ros.geometry import backproject, invert_pose
-from monodepth_ros.metrics import METRIC_NAMES, evaluate_depth
 from monodepth_ros.replay import ReplayConfig, run_replay
 
 W_PX, H_PX = 160, 64
@@ -389,7 +389,8 @@ def test_in_process_metrics_match_the_evaluation_cli_on_the_same_frames(in_proce
                                                                        tmp_path, capsys):
     """The same rendered frames written as KITTI (RGB PNG + 16-bit depth-benchmark GT) and scored by
     monodepth-eval: equal up to the GT PNG's 1/256 m quantisation."""
-    from monodepth_ros import evaluate, kitti
+    from monodepth_ros.datasets import kitti
+    from monodepth_ros.evaluation import evaluate
     from monodepth_ros.synthetic.writers import write_kitti
 
     drive = write_kitti(world, tmp_path / "kitti", N_FRAMES)
@@ -443,7 +444,8 @@ def write_kitti_lidar_bag(data_dir: Path, entries: list, out_bag: Path) -> Path:
     camera_info K is :func:`kitti_gt.ros_intrinsics` of the rectified camera, so that replay's lidar GT lands on
     the pixels of the KITTI devkit's (the evaluation's) GT.
     """
-    from monodepth_ros import kitti, kitti_gt
+    from monodepth_ros.datasets import kitti
+    from monodepth_ros.evaluation import kitti_gt
 
     T_ = TS.types
     Header, Time = T_["std_msgs/msg/Header"], T_["builtin_interfaces/msg/Time"]
@@ -480,7 +482,8 @@ def write_kitti_lidar_bag(data_dir: Path, entries: list, out_bag: Path) -> Path:
 def _replay_and_eval_on_lidar(data_dir: Path, entries: list, model: Path, tmp_path: Path, convention: str,
                               bag: Path, extr: Path) -> tuple[dict, dict]:
     """(replay report, monodepth-eval metrics.json) on the same frames, both with ``--lidar-depth convention``."""
-    from monodepth_ros import evaluate, kitti
+    from monodepth_ros.datasets import kitti
+    from monodepth_ros.evaluation import evaluate
 
     split = tmp_path / "frames.txt"
     kitti.write_split(split, entries)
@@ -509,7 +512,8 @@ def synthetic_lidar_kitti(world, tmp_path_factory):
     """The synthetic world as a KITTI raw folder with Velodyne scans (sampled from the rendered depth, jittered
     off the pixel centres) and KITTI's real LiDAR lever arm (0.27 m behind the camera, so the two depth
     conventions differ), plus the same frames as a bag with a PointCloud2 topic."""
-    from monodepth_ros import kitti, kitti_gt
+    from monodepth_ros.datasets import kitti
+    from monodepth_ros.evaluation import kitti_gt
     from monodepth_ros.synthetic.writers import write_kitti
 
     n = 6
@@ -557,7 +561,8 @@ def test_lidar_depth_convention_changes_the_scores_and_each_tool_defaults_to_its
                                                                                      tmp_path, capsys):
     """Replay defaults to camera z (REP 118), monodepth-eval to the lidar's forward distance (KITTI's reference):
     the same frames score differently, and each report says which depth it used."""
-    from monodepth_ros import evaluate, kitti
+    from monodepth_ros.datasets import kitti
+    from monodepth_ros.evaluation import evaluate
 
     data, entries, bag, extr = synthetic_lidar_kitti
     model = make_tiny_onnx(tmp_path / "metric.onnx", scale_policy="metric")
@@ -579,7 +584,8 @@ def test_lidar_depth_convention_changes_the_scores_and_each_tool_defaults_to_its
 
 
 def test_eval_refuses_a_gt_npz_exported_with_the_other_lidar_depth(synthetic_lidar_kitti, tmp_path, capsys):
-    from monodepth_ros import evaluate, kitti, kitti_gt
+    from monodepth_ros.datasets import kitti
+    from monodepth_ros.evaluation import evaluate, kitti_gt
 
     data, entries, _, _ = synthetic_lidar_kitti
     split = tmp_path / "frames.txt"
@@ -597,7 +603,7 @@ def test_eval_refuses_a_gt_npz_exported_with_the_other_lidar_depth(synthetic_lid
 @pytest.mark.parametrize("convention", ["camera_z", "lidar_forward"])
 def test_lidar_replay_equals_monodepth_eval_on_real_kitti_frames(tmp_path, convention, capsys):
     """Real Velodyne scans and the official calibration (lever arm, R_rect, P_rect offset), the shipped model."""
-    from monodepth_ros import kitti
+    from monodepth_ros.datasets import kitti
 
     drive = next((REAL_KITTI_RAW / "2011_09_26").glob("*_sync"))
     entries = [kitti.SplitEntry(f"2011_09_26/{drive.name}", i, "l") for i in range(0, 78, 13)]  # 6 frames

@@ -15,8 +15,8 @@ from rosbags.typesys import Stores, get_typestore
 from monodepth_ros.bag.frames import GtSource, iter_frames
 from monodepth_ros.bag.reader import BagError, BagReader
 from monodepth_ros.bag.writer import OutputBagWriter
+from monodepth_ros.evaluation.lidar_gt import load_extrinsics, pointcloud2_to_xyz, validate_rigid
 from monodepth_ros.geometry import backproject, invert_pose
-from monodepth_ros.lidar_gt import load_extrinsics, pointcloud2_to_xyz, validate_rigid
 from monodepth_ros.msgs.stamps import cdr_header_stamp_ns
 
 TS = get_typestore(Stores.ROS2_KILTED)
@@ -276,7 +276,7 @@ def test_failed_output_bag_leaves_nothing_behind(tmp_path):
 
 # ---- lidar GT ----------------------------------------------------------------------------------------------------
 def test_lidar_points_land_on_analytic_pixels_nearest_wins():
-    from monodepth_ros.lidar_gt import lidar_to_depth
+    from monodepth_ros.evaluation.lidar_gt import lidar_to_depth
 
     K = np.array([[100.0, 0, 50.0], [0, 100.0, 20.0], [0, 0, 1]])
     T_id = np.array([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]])  # lidar x fwd -> camera z
@@ -298,7 +298,7 @@ def test_lidar_points_land_on_analytic_pixels_nearest_wins():
 
 
 def test_lidar_cloud_reprojects_to_rendered_depth(world):
-    from monodepth_ros.lidar_gt import lidar_to_depth
+    from monodepth_ros.evaluation.lidar_gt import lidar_to_depth
 
     f = world.render(2)
     mask = np.isfinite(f.depth_m) & (f.depth_m < 80)

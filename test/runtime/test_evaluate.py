@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from monodepth_ros import kitti
-from monodepth_ros.evaluate import main
-from monodepth_ros.metrics import METRIC_NAMES
+from monodepth_ros.datasets import kitti
+from monodepth_ros.evaluation.evaluate import main
+from monodepth_ros.evaluation.metrics import METRIC_NAMES
 from monodepth_ros.visualize import colorize_depth, panel_grid
 
 onnx = pytest.importorskip("onnx")
@@ -206,8 +206,8 @@ def test_cli_reports_missing_gt_clearly(tiny, capsys):
 def test_console_script_runs_as_a_module(tiny):
     data, split, model, out = tiny
     proc = subprocess.run(
-        [sys.executable, "-m", "monodepth_ros.evaluate", "--onnx", str(model), "--data", str(data), "--split",
-         str(split), "--out", str(out), "--crop", "eigen", "--panels", "1"],
+        [sys.executable, "-m", "monodepth_ros.evaluation.evaluate", "--onnx", str(model), "--data", str(data),
+         "--split", str(split), "--out", str(out), "--crop", "eigen", "--panels", "1"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monodepth_ros import kitti, kitti_gt
+from monodepth_ros.datasets import kitti
+from monodepth_ros.evaluation import kitti_gt
 from monodepth_ros.geometry import axis_angle_to_matrix
 
 W, H = 64, 24

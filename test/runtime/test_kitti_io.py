@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from monodepth_ros import kitti
+from monodepth_ros.datasets import kitti
 
 # Values in the shape of a real 2011_09_26 calib_cam_to_cam.txt (calib_time line, 3x4 P_rect, S_rect w h).
 REAL_CAM_TO_CAM = """calib_time: 09-Jan-2012 13:57:47

@@ -13,9 +13,9 @@ from monodepth_training.datasets import build_dataset
 from monodepth_training.datasets.kitti_odometry import KittiOdometryDataset
 from torch.utils.data import default_collate
 
+from monodepth_ros.datasets.kitti_odometry import load_sequence, read_odometry_times, relative_poses, speeds_from_poses
+from monodepth_ros.evaluation.pose_eval import ate_snippets
 from monodepth_ros.geometry import invert_pose, pose_from_axis_angle
-from monodepth_ros.kitti_odometry import load_sequence, read_odometry_times, relative_poses, speeds_from_poses
-from monodepth_ros.pose_eval import ate_snippets
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "kitti_odometry"
 FX, CX, CY, BASELINE = 200.0, 63.5, 19.5, 0.54

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from monodepth_ros.metrics import (
+from monodepth_ros.evaluation.metrics import (
     METRIC_NAMES,
     compute_depth_metrics,
     crop_mask,

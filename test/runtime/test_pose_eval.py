@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from monodepth_ros.evaluation.pose_eval import ate_snippets, compose_relative, snippet_ate
 from monodepth_ros.geometry import invert_pose, pose_from_axis_angle
-from monodepth_ros.pose_eval import ate_snippets, compose_relative, snippet_ate
 
 
 def curvy_trajectory(n: int = 12) -> np.ndarray:

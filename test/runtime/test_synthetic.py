@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from monodepth_ros import geometry as g
-from monodepth_ros import kitti
+from monodepth_ros.datasets import kitti
 from monodepth_ros.synthetic import SynthConfig, SyntheticWorld, writers
 from monodepth_ros.synthetic.cli import main as synth_main
 

@@ -15,8 +15,8 @@ from monodepth_training.datasets.kitti import KittiDataset
 from monodepth_training.datasets.rosbag import RosbagDataset
 from monodepth_training.datasets.synthetic import SyntheticDataset
 
-from monodepth_ros import kitti
 from monodepth_ros.bag.reader import BagError
+from monodepth_ros.datasets import kitti
 from monodepth_ros.geometry import scale_intrinsics
 from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
 from monodepth_ros.synthetic.writers import write_bag, write_kitti

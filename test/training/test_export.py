@@ -225,7 +225,7 @@ def test_load_frames_reads_kitti_split_and_heldout_gt(tmp_path):
 
     world = SyntheticWorld(SynthConfig(width=W, height=H))
     writers.write_kitti(world, tmp_path / "kitti", 12)
-    from monodepth_ros.kitti import read_split
+    from monodepth_ros.datasets.kitti import read_split
 
     n_train = len(read_split(tmp_path / "kitti" / "splits" / "train_files.txt"))
     calib = load_frames(str(tmp_path / "kitti"), 3, H, W)

@@ -20,7 +20,7 @@ from monodepth_training.networks.monodepth2 import predict_T_src_from_tgt
 from monodepth_training.networks.registry import build_depth_net, build_pose_net, set_initial_depth
 from torch.utils.data import DataLoader, default_collate
 
-from monodepth_ros.metrics import evaluate_depth
+from monodepth_ros.evaluation.metrics import evaluate_depth
 
 H, W = 64, 96
 SLIM = {"num_layers": 18, "width": 0.25}

@@ -214,7 +214,7 @@ def staged(tmp_path_factory):
 @needs_real
 @needs_git
 def test_prepare_stages_the_700_training_frames_under_the_travel_limit(staged):
-    from monodepth_ros.kitti_odometry import load_sequence
+    from monodepth_ros.datasets.kitti_odometry import load_sequence
 
     stage, manifest = staged
     images = sorted((stage / "kitti_odometry/sequences/03/image_0").iterdir())

@@ -1,6 +1,6 @@
 """KITTI raw source: drive folders + a split file (Eigen / Zhou lists, or the ones ``monodepth-synth`` writes).
 
-Everything is read through :mod:`monodepth_ros.kitti`, so real KITTI and synthetic KITTI-style folders load
+Everything is read through :mod:`monodepth_ros.datasets.kitti`, so real KITTI and synthetic KITTI-style folders load
 the same way. Intrinsics come from each date's ``calib_cam_to_cam.txt`` (``P_rect_02``/``P_rect_03``), speed
 from oxts ``vf``, time stamps from ``image_0X/timestamps.txt``. Images may be PNG or JPEG.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from monodepth_training.datasets.base import MonoDataset
 
-from monodepth_ros import kitti
+from monodepth_ros.datasets import kitti
 
 # A frame key is (drive folder, frame number, side).
 Key = tuple[str, int, str]

@@ -1,4 +1,4 @@
-"""KITTI odometry source: one or more sequences read through :mod:`monodepth_ros.kitti_odometry`.
+"""KITTI odometry source: one or more sequences read through :mod:`monodepth_ros.datasets.kitti_odometry`.
 
 Intrinsics come from ``calib.txt`` (``P0``..``P3``), time stamps from ``times.txt``, and speed (for velocity
 supervision) from the GT poses when ``poses/NN.txt`` exists (sequences 00-10); without poses the speed is NaN
@@ -13,10 +13,10 @@ from collections.abc import Hashable, Iterable, Sequence
 import numpy as np
 from monodepth_training.datasets.base import MonoDataset
 
-from monodepth_ros import kitti
 from monodepth_ros.backends.base import resize_rgb
+from monodepth_ros.datasets import kitti
+from monodepth_ros.datasets.kitti_odometry import OdometrySequence, load_sequence
 from monodepth_ros.geometry import scale_intrinsics
-from monodepth_ros.kitti_odometry import OdometrySequence, load_sequence
 
 # A frame key is (sequence, camera, frame index).
 Key = tuple[str, int, int]

@@ -40,7 +40,7 @@ def parse_synthetic_spec(spec: str) -> int | None:
 
 
 def _kitti_frames(data_dir: Path, split: str, n: int, with_depth: bool) -> list:
-    from monodepth_ros import kitti
+    from monodepth_ros.datasets import kitti
 
     split_file = data_dir / "splits" / f"{split}_files.txt"
     if not split_file.is_file():

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from monodepth_ros.datasets.kitti import read_calib_file, read_poses_file
 from monodepth_ros.geometry import invert_pose
-from monodepth_ros.kitti import read_calib_file, read_poses_file
 
 __all__ = [
     "CAMERAS",
@@ -75,7 +75,7 @@ def speeds_from_poses(poses: np.ndarray, times_s: np.ndarray) -> np.ndarray:
 
 def relative_poses(poses: np.ndarray) -> np.ndarray:
     """``T_world_from_cam`` (N, 4, 4) -> ``T_{i}_from_{i+1}`` (N - 1, 4, 4), the motion between consecutive
-    frames in the convention :func:`monodepth_ros.pose_eval.ate_snippets` takes."""
+    frames in the convention :func:`monodepth_ros.evaluation.pose_eval.ate_snippets` takes."""
     poses = np.asarray(poses, dtype=np.float64)
     return invert_pose(poses[:-1]) @ poses[1:]
 

@@ -4,7 +4,7 @@ fixed extrinsic calibration, project it with the camera intrinsics, and keep the
 This is how the KITTI depth ground truth is built from the Velodyne, applied to any robot's lidar so that
 ``monodepth-replay --lidar-topic /points --extrinsics T.yaml`` can score a bag that has no depth camera.
 :func:`lidar_depth_map` is the one projection both tools use (``monodepth-eval``'s Velodyne GT goes through it
-too, from :mod:`monodepth_ros.kitti_gt`), and the one place that decides what a GT pixel holds: camera z
+too, from :mod:`monodepth_ros.evaluation.kitti_gt`), and the one place that decides what a GT pixel holds: camera z
 (``camera_z``, REP 118, replay's default) or the lidar's forward distance (``lidar_forward``, KITTI's reference
 and ``monodepth-eval``'s default); see ``--lidar-depth`` on both tools.
 The extrinsics file is YAML holding the 4x4 ``T_cam_from_lidar`` (lidar points -> camera optical frame,

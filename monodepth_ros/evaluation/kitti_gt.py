@@ -5,7 +5,7 @@ Velodyne GT follows the procedure every Eigen-split paper evaluates against (Mon
 ``generate_depth_map``), so numbers are comparable:
 - keep scan points with x_velo >= 0 (in front of the LiDAR), homogeneous reflectance 1;
 - project with ``P_rect_0X @ R_rect_00 @ T_cam0_from_velo`` (split here into intrinsics K and a rigid
-  ``T_cam_from_velo`` so that the projection is :func:`monodepth_ros.lidar_gt.lidar_depth_map`, the same one
+  ``T_cam_from_velo`` so that the projection is :func:`monodepth_ros.evaluation.lidar_gt.lidar_depth_map`, the same one
   replay's lidar GT uses);
 - depth = the LiDAR forward distance x_velo (``depth_convention="lidar_forward"``, what the reference GT export
   uses and our default), or the camera's z, the projective depth w (``"camera_z"``);
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from monodepth_ros import kitti
 from monodepth_ros.bundle import atomic_write_bytes
-from monodepth_ros.lidar_gt import DEPTH_CONVENTIONS, lidar_depth_map
+from monodepth_ros.datasets import kitti
+from monodepth_ros.evaluation.lidar_gt import DEPTH_CONVENTIONS, lidar_depth_map
 
 __all__ = [
     "load_velodyne_points",
@@ -216,12 +216,13 @@ def load_gt_npz(path: str | os.PathLike) -> list[np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m monodepth_ros.kitti_gt --data DIR --split FILE --out gt_depths.npz [--gt velodyne|improved]
+    """``python -m monodepth_ros.evaluation.kitti_gt --data DIR --split FILE --out gt_depths.npz
+    [--gt velodyne|improved]
     [--lidar-depth lidar_forward|camera_z]``."""
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m monodepth_ros.kitti_gt",
+    p = argparse.ArgumentParser(prog="python -m monodepth_ros.evaluation.kitti_gt",
                                 description="Export the GT depth of a KITTI split to one compressed .npz")
     p.add_argument("--data", type=Path, required=True, help="KITTI raw root")
     p.add_argument("--split", type=Path, required=True, help="split file")

@@ -1,10 +1,10 @@
 """``monodepth-eval``: evaluate a depth model on a KITTI-layout split with the papers' protocol.
 
-Thin shell: reads the split, loads GT (velodyne projection, improved-GT PNGs, or an exported ``.npz``; velodyne
-GT holds the LiDAR's forward distance as KITTI's reference does, or camera z with ``--lidar-depth camera_z``, and
-``metrics.json`` records which under ``lidar_depth``), runs the
-model through a :class:`~monodepth_ros.backends.DepthBackend` (disparity resized to GT resolution, then
-inverted), scores each image with :mod:`monodepth_ros.metrics`, and writes ``metrics.json`` and ``panels.png``.
+Thin shell: reads the split, loads GT (velodyne projection, improved-GT PNGs, or an exported ``.npz``; velodyne GT
+holds the LiDAR's forward distance as KITTI's reference does, or camera z with ``--lidar-depth camera_z``, and
+``metrics.json`` records which under ``lidar_depth``), runs the model through a
+:class:`~monodepth_ros.backends.DepthBackend` (disparity resized to GT resolution, then inverted), scores each image
+with :mod:`monodepth_ros.evaluation.metrics`, and writes ``metrics.json`` and ``panels.png``.
 
     monodepth-eval --onnx model.onnx --data kitti_raw --split splits/eigen/test_files.txt --out eval_out
 """
@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from monodepth_ros import kitti, kitti_gt
 from monodepth_ros.bundle import atomic_write_bytes
-from monodepth_ros.lidar_gt import DEPTH_CONVENTIONS
-from monodepth_ros.metrics import MAX_DEPTH_M, MIN_DEPTH_M, evaluate_image, format_table, summarize
+from monodepth_ros.datasets import kitti
+from monodepth_ros.evaluation import kitti_gt
+from monodepth_ros.evaluation.lidar_gt import DEPTH_CONVENTIONS
+from monodepth_ros.evaluation.metrics import MAX_DEPTH_M, MIN_DEPTH_M, evaluate_image, format_table, summarize
 from monodepth_ros.visualize import PanelRow, panel_grid
 
 __all__ = ["build_parser", "main", "resolve_gt_kind"]
