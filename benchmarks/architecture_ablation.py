@@ -85,7 +85,7 @@ def ort_latency_ms(depth_net, height: int, width: int, runs: int) -> float:
     return float(np.median(times))
 
 
-def run(label, name, kwargs, pose_name, args, train, heldout) -> dict:
+def run(label, name, kwargs, pose_name, *, args, train, heldout) -> dict:
     torch.manual_seed(args.seed)
     depth_net, pose_net = build_depth_net(name, **kwargs), build_pose_net(pose_name)
     opt = torch.optim.Adam([*depth_net.parameters(), *pose_net.parameters()], lr=args.lr)
@@ -98,7 +98,7 @@ def run(label, name, kwargs, pose_name, args, train, heldout) -> dict:
             T = torch.stack([predict_T_src_from_tgt(pose_net, color[0], color[o], src_is_before=o < 0)
                              for o in (-1, 1)], dim=1)
             loss = monodepth2_loss(depth_net(color[0]), batch["color"][0], [batch["color"][-1], batch["color"][1]],
-                                   T, batch["K"], MIN_DEPTH, MAX_DEPTH)["loss"]
+                                   T, batch["K"], min_depth=MIN_DEPTH, max_depth=MAX_DEPTH)["loss"]
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -138,7 +138,7 @@ def main() -> None:
     heldout = SyntheticDataset(args.height, args.width, num_frames=args.heldout_frames, seed=1000,
                                load_depth_gt=True)
     wanted = set(filter(None, args.archs.split(",")))
-    rows = [run(*a, args, train, heldout) for a in ARCHS if not wanted or a[1] in wanted]
+    rows = [run(*a, args=args, train=train, heldout=heldout) for a in ARCHS if not wanted or a[1] in wanted]
 
     cols = " ".join(f"{m:>8}" for m in METRIC_NAMES)
     print(f"Architecture ablation: {args.width}x{args.height}, {args.budget_cpu_s:.0f} CPU-s each, held-out synthetic")

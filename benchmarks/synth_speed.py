@@ -42,7 +42,7 @@ def bench(width: int, height: int, frames: int, moving: bool, static: bool) -> d
         cast = R.cast(T, world.K, width, height, boxes)
     t2 = time.process_time()
     for _ in range(reps):
-        R.shade(*cast, world.K, boxes, world.textures)
+        R.shade(*cast, K=world.K, boxes=boxes, tex=world.textures)
     t3 = time.process_time()
     return {
         "size": f"{width}x{height}",

@@ -52,10 +52,10 @@ def _validate(module: MonoDepthModule, dm: DepthDataModule) -> dict[str, float]:
     return {k: float(trainer.callback_metrics[f"val/{k}"]) for k in METRIC_NAMES}
 
 
-def train_and_evaluate(height: int = 96, width: int = 320, budget_s: float = 1200.0, out_dir: str | Path = "runs/bench",
-                       seed: int = 0, batch_size: int = 4, lr: float = 3e-4, train_frames: int = 2000,
-                       val_frames: int = 42, num_workers: int = 1, init_depth: float | None = 1.0,
-                       net_width: float = 1.0) -> dict:
+def train_and_evaluate(*, height: int = 96, width: int = 320, budget_s: float = 1200.0,
+                       out_dir: str | Path = "runs/bench", seed: int = 0, batch_size: int = 4, lr: float = 3e-4,
+                       train_frames: int = 2000, val_frames: int = 42, num_workers: int = 1,
+                       init_depth: float | None = 1.0, net_width: float = 1.0) -> dict:
     """Train for ``budget_s`` seconds of wall clock and return untrained / trained held-out metrics + throughput."""
     L.seed_everything(seed, workers=True)
     dm = DepthDataModule(
@@ -108,8 +108,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    result = train_and_evaluate(args.height, args.width, args.budget_s, out_dir="runs/bench_train_cpu",
-                                batch_size=args.batch_size, lr=args.lr,
+    result = train_and_evaluate(height=args.height, width=args.width, budget_s=args.budget_s,
+                                out_dir="runs/bench_train_cpu", batch_size=args.batch_size, lr=args.lr,
                                 init_depth=args.init_depth if args.init_depth > 0 else None)
     result["machine"] = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                          "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "device": "cpu"}

@@ -31,7 +31,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from monodepth_ros.diagnostics import LatencyWindow, RateMeter, Throttle
+from monodepth_ros.diagnostics import LatencyWindow, RateMeter, Throttle, stamp_latency_s
 from monodepth_ros.geometry import validate_intrinsics
 from monodepth_ros.msgs.camera_info import rescaled_camera_info
 from monodepth_ros.msgs.image import compressed_to_rgb, depth_to_image_msg, image_msg_to_rgb, rgb_to_image_msg
@@ -105,7 +105,9 @@ class DepthNode(Node):
         self.last_problem = ""
         self.last_problem_time = -1e9
         self.last_info_time = time.monotonic()
+        self.last_image_time: float | None = None  # no camera_info warning before the first image
         self.got_info = False
+        self.stamp_offset_s: float | None = None  # last stamp found off this node's clock (latency not measured)
         self.last_scale: float | None = None  # depth = last_scale / disp, for /diagnostics
 
         sub_qos = qos_profile_sensor_data if self.p["qos"] == "sensor_data" else QoSProfile(
@@ -203,7 +205,8 @@ class DepthNode(Node):
 
     # ---- executor-thread callbacks: cheap, never block ------------------------------------------------------
     def _on_image(self, msg) -> None:
-        self.in_rate.tick(time.monotonic())
+        self.last_image_time = time.monotonic()
+        self.in_rate.tick(self.last_image_time)
         self._offer(self.sync.push_image(stamp_to_ns(msg.header.stamp), msg))
 
     def _on_info(self, msg: CameraInfo) -> None:
@@ -267,10 +270,21 @@ class DepthNode(Node):
             self.pub_colored.publish(rgb_to_image_msg(frame_colored(out, params), header))
         self.out_rate.tick(now)
         self.proc_time.add(now - t_recv)
-        self.latency.add(time.time() - stamp_to_ns(header.stamp) * 1e-9)
+        # The node's clock follows /clock with use_sim_time; stamps from another clock (a bag) give no latency.
+        stamp_ns = stamp_to_ns(header.stamp)
+        latency = stamp_latency_s(self.get_clock().now().nanoseconds, stamp_ns)
+        if latency is None:
+            self.stamp_offset_s = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
+        else:
+            self.latency.add(latency)
+            self.stamp_offset_s = None
 
     # ---- diagnostics ----------------------------------------------------------------------------------------
     def _check_info_timeout(self, now: float) -> bool:
+        """Warn when an image arrived after the last valid camera_info and none came for the timeout: images are
+        arriving unpaired. A node still waiting for its camera says nothing."""
+        if self.last_image_time is None or self.last_image_time < self.last_info_time:
+            return False
         silent_s = now - self.last_info_time
         if silent_s > self.p["camera_info_timeout_s"]:
             self.report_problem(
@@ -303,8 +317,11 @@ class DepthNode(Node):
             "dropped_frames": str(self._slot.dropped + self._slot.stale + sync.dropped_images),
             "dropped_latest_only": str(self._slot.dropped),
             "dropped_unpaired_images": str(sync.dropped_images),
-            "latency_p50_ms": f"{self.latency.percentile_ms(50):.1f}",
-            "latency_p99_ms": f"{self.latency.percentile_ms(99):.1f}",
+            "latency_p50_ms": f"{self.latency.percentile_ms(50):.1f}" if len(self.latency) else "n/a",
+            "latency_p99_ms": f"{self.latency.percentile_ms(99):.1f}" if len(self.latency) else "n/a",
+            "latency_clock": "ok" if self.stamp_offset_s is None else (
+                f"stamps {self.stamp_offset_s:.1f} s off this node's clock: latency not measured "
+                "(recorded stamps? set use_sim_time with a /clock)"),
             "processing_p50_ms": f"{self.proc_time.percentile_ms(50):.1f}",
             "processing_p99_ms": f"{self.proc_time.percentile_ms(99):.1f}",
             "scale": f"{self.last_scale:.4f}" if self.last_scale is not None else "n/a",

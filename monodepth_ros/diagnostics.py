@@ -87,3 +87,14 @@ class Throttle:
                 return True, self._suppressed.pop(kind, 0)
             self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
             return False, 0
+
+
+def stamp_latency_s(now_ns: int, stamp_ns: int, max_s: float = 10.0, tolerance_s: float = 0.05) -> float | None:
+    """Latency ``now - stamp`` in seconds when it is plausible on this clock, i.e. in ``[-tolerance_s, max_s]``.
+
+    None when the stamp is from another clock: a bag's recorded stamps, or a simulator's time while the node runs
+    without ``use_sim_time``. Averaging those would report days of "latency" (a replayed bag gave 479024426 s).
+    The small negative tolerance absorbs clock jitter between the camera's host and this one.
+    """
+    latency = (int(now_ns) - int(stamp_ns)) * 1e-9
+    return latency if -tolerance_s <= latency <= max_s else None

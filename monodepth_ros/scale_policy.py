@@ -48,6 +48,7 @@ class PlaneFit:
 
 def fit_ground_plane(
     points: np.ndarray,
+    *,
     max_tilt_deg: float = 15.0,
     inlier_rel: float = 0.03,
     iterations: int = 64,
@@ -167,6 +168,7 @@ class GroundPlaneScale:
 
     def __init__(
         self,
+        *,
         camera_height_m: float = 1.65,
         region_top: float = 0.6,
         alpha: float = 0.2,

@@ -96,7 +96,7 @@ def _label(tile: np.ndarray, text: str) -> np.ndarray:
     return tile
 
 
-def panel_grid(rows: Sequence[PanelRow | tuple], out_path: str | os.PathLike, tile_width: int = 416,
+def panel_grid(rows: Sequence[PanelRow | tuple], out_path: str | os.PathLike, *, tile_width: int = 416,
                min_m: float = 1.0, max_m: float = 80.0, max_err: float = 0.5) -> np.ndarray:
     """Write a PNG grid, one row per frame: image | predicted depth | GT depth | abs-rel error; returns it.
 

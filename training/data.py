@@ -49,6 +49,7 @@ class DepthDataModule(L.LightningDataModule):
         self,
         train: dict[str, Any],
         val: dict[str, Any] | None = None,
+        *,
         height: int = 96,
         width: int = 320,
         frame_offsets: list[int] = (0, -1, 1),

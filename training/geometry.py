@@ -67,7 +67,7 @@ def backproject(depth: torch.Tensor, inv_K: torch.Tensor) -> torch.Tensor:
 
 
 def project_to_grid(
-    points: torch.Tensor, K: torch.Tensor, T: torch.Tensor, height: int, width: int, eps: float = 1e-7
+    points: torch.Tensor, K: torch.Tensor, T: torch.Tensor, height: int, width: int, *, eps: float = 1e-7
 ) -> torch.Tensor:
     """Camera points (B, 3, N=H*W), intrinsics (B, 3, 3), pose (B, 4, 4) -> grid_sample grid (B, H, W, 2).
 

@@ -59,6 +59,7 @@ class MonoDepthModule(L.LightningModule):
 
     def __init__(
         self,
+        *,
         depth_net: str = "monodepth2",
         depth_kwargs: dict[str, Any] | None = None,
         pose_net: str = "monodepth2_pose",

@@ -93,7 +93,7 @@ def download_wheels(dest: Path, pins: dict[str, str]) -> list[Path]:
     return wheels
 
 
-def stage_frames(src_root: Path, dest_root: Path, sequence: str = "03", camera: int = 0,
+def stage_frames(src_root: Path, dest_root: Path, *, sequence: str = "03", camera: int = 0,
                  frames: tuple[int, int] = (0, 699), height: int = 192, width: int = 640,
                  jpeg_quality: int = JPEG_QUALITY) -> dict[str, Any]:
     """Copy one KITTI odometry sequence's training frames, shrunk to ``height`` x ``width``, into ``dest_root``.
@@ -323,7 +323,7 @@ def _write_report(out: Path, report: dict[str, Any]) -> None:
     atomic_write_bytes(out / "gpu_run.json", (json.dumps(report, indent=2, default=str) + "\n").encode())
 
 
-def run_device(stage: Path, out: Path, work: Path, dry_run: bool = False, max_time: str | None = None,
+def run_device(stage: Path, out: Path, work: Path, *, dry_run: bool = False, max_time: str | None = None,
                budget_s: float = DEVICE_BUDGET_S) -> dict[str, Any]:
     """Train, pick, score and export; every stage updates ``out/gpu_run.json`` so a cut-off run still reports."""
     import torch

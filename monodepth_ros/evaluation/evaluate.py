@@ -136,8 +136,9 @@ def _run(args: argparse.Namespace) -> int:
             pred = backend.infer(rgb, out_size=gt.shape)
             infer_s.append(time.perf_counter() - t0)
             try:
-                result = evaluate_image(gt, pred, median_scaling, args.scale, args.min_depth, args.max_depth,
-                                        args.max_depth, crop, index=i)
+                result = evaluate_image(gt, pred, median_scaling=median_scaling, fixed_scale=args.scale,
+                                        min_depth=args.min_depth, max_depth=args.max_depth, cap_m=args.max_depth,
+                                        crop=crop, index=i)
             except ValueError as e:
                 raise ValueError(f"{e} [{entry}]") from e
             result["frame"] = str(entry)

@@ -136,7 +136,8 @@ def generate_depth_map(calib_dir: str | os.PathLike, velo_path: str | os.PathLik
     velo = velo[velo[:, 0] >= 0]
     # min_depth_m 0: the reference keeps every point in front of the LiDAR; only points behind the camera plane
     # cannot be projected (the reference would mirror them through the centre; there are none on real scans).
-    return lidar_depth_map(velo, T_cam_from_velo, K, H, W, depth_convention, pixel_origin=1, min_depth_m=0.0)
+    return lidar_depth_map(velo, T_cam_from_velo, K, H, W, depth_convention=depth_convention, pixel_origin=1,
+                           min_depth_m=0.0)
 
 
 def velodyne_path(data_dir: str | os.PathLike, entry: kitti.SplitEntry) -> Path:

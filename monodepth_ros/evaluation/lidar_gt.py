@@ -110,7 +110,7 @@ def pointcloud2_to_xyz(msg) -> np.ndarray:
 
 
 def lidar_depth_map(points_lidar: np.ndarray, T_cam_from_lidar: np.ndarray, K: np.ndarray, height: int,
-                    width: int, depth_convention: str = "camera_z", pixel_origin: int = 0,
+                    width: int, *, depth_convention: str = "camera_z", pixel_origin: int = 0,
                     min_depth_m: float = 0.1) -> np.ndarray:
     """Sparse depth image from lidar points: THE projection behind both replay's and the KITTI evaluation's GT.
 
@@ -160,7 +160,7 @@ def lidar_depth_map(points_lidar: np.ndarray, T_cam_from_lidar: np.ndarray, K: n
 
 
 def lidar_to_depth(points_lidar: np.ndarray, T_cam_from_lidar: np.ndarray, K: np.ndarray, height: int, width: int,
-                   min_depth_m: float = 0.1, depth_convention: str = "camera_z") -> np.ndarray:
+                   *, min_depth_m: float = 0.1, depth_convention: str = "camera_z") -> np.ndarray:
     """Replay's lidar GT: :func:`lidar_depth_map` on ROS pixels, as float32 (height, width) metres, 0 = no GT.
 
     Args:
@@ -170,5 +170,5 @@ def lidar_to_depth(points_lidar: np.ndarray, T_cam_from_lidar: np.ndarray, K: np
         min_depth_m: points closer than this (or behind the camera) are ignored.
         depth_convention: "camera_z" (REP 118, the default) or "lidar_forward" (KITTI's reference).
     """
-    return lidar_depth_map(points_lidar, T_cam_from_lidar, K, height, width, depth_convention, pixel_origin=0,
-                           min_depth_m=min_depth_m).astype(np.float32)
+    return lidar_depth_map(points_lidar, T_cam_from_lidar, K, height, width, depth_convention=depth_convention,
+                           pixel_origin=0, min_depth_m=min_depth_m).astype(np.float32)

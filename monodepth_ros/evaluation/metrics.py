@@ -167,7 +167,7 @@ def _errors(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     }
 
 
-def evaluate_image(gt_m: np.ndarray, pred_m: np.ndarray, median_scaling: bool = True, fixed_scale: float = 1.0,
+def evaluate_image(gt_m: np.ndarray, pred_m: np.ndarray, *, median_scaling: bool = True, fixed_scale: float = 1.0,
                    min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M, cap_m: float = MAX_DEPTH_M,
                    crop: str | None = "garg", index: int = 0) -> dict[str, float]:
     """Protocol for one image: mask, fixed scale, median scale, clamp, metrics.
@@ -211,7 +211,7 @@ def evaluate_image(gt_m: np.ndarray, pred_m: np.ndarray, median_scaling: bool = 
     return out
 
 
-def evaluate_depth(gts: Iterable[np.ndarray], preds: Iterable[np.ndarray], median_scaling: bool = True,
+def evaluate_depth(gts: Iterable[np.ndarray], preds: Iterable[np.ndarray], *, median_scaling: bool = True,
                    fixed_scale: float = 1.0, cap_m: float = MAX_DEPTH_M, crop: str | None = "garg",
                    min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M) -> EvalResult:
     """Evaluate a set of images: :func:`evaluate_image` on each pair, then the mean over images.
@@ -229,7 +229,8 @@ def evaluate_depth(gts: Iterable[np.ndarray], preds: Iterable[np.ndarray], media
             break
         if gt is sentinel or pred is sentinel:
             raise ValueError(f"gts and preds differ in length (one ran out after {len(per_image)} pairs)")
-        per_image.append(evaluate_image(gt, pred, median_scaling, fixed_scale, min_depth, max_depth, cap_m, crop,
+        per_image.append(evaluate_image(gt, pred, median_scaling=median_scaling, fixed_scale=fixed_scale,
+                                        min_depth=min_depth, max_depth=max_depth, cap_m=cap_m, crop=crop,
                                         index=len(per_image)))
     return summarize(per_image, median_scaling)
 

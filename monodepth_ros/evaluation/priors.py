@@ -55,7 +55,7 @@ def flat_road_depth(K: np.ndarray, height: int, width: int, camera_height_m: flo
     return np.repeat(column[:, None], width, axis=1)
 
 
-def fit_camera_height(gts_m: Iterable[np.ndarray], K: np.ndarray, min_rows_below_horizon: float = 10.0,
+def fit_camera_height(gts_m: Iterable[np.ndarray], K: np.ndarray, *, min_rows_below_horizon: float = 10.0,
                       max_depth_m: float = 80.0, bin_m: float = 0.02, search_m: tuple[float, float] = (0.3, 4.0),
                       ) -> float:
     """Camera height above the road (metres) from sparse GT depth maps: the most common height under the camera.

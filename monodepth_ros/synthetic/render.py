@@ -29,7 +29,7 @@ _EDGES = np.array([(a, a | (1 << k)) for k in range(3) for a in range(8) if not 
 
 
 @lru_cache(maxsize=8)
-def _camera_rays(width: int, height: int, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+def _camera_rays(width: int, height: int, *, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """Optical-frame ray directions (3, H, W) float32 with z = 1."""
     u = (np.arange(width, dtype=np.float64) - cx) / fx
     v = (np.arange(height, dtype=np.float64) - cy) / fy
@@ -41,7 +41,7 @@ def _camera_rays(width: int, height: int, fx: float, fy: float, cx: float, cy: f
     return rays
 
 
-def box_screen_rects(lo, hi, R_wc, o, K, width, height):
+def box_screen_rects(lo, hi, R_wc, o, K, *, width, height):
     """Conservative pixel rectangles of boxes: lo/hi (N, 3) camera-relative world coords, camera rotation
     R_wc (3, 3) and origin o (3,). Returns (N, 4) int [u0, u1, v0, v1) and a visibility flag (N,)."""
     n = lo.shape[0]
@@ -80,7 +80,7 @@ def cast(T_world_from_cam, K, width, height, boxes: w.Boxes):
     R = T[:3, :3]
     offset = np.array([T[0, 3], T[1, 3], 0.0])
     o = (T[:3, 3] - offset).astype(np.float32)
-    rays = _camera_rays(width, height, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
+    rays = _camera_rays(width, height, fx=float(K[0, 0]), fy=float(K[1, 1]), cx=float(K[0, 2]), cy=float(K[1, 2]))
     # World directions d = R @ ray; the rays are separable (x by column, y by row), so each component is a
     # broadcast sum of a row and a column vector rather than a full matrix product over pixels.
     ray_x, ray_y = rays[0, 0, :], rays[1, :, 0]
@@ -117,7 +117,7 @@ def cast(T_world_from_cam, K, width, height, boxes: w.Boxes):
         lo = (boxes.lo - offset).astype(np.float32)
         hi = (boxes.hi - offset).astype(np.float32)
         rects, visible = box_screen_rects(lo.astype(np.float64), hi.astype(np.float64), R, o.astype(np.float64),
-                                          K, width, height)  # fmt: skip
+                                          K, width=width, height=height)  # fmt: skip
         lo_o, hi_o = lo - o, hi - o
         for i in np.flatnonzero(visible):
             u0, u1, v0, v1 = rects[i]
@@ -163,7 +163,7 @@ def _lambert(axis: int, sign: float) -> float:
 _FACE_SHADE = np.array([_lambert(a, s) for a in range(3) for s in (-1.0, 1.0)], np.float32)
 
 
-def shade(depth, prim, d, o, offset, K, boxes: w.Boxes, tex) -> np.ndarray:
+def shade(depth, prim, d, o, offset, *, K, boxes: w.Boxes, tex) -> np.ndarray:
     """Colour (H, W, 3) uint8 from the cast: texture by material in street or box-local coordinates,
     Lambertian shading with the fixed sun. Works per material on gathered 1-D float32 arrays."""
     H, W = depth.shape
@@ -230,7 +230,7 @@ def shade(depth, prim, d, o, offset, K, boxes: w.Boxes, tex) -> np.ndarray:
         if m in (w.BRICK, w.PLASTER):
             col = tex["brick" if m == w.BRICK else "plaster"].sample(s_c, t_c, fp) * tint
             win = boxes.windows[b].astype(np.float32)
-            col = _windows(col, s_c, t_c, a1, win, ext[:, 0], ext[:, 2], fp, tex)
+            col = _windows(col, s_c, t_c, a1, win, length_m=ext[:, 0], height_m=ext[:, 2], fp=fp, tex=tex)
         elif m == w.CAR_BODY:
             col = tex["paint"].sample(s_c, t_c, fp) * tint
             col = np.where(((axis != 2) & (t_c < 0.18))[:, None], col * 0.25, col)
@@ -247,7 +247,7 @@ def shade(depth, prim, d, o, offset, K, boxes: w.Boxes, tex) -> np.ndarray:
     return np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8).reshape(H, W, 3)
 
 
-def _windows(col, s_m, z_m, facade, params, length_m, height_m, fp, tex):
+def _windows(col, s_m, z_m, facade, params, *, length_m, height_m, fp, tex):
     """Overlay a grid of framed windows on the street-facing (and back) facades: per-building spacing.
     params (N, 4) = column spacing, floor height, window width, window height (m)."""
     col_sp, floor_h, win_w, win_h = params.T
@@ -268,11 +268,11 @@ def _windows(col, s_m, z_m, facade, params, length_m, height_m, fp, tex):
     return col
 
 
-def render_view(T_world_from_cam, K, width, height, boxes: w.Boxes, tex):
+def render_view(T_world_from_cam, K, width, height, *, boxes: w.Boxes, tex):
     """Ray-cast and shade one view: rgb (H, W, 3) uint8, depth_m (H, W) float32 (inf = sky),
     moving_mask (H, W) bool."""
     depth, prim, d, o, offset = cast(T_world_from_cam, K, width, height, boxes)
-    rgb = shade(depth, prim, d, o, offset, K, boxes, tex)
+    rgb = shade(depth, prim, d, o, offset, K=K, boxes=boxes, tex=tex)
     if boxes.lo.shape[0]:
         moving = (prim >= 0) & boxes.moving[np.maximum(prim, 0)]
     else:

@@ -357,7 +357,7 @@ class SyntheticWorld:
         T = self.T_world_from_cam(index, camera)
         x_cam = T[0, 3]
         boxes = self.boxes_near(index, x_cam - 12.0, x_cam + self.cfg.draw_distance_m)
-        rgb, depth_m, moving = render_view(T, self.K, self.cfg.width, self.cfg.height, boxes, self.textures)
+        rgb, depth_m, moving = render_view(T, self.K, self.cfg.width, self.cfg.height, boxes=boxes, tex=self.textures)
         return Frame(
             rgb=rgb,
             depth_m=depth_m,

@@ -180,6 +180,7 @@ def write_kitti(
     world: SyntheticWorld,
     out_dir: str | os.PathLike,
     n_frames: int,
+    *,
     date: str = "2011_09_26",
     drive: int = 1,
     stereo: bool = False,
@@ -218,7 +219,7 @@ def write_kitti(
     (out / date).mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{drive_dir.name}.", suffix=".tmp", dir=out / date))
     try:
-        _write_drive(world, tmp_dir, n_frames, stereo, progress, workers)
+        _write_drive(world, tmp_dir, n_frames, stereo=stereo, progress=progress, workers=workers)
         if drive_dir.exists():
             os.replace(drive_dir, tmp_dir / ".old")
         os.replace(tmp_dir / "drive", drive_dir)
@@ -232,7 +233,7 @@ def write_kitti(
     return drive_dir
 
 
-def _write_drive(world, tmp_dir: Path, n_frames: int, stereo: bool, progress: Progress, workers: int) -> None:
+def _write_drive(world, tmp_dir: Path, n_frames: int, *, stereo: bool, progress: Progress, workers: int) -> None:
     drive_dir = tmp_dir / "drive"
     cams = [("left", "image_02")] + ([("right", "image_03")] if stereo else [])
     merc = _Mercator(world.trajectory.T_world_from_vehicle(0))
@@ -285,6 +286,7 @@ def write_bag(
     world: SyntheticWorld,
     out_path: str | os.PathLike,
     n_frames: int,
+    *,
     storage: str = "mcap",
     overwrite: bool = False,
     progress: Progress = None,

@@ -395,6 +395,39 @@ def test_diagnostics_report_rates_latency_drops_and_backend(node):
     for key in ("input_rate_hz", "dropped_frames", "latency_p50_ms", "latency_p99_ms"):
         assert key in values
     assert 0 < float(values["latency_p50_ms"]) <= float(values["latency_p99_ms"]) < 5000
+    assert values["latency_clock"] == "ok"
+
+
+def test_no_camera_info_warning_before_images_and_no_latency_from_another_clock(tiny_model, ros_subprocess_env,
+                                                                               tmp_path):
+    """A node waiting for its camera says nothing; frames stamped on another clock (a bag's 2011 stamps, no
+    use_sim_time) are published but give no latency figure, and /diagnostics says why."""
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    proc = start_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/quiet", "qos:=reliable",
+                      "camera_info_timeout_s:=0.3", "diagnostics_period_s:=0.2", "log_throttle_s:=0.0")
+    c = None
+    try:
+        c = Client("/quiet")
+        c.wait_connected(proc)
+        assert c.spin_until(lambda: len(c.diags) >= 5, 10.0, proc)  # > 1 s of diagnostics, no image yet
+        assert "camera_info_timeout" not in proc.log_path.read_text()
+        assert c.latest_diag_values()["_level"] == DiagnosticStatus.OK, c.latest_diag_values()
+        for i in range(8):  # 2011 stamps: 15 years off the node's clock
+            ns = 1_317_000_000_000_000_000 + i * 100_000_000
+            stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
+            c.send(c.image_msg(make_rgb(i), stamp), c.info_msg(stamp))
+            if c.spin_until(lambda ns=ns: ns in c.got["depth"], 2.0, proc):
+                break
+        assert c.got["depth"], f"no output for old stamps:\n{proc.log_path.read_text()[-2000:]}"
+        assert c.spin_until(lambda: "off this node's clock" in c.latest_diag_values().get("latency_clock", ""),
+                            3.0, proc)
+        assert c.latest_diag_values()["latency_p50_ms"] == "n/a"
+    finally:
+        if c is not None:
+            c.close()
+        stop_node(proc)
 
 
 def test_compressed_images_are_decoded_and_undecodable_ones_reported(tiny_model, ros_subprocess_env, tmp_path):

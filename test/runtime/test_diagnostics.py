@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from monodepth_ros.diagnostics import LatencyWindow, RateMeter, Throttle
+from monodepth_ros.diagnostics import LatencyWindow, RateMeter, Throttle, stamp_latency_s
 
 
 def test_rate_meter_measures_recent_rate_and_forgets_old_events():
@@ -39,3 +39,12 @@ def test_throttle_is_per_kind_and_counts_suppressed_lines():
     assert th.allow("image", 5.0) == (True, 2)
     th.period_s = 0.0
     assert th.allow("image", 5.0) == (True, 0)
+
+
+def test_stamp_latency_only_on_the_same_clock():
+    now = 1_800_000_000 * 10**9
+    assert stamp_latency_s(now, now - 25_000_000) == pytest.approx(0.025)
+    assert stamp_latency_s(now, now + 10_000_000) == pytest.approx(-0.01)  # jitter between hosts: still a latency
+    assert stamp_latency_s(now, 1_317_000_000 * 10**9) is None  # a bag recorded in 2011
+    assert stamp_latency_s(now, now + 5 * 10**9) is None  # a stamp from the future: another clock
+    assert stamp_latency_s(120 * 10**9, 119 * 10**9) == pytest.approx(1.0)  # sim time with use_sim_time

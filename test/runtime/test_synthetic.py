@@ -389,7 +389,7 @@ def test_screen_rect_culling_changes_nothing_compared_to_testing_every_pixel(mon
         boxes = world.boxes_near(index, T[0, 3] - 12.0, T[0, 3] + world.cfg.draw_distance_m)
         depth_culled, prim_culled, *_ = render.cast(T, world.K, 200, 80, boxes)
 
-        def every_pixel(lo, hi, R_wc, o, K, width, height):
+        def every_pixel(lo, hi, R_wc, o, K, *, width, height):
             n = lo.shape[0]
             return np.tile([0, width, 0, height], (n, 1)), np.ones(n, bool)
 

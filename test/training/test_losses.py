@@ -14,6 +14,7 @@ from skimage.metrics import structural_similarity
 
 torch.set_num_threads(1)
 MIN_DEPTH, MAX_DEPTH = 0.1, 100.0
+DEPTH_RANGE = {"min_depth": MIN_DEPTH, "max_depth": MAX_DEPTH}
 
 
 def texture(B: int, H: int, W: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
@@ -109,12 +110,13 @@ def test_min_reprojection_ignores_occluded_source():
     occluded[..., 8:24, 20:40] = texture(B, 16, 20, seed=9)  # an occluder covers the patch in source 0
     sources = torch.stack([occluded, clean], 1)
     outputs = {("disp", 0): sigma_from_depth(torch.full((B, 1, H, W), 10.0))}
-    args = (outputs, target, sources, translation_pose(B, 2, [0, 0, 0]), kitti_like_K(B, H, W), MIN_DEPTH, MAX_DEPTH)
-    out = losses.monodepth2_loss(*args, automask=False, smoothness_weight=0.0)
+    args = (outputs, target, sources, translation_pose(B, 2, [0, 0, 0]), kitti_like_K(B, H, W))
+    out = losses.monodepth2_loss(*args, **DEPTH_RANGE, automask=False, smoothness_weight=0.0)
     patch = (..., slice(10, 22), slice(22, 38))
     assert (out["min_source_idx"][patch] == 1).all()
     assert float(out["error_map"][patch].max()) < 1e-3
-    averaged = losses.monodepth2_loss(*args, automask=False, min_reprojection=False, smoothness_weight=0.0)
+    averaged = losses.monodepth2_loss(*args, **DEPTH_RANGE, automask=False, min_reprojection=False,
+                                      smoothness_weight=0.0)
     assert float(averaged["error_map"][patch].mean()) > 0.05  # averaging lets the occluder in
 
 
@@ -134,7 +136,7 @@ def test_automask_masks_static_camera(t_guess):
     depth = 5.0 + 10.0 * torch.rand(B, 1, H, W, generator=torch.Generator().manual_seed(4))
     out = losses.monodepth2_loss(
         {("disp", 0): sigma_from_depth(depth)}, frame, sources, translation_pose(B, 2, t_guess),
-        kitti_like_K(B, H, W), MIN_DEPTH, MAX_DEPTH, generator=torch.Generator().manual_seed(1),
+        kitti_like_K(B, H, W), **DEPTH_RANGE, generator=torch.Generator().manual_seed(1),
     )
     masked = 1 - float(out["automask_fraction"])
     assert masked >= 0.95
@@ -148,7 +150,7 @@ def test_automask_keeps_pixels_of_moving_camera():
     T = translation_pose(B, 1, [0.4, 0.0, 0.3])  # 0.4 m sideways at 8 m: a few pixels of parallax
     target = warp(source, depth, K, T[:, 0])  # the target view rendered from the source with the geometry twin
     out = losses.monodepth2_loss(
-        {("disp", 0): sigma_from_depth(depth)}, target, source.unsqueeze(1), T, K, MIN_DEPTH, MAX_DEPTH,
+        {("disp", 0): sigma_from_depth(depth)}, target, source.unsqueeze(1), T, K, **DEPTH_RANGE,
         generator=torch.Generator().manual_seed(1),
     )
     assert float(out["automask_fraction"]) >= 0.95
@@ -192,7 +194,7 @@ def test_gradients_reach_depth_and_pose_networks():
     prev, tgt, nxt = texture(B, H, W, 1), texture(B, H, W, 2), texture(B, H, W, 3)
     T = torch.stack([predict_T_src_from_tgt(pose_net, tgt, prev, src_is_before=True),
                      predict_T_src_from_tgt(pose_net, tgt, nxt, src_is_before=False)], 1)
-    out = losses.monodepth2_loss(depth_net(tgt), tgt, [prev, nxt], T, kitti_like_K(B, H, W), MIN_DEPTH, MAX_DEPTH)
+    out = losses.monodepth2_loss(depth_net(tgt), tgt, [prev, nxt], T, kitti_like_K(B, H, W), **DEPTH_RANGE)
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     out["loss"].backward()
     for name, p in [("depth encoder", depth_net.encoder.encoder.conv1.weight),
@@ -210,7 +212,7 @@ def test_multiscale_loss_reports_terms_and_maps(full_res):
     sigmas = {("disp", s): torch.rand(B, 1, H // 2**s, W // 2**s, generator=torch.Generator().manual_seed(s))
               for s in range(4)}
     out = losses.monodepth2_loss(sigmas, tgt, [texture(B, H, W, 7)], translation_pose(B, 1, [0, 0, 0.5]),
-                                 kitti_like_K(B, H, W), MIN_DEPTH, MAX_DEPTH, full_res_multiscale=full_res)
+                                 kitti_like_K(B, H, W), **DEPTH_RANGE, full_res_multiscale=full_res)
     torch.testing.assert_close(out["loss"], out["photometric"] + out["smoothness"])
     assert out["smoothness"] > 0
     assert out["error_map"].shape == (B, 1, H, W) and out["automask"].dtype == torch.bool
@@ -222,9 +224,9 @@ def test_full_res_multiscale_changes_coarse_scale_terms():
     tgt, src = texture(B, H, W), texture(B, H, W, 7)
     sigmas = {("disp", s): torch.rand(B, 1, H // 2**s, W // 2**s, generator=torch.Generator().manual_seed(s))
               for s in range(4)}
-    args = (sigmas, tgt, [src], translation_pose(B, 1, [0, 0, 0.5]), kitti_like_K(B, H, W), MIN_DEPTH, MAX_DEPTH)
-    a = losses.monodepth2_loss(*args, full_res_multiscale=True, tie_break=0.0)["photometric"]
-    b = losses.monodepth2_loss(*args, full_res_multiscale=False, tie_break=0.0)["photometric"]
+    args = (sigmas, tgt, [src], translation_pose(B, 1, [0, 0, 0.5]), kitti_like_K(B, H, W))
+    a = losses.monodepth2_loss(*args, **DEPTH_RANGE, full_res_multiscale=True, tie_break=0.0)["photometric"]
+    b = losses.monodepth2_loss(*args, **DEPTH_RANGE, full_res_multiscale=False, tie_break=0.0)["photometric"]
     assert not torch.isclose(a, b)
 
 
@@ -232,20 +234,19 @@ def test_monodepth2_loss_rejects_mismatched_shapes():
     tgt = texture(1, 16, 32)
     with pytest.raises(ValueError, match="T_src_from_tgt"):
         losses.monodepth2_loss({("disp", 0): torch.rand(1, 1, 16, 32)}, tgt, [tgt], torch.eye(4)[None],
-                               kitti_like_K(1, 16, 32), MIN_DEPTH, MAX_DEPTH)
+                               kitti_like_K(1, 16, 32), **DEPTH_RANGE)
 
 
 def test_loss_runs_in_float32_under_autocast():
     B, H, W = 1, 32, 64
     tgt, src = texture(B, H, W), texture(B, H, W, 7)
     sigma = torch.rand(B, 1, H, W, generator=torch.Generator().manual_seed(0))
-    args = ({("disp", 0): sigma}, tgt, [src], translation_pose(B, 1, [0.1, 0, 0.5]), kitti_like_K(B, H, W),
-            MIN_DEPTH, MAX_DEPTH)
-    ref = losses.monodepth2_loss(*args, tie_break=0.0)
+    args = ({("disp", 0): sigma}, tgt, [src], translation_pose(B, 1, [0.1, 0, 0.5]), kitti_like_K(B, H, W))
+    ref = losses.monodepth2_loss(*args, **DEPTH_RANGE, tie_break=0.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         # What the loss receives from a network under AMP: half-precision disparities.
         half_args = ({("disp", 0): sigma.bfloat16()}, *args[1:])
-        out = losses.monodepth2_loss(*half_args, tie_break=0.0)
+        out = losses.monodepth2_loss(*half_args, **DEPTH_RANGE, tie_break=0.0)
     assert out["loss"].dtype == torch.float32
     torch.testing.assert_close(out["loss"], ref["loss"], rtol=2e-2, atol=0)
 
@@ -268,7 +269,7 @@ def test_ground_truth_depth_and_pose_explain_synthetic_frames():
 
     def photometric(T_src_from_tgt):
         return float(losses.monodepth2_loss(outputs, rgb01(tgt), [rgb01(prev), rgb01(nxt)], T_src_from_tgt, K,
-                                            MIN_DEPTH, MAX_DEPTH, automask=False, smoothness_weight=0.0)["photometric"])
+                                            **DEPTH_RANGE, automask=False, smoothness_weight=0.0)["photometric"])
 
     truth, inverted = photometric(T), photometric(torch.linalg.inv(T))
     static = photometric(torch.eye(4).expand(1, 2, 4, 4))

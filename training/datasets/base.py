@@ -81,6 +81,7 @@ class MonoDataset(Dataset, abc.ABC):
         self,
         height: int,
         width: int,
+        *,
         frame_offsets: Sequence[int] = (0, -1, 1),
         augment: bool = False,
         color_jitter: ColorJitter | dict | None = ColorJitter(),  # noqa: B008 - frozen, so sharing is safe

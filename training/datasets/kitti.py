@@ -40,12 +40,13 @@ class KittiDataset(MonoDataset):
         split_file: str | os.PathLike,
         height: int,
         width: int,
+        *,
         frame_offsets: Iterable[int] = (0, -1, 1),
         gt_dir: str | os.PathLike | None = None,
         img_ext: str | None = None,
         **kwargs,
     ):
-        super().__init__(height, width, frame_offsets, **kwargs)
+        super().__init__(height, width, frame_offsets=frame_offsets, **kwargs)
         self.data_dir = Path(data_dir)
         if not self.data_dir.is_dir():
             raise FileNotFoundError(f"KITTI data_dir not found: {self.data_dir}")

@@ -44,6 +44,7 @@ class KittiOdometryDataset(MonoDataset):
         data_dir: str | os.PathLike,
         height: int,
         width: int,
+        *,
         sequences: Sequence[str | int] = ("03",),
         camera: int = 0,
         frames: Sequence[int] | None = None,
@@ -51,7 +52,7 @@ class KittiOdometryDataset(MonoDataset):
         cache_frames: bool = True,
         **kwargs,
     ):
-        super().__init__(height, width, frame_offsets, **kwargs)
+        super().__init__(height, width, frame_offsets=frame_offsets, **kwargs)
         if camera not in _PARTNER:
             raise ValueError(f"camera must be 0, 1, 2 or 3, got {camera!r}")
         if frames is not None:

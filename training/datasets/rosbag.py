@@ -447,7 +447,7 @@ class RosbagDataset(MonoDataset):
         cache_dir: str | os.PathLike | None = None,
         **kwargs,
     ):
-        super().__init__(height, width, frame_offsets, **kwargs)
+        super().__init__(height, width, frame_offsets=frame_offsets, **kwargs)
         self.bag = Path(bag).expanduser().resolve()
         if not self.bag.exists():
             raise FileNotFoundError(f"bag not found: {self.bag}")

@@ -34,6 +34,7 @@ class SyntheticDataset(MonoDataset):
         self,
         height: int,
         width: int,
+        *,
         num_frames: int = 200,
         seed: int = 0,
         start_index: int = 0,
@@ -42,7 +43,7 @@ class SyntheticDataset(MonoDataset):
         cache_frames: int = 16,
         **kwargs,
     ):
-        super().__init__(height, width, frame_offsets, **kwargs)
+        super().__init__(height, width, frame_offsets=frame_offsets, **kwargs)
         from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
 
         if num_frames < 1:

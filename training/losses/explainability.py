@@ -12,7 +12,7 @@ from monodepth_training.geometry import sigmoid_to_disp, warp
 from monodepth_training.losses.photometric import photometric_error
 
 
-def explainability_photometric(outputs, target, sources, T, K, masks, min_depth, max_depth, alpha):
+def explainability_photometric(outputs, target, sources, T, K, *, masks, min_depth, max_depth, alpha):
     """SfMLearner's photometric term: per scale (disparity upsampled to full size), the mean over temporal
     sources of mask * photometric error; averaged over scales. sources (B, S, 3, H, W), T (B, S, 4, 4),
     masks: per source {scale: (B, 1, h, w)}."""

@@ -126,7 +126,7 @@ def feature_metric_error(feat_tgt: torch.Tensor, feat_src: torch.Tensor, depth: 
 
 
 def feature_metric_loss(feat_tgt: torch.Tensor, feat_src: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
-                        T_src_from_tgt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+                        T_src_from_tgt: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Feature-metric reprojection loss (scalar).
 
     One source: feat_src (B, C, h, w), T_src_from_tgt (B, 4, 4). Several: feat_src (B, S, C, h, w),

@@ -142,9 +142,9 @@ def monodepth2_loss(
     sources: torch.Tensor | Sequence[torch.Tensor],
     T_src_from_tgt: torch.Tensor,
     K: torch.Tensor,
+    *,
     min_depth: float,
     max_depth: float,
-    *,
     alpha: float = 0.85,
     smoothness_weight: float = 1e-3,
     automask: bool = True,
@@ -196,12 +196,13 @@ def monodepth2_loss(
     with torch.autocast(device_type=target.device.type, enabled=False):
         return _monodepth2_loss_fp32(
             {k: outputs[k].float() for k in outputs if k[0] == "disp"}, target.float(), sources.float(),
-            T_src_from_tgt.float(), K.float(), scales, min_depth, max_depth, alpha, smoothness_weight, automask,
-            min_reprojection, full_res_multiscale, tie_break, generator,
+            T_src_from_tgt.float(), K.float(), scales=scales, min_depth=min_depth, max_depth=max_depth, alpha=alpha,
+            smoothness_weight=smoothness_weight, automask=automask, min_reprojection=min_reprojection,
+            full_res_multiscale=full_res_multiscale, tie_break=tie_break, generator=generator,
         )
 
 
-def _monodepth2_loss_fp32(outputs, target, sources, T_src_from_tgt, K, scales, min_depth, max_depth, alpha,
+def _monodepth2_loss_fp32(outputs, target, sources, T_src_from_tgt, K, *, scales, min_depth, max_depth, alpha,
                           smoothness_weight, automask, min_reprojection, full_res_multiscale, tie_break, generator):
     """Body of :func:`monodepth2_loss` on validated float32 inputs."""
     B, S = sources.shape[:2]

@@ -154,7 +154,7 @@ def total_loss(
     T_all = torch.stack(all_poses, dim=1).float()
     K = batch["K"].float()
     losses = monodepth2_loss(
-        outputs, colors[0], sources, T_all, K, min_depth, max_depth, alpha=alpha,
+        outputs, colors[0], sources, T_all, K, min_depth=min_depth, max_depth=max_depth, alpha=alpha,
         smoothness_weight=smoothness_weight, automask=automask, min_reprojection=min_reprojection,
         full_res_multiscale=full_res_multiscale,
     )
@@ -163,8 +163,8 @@ def total_loss(
     if want_masks and masks:
         S_t = len(temporal_offsets)
         src_t = torch.stack(sources[:S_t], 1).float()
-        photo = explainability_photometric(outputs, colors[0].float(), src_t, T_all[:, :S_t], K, masks,
-                                            min_depth, max_depth, alpha)
+        photo = explainability_photometric(outputs, colors[0].float(), src_t, T_all[:, :S_t], K, masks=masks,
+                                            min_depth=min_depth, max_depth=max_depth, alpha=alpha)
         from monodepth_training.networks.sfmlearner import explainability_regularization
 
         reg = explainability_regularization([m for per_src in masks for m in per_src.values()])
