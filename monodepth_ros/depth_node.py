@@ -47,7 +47,7 @@ from monodepth_ros.pipeline import (
     process_frame,
     scale_policy_from_params,
 )
-from monodepth_ros.scale_policy import GroundPlaneScale
+from monodepth_ros.scale_policy import GroundPlaneScale, choose_scale_policy, publishes_metres
 from monodepth_ros.sync import LatestSlot, StampSynchronizer
 
 __all__ = ["DepthNode", "ModelStartupError", "main"]
@@ -94,7 +94,14 @@ class DepthNode(Node):
         self.backend = self._load_backend()
         self.info = self.backend.info
         self.ground = GroundPlaneScale()  # ground-plane state, kept across frames and parameter changes
-        self._configure_policy()
+        try:
+            self._configure_policy()
+        except ValueError as e:  # an unknown scale would be published as metres: refuse to start
+            raise ModelStartupError(f"model '{self.p['model_path']}': {e}") from None
+        if not publishes_metres(self.policy.name):
+            self.get_logger().warning(
+                "scale_policy relative: publishing depth in model units, NOT metres, on a topic that REP 118 "
+                "defines as metres; do not let a planner consume it as metres")
 
         self.sync = StampSynchronizer(self.p["sync_tolerance_s"], self.p["sync_queue_size"])
         self.in_rate, self.out_rate = RateMeter(), RateMeter()
@@ -133,7 +140,8 @@ class DepthNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"depth node ready: backend {self.backend_name}, model {self.info.width}x{self.info.height}, "
-            f"scale_policy {self.p['scale_policy']}, subscribing {self.resolve_topic_name('image')}"
+            f"scale_policy {self.p['scale_policy']} -> {self.policy.name} (model: {self.info.scale_policy}, "
+            f"scale {self.info.scale:g}), subscribing {self.resolve_topic_name('image')}"
             f"{'/compressed' if self.p['use_compressed'] else ''} + {self.resolve_topic_name('camera_info')}"
         )
 
@@ -159,7 +167,8 @@ class DepthNode(Node):
         return backend
 
     def _configure_policy(self) -> None:
-        """(Re)build the scale-policy object from the parameters; the ground-plane state carries over."""
+        """(Re)build the scale-policy object from the parameters; the ground-plane state carries over. Raises
+        ValueError for a policy that would publish an unknown scale as metres."""
         self.policy = scale_policy_from_params(self.p, self.info.scale, self.info.scale_policy, self.ground)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -178,6 +187,11 @@ class DepthNode(Node):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             new[prm.name] = value
+        merged = dict(self.p, **new)
+        try:
+            choose_scale_policy(merged["scale_policy"], merged["fixed_scale"], self.info.scale_policy)
+        except ValueError as e:
+            return SetParametersResult(successful=False, reason=str(e))
         for name, value in new.items():
             old = self.p[name]
             self.p[name] = value
@@ -311,6 +325,8 @@ class DepthNode(Node):
         values = {
             "backend": self.backend_name,
             "scale_policy": self.p["scale_policy"],
+            "scale_policy_applied": self.policy.name,
+            "depth_units": "metres" if publishes_metres(self.policy.name) else "model units (relative, NOT metres)",
             "input_rate_hz": f"{self.in_rate.rate_hz(now):.2f}",
             "output_rate_hz": f"{self.out_rate.rate_hz(now):.2f}",
             "frames_out": str(self.out_rate.total),

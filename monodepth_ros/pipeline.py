@@ -80,7 +80,7 @@ class FrameParams:
 
 @dataclass(frozen=True)
 class FrameOutput:
-    """What one frame publishes: depth (H_out, W_out) float32 (metres; model units for median_free) with NaN
+    """What one frame publishes: depth (H_out, W_out) float32 (metres; model units for relative) with NaN
     where invalid, its intrinsics K (3, 3), the image at its size (H_out, W_out, 3) for the cloud's colour,
     the scale used, and ``(kind, message)`` problems worth reporting that did not stop the frame."""
 
@@ -104,7 +104,7 @@ def process_frame(camera: CameraFrame, disp: np.ndarray, params: FrameParams, po
 
     ``policy`` is a scale-policy object (:mod:`monodepth_ros.scale_policy`); a ground-plane policy keeps its
     state between calls. Raises :class:`FrameRejected` when the camera_info does not fit the image, K is not a
-    pinhole matrix, or the model output holds no finite value.
+    pinhole matrix, the model output holds no finite value, or the policy has no scale it can stand behind.
     """
     H, W = camera.rgb.shape[:2]
     if camera.info_size and all(camera.info_size) and tuple(camera.info_size) != (W, H):
@@ -125,6 +125,8 @@ def process_frame(camera: CameraFrame, disp: np.ndarray, params: FrameParams, po
     h, w = disp.shape
     K_model = scale_intrinsics(K, w / W, h / H)
     est = policy.estimate(depth_from_disp(disp) if policy.needs_relative_depth else None, K_model)
+    if est.scale is None:
+        raise FrameRejected(policy.name, est.note or "no scale for this frame")
     if est.note:
         problems.append((policy.name, est.note))
     if params.output_resolution == "input":
@@ -169,6 +171,7 @@ def configure_ground(ground: GroundPlaneScale, p: Mapping) -> GroundPlaneScale:
 def scale_policy_from_params(p: Mapping, model_scale: float, model_policy: str,
                              ground: GroundPlaneScale | None = None):
     """The scale-policy object that node parameters ``p`` ask for, for a model whose metadata says
-    ``model_scale`` / ``model_policy``. ``ground`` (configured here) carries ground-plane state across frames."""
+    ``model_scale`` / ``model_policy``. ``ground`` (configured here) carries ground-plane state across frames.
+    Raises ValueError (saying what to set) for a request that would publish an unknown scale as metres."""
     ground = configure_ground(GroundPlaneScale() if ground is None else ground, p)
     return make_scale_policy(p["scale_policy"], p["fixed_scale"], model_scale, model_policy, ground)

@@ -1,11 +1,20 @@
-"""How the depth node turns the network's scaled disparity into depth: the three scale policies.
+"""How the depth node turns the network's scaled disparity into depth: the scale policies, in one vocabulary.
 
-- ``median_free``: relative depth ``1 / disp`` in *model units*, no scale at all. A self-supervised monocular
-  model only knows depth up to an unknown factor; the KITTI protocol recovers it per image with the GT median,
-  which a robot does not have. Shapes are right, absolute size is not (do not use it for metric planning).
-- ``fixed``: ``scale / disp`` with a constant factor: the ``fixed_scale`` parameter if > 0, else the factor in
-  the model metadata (e.g. a stereo-supervised model, or the mean GT/pred ratio measured at evaluation).
-- ``ground_plane``: ``s_t / disp`` with ``s_t`` estimated every frame from the road, see :class:`GroundPlaneScale`.
+The model's metadata says what its output is (``scale_policy`` of :class:`~monodepth_ros.bundle.BundleMeta`):
+``metric`` (trained with metric supervision: velocity, depth GT), ``fixed`` (a known constant factor, e.g. a
+stereo baseline in metres) or ``relative`` (up to an unknown factor: plain self-supervised video). The node's
+``scale_policy`` parameter says what to publish, with the same words:
+
+- ``auto`` (default): the model's own scale for a ``metric`` or ``fixed`` model (metres); a ``relative`` model
+  is refused, because its scale is unknown and the ``depth`` topic is metres (REP 118).
+- ``metric``: ``scale / disp`` with the scale stored in the model; refused for a ``relative`` model.
+- ``fixed``: ``fixed_scale / disp``, a factor the user calibrated (``fixed_scale`` > 0 required).
+- ``ground_plane``: ``s_t / disp`` with ``s_t`` estimated every frame from the road, see
+  :class:`GroundPlaneScale`. Until the road is first found it uses ``fixed_scale`` (if > 0) or the model's own
+  scale (if the model is not ``relative``); with neither, frames are not published until the road is found.
+- ``relative``: ``1 / disp`` in *model units*: explicitly not metres (the node warns at start and says so in
+  ``/diagnostics``). A self-supervised monocular model only knows depth up to an unknown factor; the KITTI
+  protocol recovers it per image with the GT median, which a robot does not have.
 
 Assumptions of ``ground_plane`` (it is wrong when they are):
   1. the ground in the lower image region is locally flat (a road, not a kerb, a ramp or a crest);
@@ -28,11 +37,12 @@ import numpy as np
 
 from monodepth_ros.geometry import axis_angle_to_matrix, backproject, crop_intrinsics
 
-__all__ = ["POLICIES", "GROUND_METHODS", "PlaneFit", "fit_ground_plane", "mount_normal", "road_height_along",
-           "GroundPlaneScale", "ScaleEstimate", "MedianFreeScale", "FixedScale", "GroundPlanePolicy",
-           "make_scale_policy"]
+__all__ = ["POLICIES", "MODEL_POLICIES", "GROUND_METHODS", "PlaneFit", "fit_ground_plane", "mount_normal",
+           "road_height_along", "GroundPlaneScale", "ScaleEstimate", "RelativeScale", "FixedScale",
+           "GroundPlanePolicy", "choose_scale_policy", "make_scale_policy", "publishes_metres"]
 
-POLICIES = ("median_free", "fixed", "ground_plane")
+POLICIES = ("auto", "metric", "fixed", "ground_plane", "relative")  # the node parameter
+MODEL_POLICIES = ("metric", "fixed", "relative")  # what a model's metadata can say
 GROUND_METHODS = ("mount", "fit")
 
 
@@ -231,16 +241,17 @@ class GroundPlaneScale:
 # ---- the policies as small objects the per-frame pipeline calls (monodepth_ros.pipeline.process_frame) --------
 @dataclass(frozen=True)
 class ScaleEstimate:
-    """One frame's scale (depth = scale / disp) and, when it is a fallback, why (reported as a problem)."""
+    """One frame's scale (depth = scale / disp), or None when there is none to stand behind (the frame is not
+    published), and, when it is a fallback or missing, why (reported as a problem)."""
 
-    scale: float
+    scale: float | None
     note: str | None = None
 
 
-class MedianFreeScale:
-    """``median_free``: depth in model units, scale 1."""
+class RelativeScale:
+    """``relative``: depth in model units, scale 1. Not metres."""
 
-    name = "median_free"
+    name = "relative"
     needs_relative_depth = False
 
     def estimate(self, depth_rel: np.ndarray | None, K: np.ndarray) -> ScaleEstimate:
@@ -249,10 +260,10 @@ class MedianFreeScale:
 
 @dataclass(frozen=True)
 class FixedScale:
-    """``fixed``: one constant factor for every frame."""
+    """``metric`` (the model's stored scale) or ``fixed`` (the user's factor): one constant for every frame."""
 
     value: float
-    name = "fixed"
+    name: str = "fixed"
     needs_relative_depth = False
 
     def estimate(self, depth_rel: np.ndarray | None, K: np.ndarray) -> ScaleEstimate:
@@ -262,10 +273,10 @@ class FixedScale:
 @dataclass
 class GroundPlanePolicy:
     """``ground_plane``: the road's scale this frame (:class:`GroundPlaneScale`, which keeps the EMA state);
-    ``fallback`` until the road was found once."""
+    ``fallback`` until the road was found once (None: no frame is published before that)."""
 
     ground: GroundPlaneScale
-    fallback: float
+    fallback: float | None
     fallback_source: str = "the fixed scale"
     name = "ground_plane"
     needs_relative_depth = True
@@ -275,26 +286,60 @@ class GroundPlanePolicy:
         s = self.ground.update(depth_rel, K)
         if self.ground.fresh:
             return ScaleEstimate(s)
-        kept = (f"keeping the previous scale {s:.3f}" if s is not None else
-                f"no road found yet, using {self.fallback_source} {self.fallback:g}")
-        return ScaleEstimate(self.fallback if s is None else s,
-                             f"no road found in the lower image region ({self.ground.method} method); {kept}")
+        where = f"no road found in the lower image region ({self.ground.method} method)"
+        if s is not None:
+            return ScaleEstimate(s, f"{where}; keeping the previous scale {s:.3f}")
+        if self.fallback is None:
+            return ScaleEstimate(None, f"{where}; the model is relative and no fixed_scale is set, so nothing is "
+                                       "published until the road is found")
+        return ScaleEstimate(self.fallback, f"{where}; no road found yet, using {self.fallback_source} "
+                                            f"{self.fallback:g}")
+
+
+def choose_scale_policy(requested: str, fixed_scale: float, model_policy: str) -> str:
+    """The policy the node runs for parameter ``requested`` with a model whose metadata says ``model_policy``.
+
+    ``auto`` becomes ``metric`` for a metric or fixed model. Raises ValueError, saying what to set instead, when
+    the request would publish a scale nobody can stand behind: ``auto``/``metric`` with a relative model, or
+    ``fixed`` without ``fixed_scale``.
+    """
+    if requested not in POLICIES:
+        raise ValueError(f"scale_policy must be one of {list(POLICIES)}, got {requested!r}")
+    if model_policy not in MODEL_POLICIES:
+        raise ValueError(f"the model's scale_policy must be one of {list(MODEL_POLICIES)}, got {model_policy!r}")
+    if requested in ("auto", "metric") and model_policy == "relative":
+        raise ValueError(
+            f"scale_policy '{requested}' needs a model with a known scale, but this model is relative (trained "
+            "without velocity, stereo or depth supervision: its depth is up to an unknown factor). Set "
+            "scale_policy:=ground_plane with camera_height_m of your mount, scale_policy:=fixed with a calibrated "
+            "fixed_scale, or scale_policy:=relative to publish model units (not metres)")
+    if requested == "fixed" and not fixed_scale > 0:
+        raise ValueError("scale_policy 'fixed' needs fixed_scale > 0 (a factor you calibrated); for the model's "
+                         "own scale use scale_policy:=metric")
+    return "metric" if requested == "auto" else requested
+
+
+def publishes_metres(policy: str) -> bool:
+    """Whether the chosen policy (after :func:`choose_scale_policy`) publishes metres."""
+    return policy != "relative"
 
 
 def make_scale_policy(name: str, fixed_scale: float, model_scale: float, model_policy: str,
                       ground: GroundPlaneScale | None = None):
-    """The policy object for the node parameter ``scale_policy`` = ``name``.
-
-    ``fixed_scale`` > 0 overrides the model's own ``model_scale`` (its metadata, whose policy is
-    ``model_policy``). ``ground`` carries the ground-plane state across frames (a fresh one if None).
-    """
-    if name not in POLICIES:
-        raise ValueError(f"scale_policy must be one of {POLICIES}, got {name!r}")
-    if name == "median_free":
-        return MedianFreeScale()
-    fixed = float(fixed_scale) if fixed_scale > 0 else float(model_scale)
+    """The policy object for the node parameter ``scale_policy`` = ``name`` (validated by
+    :func:`choose_scale_policy`, which raises ValueError). ``model_scale``/``model_policy``: the model's metadata.
+    ``ground`` carries the ground-plane state across frames (a fresh one if None)."""
+    name = choose_scale_policy(name, fixed_scale, model_policy)
+    if name == "relative":
+        return RelativeScale()
+    if name == "metric":
+        return FixedScale(float(model_scale), name="metric")
     if name == "fixed":
-        return FixedScale(fixed)
-    source = ("the fixed_scale parameter" if fixed_scale > 0
-              else f"the scale of the model (its scale_policy '{model_policy}')")
-    return GroundPlanePolicy(GroundPlaneScale() if ground is None else ground, fixed, source)
+        return FixedScale(float(fixed_scale), name="fixed")
+    if fixed_scale > 0:
+        fallback, source = float(fixed_scale), "the fixed_scale parameter"
+    elif model_policy != "relative":
+        fallback, source = float(model_scale), f"the model's scale ({model_policy})"
+    else:
+        fallback, source = None, ""
+    return GroundPlanePolicy(GroundPlaneScale() if ground is None else ground, fallback, source)

@@ -63,6 +63,7 @@ def make_tiny_depth_model(
     min_depth: float = 0.1,
     max_depth: float = 100.0,
     extra_convs: int = 0,
+    scale_policy: str = "fixed",
 ) -> Path:
     """Write the model to ``path`` (.onnx) with the ``monodepth_ros`` metadata; returns the path.
 
@@ -103,7 +104,7 @@ def make_tiny_depth_model(
         nodes[-1].output[0] = "disp"
     meta = {
         "height": height, "width": width, "min_depth": min_depth, "max_depth": max_depth,
-        "scale_policy": "fixed", "scale": 1.0 / rel_factor, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+        "scale_policy": scale_policy, "scale": 1.0 / rel_factor, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
         "intrinsics_norm": [list(map(float, r)) for r in K_norm], "source_sha256": "0" * 64,
         "depth_net": "tiny_road",
     }

@@ -294,6 +294,10 @@ def test_invalid_parameter_values_are_rejected_with_a_reason(node):
     assert not r.successful and "max_depth" in r.reason
     (r,) = c.set_params(scale_policy="magic")
     assert not r.successful and "scale_policy" in r.reason
+    (r,) = c.set_params(scale_policy="median_free")  # the old name: one vocabulary (auto|metric|fixed|...) now
+    assert not r.successful and "scale_policy" in r.reason
+    (r,) = c.set_params(scale_policy="fixed")  # with fixed_scale 0: no factor to stand behind
+    assert not r.successful and "fixed_scale > 0" in r.reason
     (r,) = c.set_params(model_path="/tmp/other.onnx")
     assert not r.successful and "read-only" in r.reason
 
@@ -314,7 +318,7 @@ def test_ground_plane_policy_recovers_metric_scale_from_camera_height(node):
         # The applied scale is the estimate (fixed_scale is 1, the model's stored scale 5 = 1 / REL_FACTOR).
         assert float(c.latest_diag_values()["scale"]) == pytest.approx(1.0 / REL_FACTOR, rel=0.01)
     finally:
-        c.set_params(scale_policy="fixed", output_resolution="input", fixed_scale=0.0)
+        c.set_params(scale_policy="auto", output_resolution="input", fixed_scale=0.0)
 
 
 def _bad_unknown_encoding(c):
@@ -481,6 +485,31 @@ def test_startup_with_unusable_model_exits_nonzero_with_a_clear_message(content,
     out = res.stdout + res.stderr
     assert "cannot load model" in out and str(model) in out
     assert "Traceback" not in out
+
+
+def test_a_relative_model_is_never_published_as_metres(ros_subprocess_env, tmp_path):
+    """Default parameters (scale_policy auto) with a relative model: the node refuses to start and says what to
+    set. Asked for relative depth explicitly, it starts and says the depth is not metres."""
+    model = make_tiny_depth_model(tmp_path / "relative.onnx", height=H_M, width=W_M, K_model=K_MODEL,
+                                  scale_policy="relative")
+    cmd = [sys.executable, "-m", "monodepth_ros.depth_node", "--ros-args", "-p", f"model_path:={model}"]
+    res = subprocess.run(cmd, env=ros_subprocess_env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "this model is relative" in out and "scale_policy:=ground_plane" in out and "Traceback" not in out
+    proc = start_node(ros_subprocess_env, model, tmp_path / "node.log", "/rel", "scale_policy:=relative",
+                      "diagnostics_period_s:=0.2")
+    c = None
+    try:
+        c = Client("/rel")
+        c.wait_connected(proc)
+        assert "NOT metres" in proc.log_path.read_text()
+        assert c.spin_until(lambda: "NOT metres" in c.latest_diag_values().get("depth_units", ""), 5.0, proc)
+        assert c.latest_diag_values()["scale_policy_applied"] == "relative"
+    finally:
+        if c is not None:
+            c.close()
+        stop_node(proc)
 
 
 def test_mono8_stream_gives_the_depth_of_the_grey_frame_replicated_to_rgb(ros_subprocess_env, tmp_path):

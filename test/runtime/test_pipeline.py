@@ -19,7 +19,7 @@ from monodepth_ros.pipeline import (
     process_frame,
     scale_policy_from_params,
 )
-from monodepth_ros.scale_policy import FixedScale, GroundPlanePolicy, GroundPlaneScale, MedianFreeScale
+from monodepth_ros.scale_policy import FixedScale, GroundPlanePolicy, GroundPlaneScale, RelativeScale
 
 H, W = 96, 320  # camera
 h, w = 48, 160  # model
@@ -70,10 +70,10 @@ def test_process_frame_applies_the_fixed_scale_at_the_camera_resolution():
 def test_process_frame_at_model_resolution_scales_K_and_shrinks_the_image():
     rgb = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
     out = process_frame(CameraFrame(rgb, K), np.full((h, w), 0.5, np.float32),
-                        FrameParams(output_resolution="model"), MedianFreeScale())
+                        FrameParams(output_resolution="model"), RelativeScale())
     assert out.depth.shape == (h, w) and out.rgb.shape == (h, w, 3)
     np.testing.assert_allclose(out.K, scale_intrinsics(K, 0.5, 0.5))
-    np.testing.assert_allclose(out.depth, 2.0)  # median_free: model units, scale 1
+    np.testing.assert_allclose(out.depth, 2.0)  # relative: model units, scale 1
 
 
 def test_process_frame_masks_depth_beyond_the_range():
@@ -116,21 +116,47 @@ def test_process_frame_reports_partly_bad_model_output_and_keeps_the_frame():
 
 def test_policies_from_node_parameters():
     p = defaults()
-    assert isinstance(scale_policy_from_params(p, 4.0, "metric"), FixedScale)
-    assert scale_policy_from_params(p, 4.0, "metric").value == 4.0  # fixed_scale 0: the model's own
-    assert scale_policy_from_params(parse_overrides(["fixed_scale:=2.5"]), 4.0, "metric").value == 2.5
-    assert isinstance(scale_policy_from_params(parse_overrides(["scale_policy:=median_free"]), 4.0, "metric"),
-                      MedianFreeScale)
+    auto = scale_policy_from_params(p, 4.0, "metric")
+    assert isinstance(auto, FixedScale) and auto.name == "metric" and auto.value == 4.0  # auto: the model's own
+    fixed = scale_policy_from_params(parse_overrides(["scale_policy:=fixed", "fixed_scale:=2.5"]), 4.0, "metric")
+    assert fixed.name == "fixed" and fixed.value == 2.5
+    assert isinstance(scale_policy_from_params(parse_overrides(["scale_policy:=relative"]), 4.0, "relative"),
+                      RelativeScale)
     g = scale_policy_from_params(parse_overrides(["scale_policy:=ground_plane", "camera_height_m:=2.0"]), 4.0,
                                  "metric")
     assert isinstance(g, GroundPlanePolicy) and g.ground.camera_height_m == 2.0 and g.fallback == 4.0
+    g = scale_policy_from_params(parse_overrides(["scale_policy:=ground_plane"]), 1.0, "relative")
+    assert g.fallback is None  # a relative model's scale is never a fallback
+
+
+@pytest.mark.parametrize("overrides,model_policy,match", [
+    ([], "relative", "this model is relative"),  # the default (auto) refuses to call model units metres
+    (["scale_policy:=metric"], "relative", "this model is relative"),
+    (["scale_policy:=fixed"], "metric", "fixed_scale > 0"),
+])
+def test_a_scale_nobody_can_stand_behind_is_refused_with_what_to_set(overrides, model_policy, match):
+    with pytest.raises(ValueError, match=match) as e:
+        scale_policy_from_params(parse_overrides(overrides), 1.0, model_policy)
+    if model_policy == "relative":
+        assert "ground_plane" in str(e.value) and "relative" in str(e.value)
+
+
+def test_ground_plane_with_a_relative_model_publishes_nothing_until_the_road_is_found():
+    policy = scale_policy_from_params(parse_overrides(["scale_policy:=ground_plane"]), 1.0, "relative")
+    rgb = np.zeros((H, W, 3), np.uint8)
+    wall = np.full((h, w), 0.1, np.float32)
+    with pytest.raises(FrameRejected, match="nothing is published until the road is found") as e:
+        process_frame(CameraFrame(rgb, K), wall, FrameParams(), policy)
+    assert e.value.kind == "ground_plane"
+    out = process_frame(CameraFrame(rgb, K), road_disp(1.65, 0.2), FrameParams(max_depth=1e4), policy)
+    assert out.scale == pytest.approx(0.2, rel=0.05)
 
 
 def test_parse_overrides_refuses_unknown_names_and_bad_values():
     with pytest.raises(ValueError, match="unknown depth node parameter 'scale_polcy'"):
         parse_overrides(["scale_polcy:=fixed"])
     with pytest.raises(ValueError, match="scale_policy must be one of"):
-        parse_overrides(["scale_policy:=metres"])
+        parse_overrides(["scale_policy:=median_free"])  # the old name: one vocabulary now
     with pytest.raises(ValueError, match="min_depth .* must be below max_depth"):
         parse_overrides(["min_depth:=90"])
     with pytest.raises(ValueError, match="not NAME:=VALUE"):
