@@ -30,6 +30,8 @@ def generate_launch_description():
                               description="Output camera_info of the depth image"),
         DeclareLaunchArgument("points", default_value="points", description="Output point cloud topic"),
         DeclareLaunchArgument("depth_colored", default_value="depth/colored", description="Output colour depth"),
+        DeclareLaunchArgument("depth_confidence", default_value="depth/confidence",
+                              description="Output validity image (mono8: 255 = depth published, 0 = NaN)"),
         DeclareLaunchArgument("rviz", default_value="false", description="Also start RViz with launch/rviz/depth.rviz"),
     ]
     depth_node = Node(
@@ -46,6 +48,7 @@ def generate_launch_description():
             ("depth/camera_info", LaunchConfiguration("depth_camera_info")),
             ("points", LaunchConfiguration("points")),
             ("depth/colored", LaunchConfiguration("depth_colored")),
+            ("depth/confidence", LaunchConfiguration("depth_confidence")),
         ],
     )
     rviz = Node(

@@ -6,7 +6,8 @@ pair to one inference worker thread, and publishes what the pure functions compu
 
 Topics (relative, so ``__ns`` and remaps work): subscribes ``image`` (or ``image/compressed`` with
 ``use_compressed``) and ``camera_info``; publishes ``depth`` (32FC1 metres, REP 118), ``depth/camera_info``,
-``points`` (PointCloud2), ``depth/colored`` (rgb8, when ``publish_colored``) and ``/diagnostics``.
+``points`` (PointCloud2), ``depth/colored`` (rgb8, when ``publish_colored``), ``depth/confidence`` (mono8:
+255 where a depth is published, 0 where it is NaN) and ``/diagnostics``.
 
 Run: ``python -m monodepth_ros.depth_node --ros-args --params-file config/depth_node.yaml -p model_path:=m.onnx``
 """
@@ -34,7 +35,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from monodepth_ros.diagnostics import LatencyWindow, RateMeter, Throttle, stamp_latency_s
 from monodepth_ros.geometry import validate_intrinsics
 from monodepth_ros.msgs.camera_info import rescaled_camera_info
-from monodepth_ros.msgs.image import compressed_to_rgb, depth_to_image_msg, image_msg_to_rgb, rgb_to_image_msg
+from monodepth_ros.msgs.image import (
+    compressed_to_rgb,
+    depth_to_image_msg,
+    image_msg_to_rgb,
+    mono8_to_image_msg,
+    rgb_to_image_msg,
+)
 from monodepth_ros.msgs.pointcloud import make_pointcloud2
 from monodepth_ros.msgs.stamps import stamp_to_ns
 from monodepth_ros.node_params import PARAM_BY_NAME, PARAMETERS, ParamSpec, coerce_value, validate_parameter
@@ -44,6 +51,7 @@ from monodepth_ros.pipeline import (
     FrameRejected,
     frame_cloud,
     frame_colored,
+    frame_confidence,
     process_frame,
     scale_policy_from_params,
 )
@@ -126,6 +134,7 @@ class DepthNode(Node):
         self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", pub_qos)
         self.pub_points = self.create_publisher(self._pc2_type(), "points", pub_qos)
         self.pub_colored = self.create_publisher(Image, "depth/colored", pub_qos)
+        self.pub_confidence = self.create_publisher(Image, "depth/confidence", pub_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         if self.p["use_compressed"]:
             # image_transport naming: the compressed stream of (possibly remapped) `image` is `<image>/compressed`.
@@ -282,6 +291,8 @@ class DepthNode(Node):
         now = time.monotonic()
         if publish_colored and self.pub_colored.get_subscription_count() > 0:
             self.pub_colored.publish(rgb_to_image_msg(frame_colored(out, params), header))
+        if self.pub_confidence.get_subscription_count() > 0:
+            self.pub_confidence.publish(mono8_to_image_msg(frame_confidence(out), header))
         self.out_rate.tick(now)
         self.proc_time.add(now - t_recv)
         # The node's clock follows /clock with use_sim_time; stamps from another clock (a bag) give no latency.

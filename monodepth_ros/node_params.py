@@ -84,7 +84,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 )
 PARAM_BY_NAME = {p.name: p for p in PARAMETERS}
 # Relative topic names (remap targets); image/compressed follows the resolved `image`.
-TOPICS = ("image", "camera_info", "depth", "depth/camera_info", "points", "depth/colored")
+TOPICS = ("image", "camera_info", "depth", "depth/camera_info", "points", "depth/colored", "depth/confidence")
 
 
 

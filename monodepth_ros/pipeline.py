@@ -22,7 +22,7 @@ from monodepth_ros.geometry import scale_intrinsics, validate_intrinsics
 from monodepth_ros.scale_policy import GroundPlaneScale, make_scale_policy
 
 __all__ = ["CameraFrame", "FrameParams", "FrameOutput", "FrameRejected", "depth_from_disp", "process_frame",
-           "frame_cloud", "frame_colored", "configure_ground", "scale_policy_from_params"]
+           "frame_cloud", "frame_colored", "frame_confidence", "configure_ground", "scale_policy_from_params"]
 
 
 def depth_from_disp(
@@ -154,6 +154,14 @@ def frame_colored(out: FrameOutput, params: FrameParams) -> np.ndarray:
     from monodepth_ros.visualize import colorize_depth
 
     return colorize_depth(out.depth, params.colored_min_m, params.colored_max_m)
+
+
+def frame_confidence(out: FrameOutput) -> np.ndarray:
+    """The ``depth/confidence`` image (H_out, W_out) uint8: 255 where a depth is published, 0 where it is NaN
+    (outside [min_depth, max_depth], a non-finite model output). A validity mask, so a consumer can tell "no
+    measurement" from a depth without testing for NaN; a monocular network has no calibrated per-pixel
+    uncertainty to put in between, and sky is not detected yet (README "Known limits")."""
+    return np.where(np.isfinite(out.depth), np.uint8(255), np.uint8(0))
 
 
 def configure_ground(ground: GroundPlaneScale, p: Mapping) -> GroundPlaneScale:

@@ -37,6 +37,7 @@ __all__ = [
     "depth_msg_to_array",
     "depth_to_image_msg",
     "rgb_to_image_msg",
+    "mono8_to_image_msg",
 ]
 
 HAVE_CV_BRIDGE = _BRIDGE is not None
@@ -172,14 +173,23 @@ def depth_to_image_msg(depth_m: np.ndarray, header):
 
 def rgb_to_image_msg(rgb: np.ndarray, header):
     """RGB (H, W, 3) uint8 -> sensor_msgs/Image rgb8."""
+    return _uint8_image_msg(rgb, "rgb8", header)
+
+
+def mono8_to_image_msg(img: np.ndarray, header):
+    """Grey (H, W) uint8 -> sensor_msgs/Image mono8."""
+    return _uint8_image_msg(img, "mono8", header)
+
+
+def _uint8_image_msg(arr: np.ndarray, encoding: str, header):
     from sensor_msgs.msg import Image
 
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
     msg = Image()
     msg.header = header
-    msg.height, msg.width = rgb.shape[:2]
-    msg.encoding = "rgb8"
+    msg.height, msg.width = arr.shape[:2]
+    msg.encoding = encoding
     msg.is_bigendian = False
-    msg.step = rgb.shape[1] * 3
-    msg.data = as_byte_array(rgb)
+    msg.step = arr.shape[1] * (arr.shape[2] if arr.ndim == 3 else 1)
+    msg.data = as_byte_array(arr)
     return msg

@@ -87,14 +87,17 @@ class Client:
         self.pub_image = self.node.create_publisher(CompressedImage if compressed else Image,
                                                     f"{ns}/image" + ("/compressed" if compressed else ""), qos)
         self.pub_info = self.node.create_publisher(CameraInfo, f"{ns}/camera_info", qos)
-        self.got: dict[str, dict[int, object]] = {k: {} for k in ("depth", "info", "points", "colored")}
+        self.got: dict[str, dict[int, object]] = {k: {} for k in ("depth", "info", "points", "colored",
+                                                                  "confidence")}
         self.diags: list = []
         for key, typ, topic in (("depth", Image, "depth"), ("info", CameraInfo, "depth/camera_info"),
-                                ("points", PointCloud2, "points"), ("colored", Image, "depth/colored")):
+                                ("points", PointCloud2, "points"), ("colored", Image, "depth/colored"),
+                                ("confidence", Image, "depth/confidence")):
             self.node.create_subscription(typ, f"{ns}/{topic}", self._store(key), qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, 10)
         self.param_client = self.node.create_client(SetParameters, f"{ns}/depth_node/set_parameters")
         self.last_ns = 0
+        self.diag_name = f"{ns}/depth_node: depth"  # /diagnostics is global: other nodes of the module publish too
 
     def _store(self, key):
         def cb(msg):
@@ -186,7 +189,7 @@ class Client:
     def latest_diag_values(self) -> dict[str, str]:
         for arr in reversed(self.diags):
             for st in arr.status:
-                if st.name.endswith(": depth"):
+                if st.name == self.diag_name:
                     return {kv.key: kv.value for kv in st.values} | {"_level": st.level, "_message": st.message}
         return {}
 
@@ -234,8 +237,8 @@ def node(tiny_model, ros_subprocess_env, tmp_path_factory):
 def test_depth_and_cloud_equal_backprojection_of_published_depth(node):
     proc, c = node
     ns, rgb = c.send_good(1)
-    depth_msg, info_msg, cloud_msg, colored_msg = c.wait_outputs(ns, proc, keys=("depth", "info", "points",
-                                                                                  "colored"))
+    depth_msg, info_msg, cloud_msg, colored_msg, conf_msg = c.wait_outputs(
+        ns, proc, keys=("depth", "info", "points", "colored", "confidence"))
     for msg in (depth_msg, info_msg, cloud_msg):
         assert msg.header.frame_id == FRAME_ID
         assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == ns
@@ -246,6 +249,10 @@ def test_depth_and_cloud_equal_backprojection_of_published_depth(node):
     # Sky (beyond max_depth) is NaN, the road below the horizon is finite and metric (model scale 5).
     assert np.isnan(depth[: H_IN // 3]).all()
     assert np.isfinite(depth[-H_IN // 4:]).all() and np.nanmax(depth) <= 80.0
+    # depth/confidence: mono8, 255 exactly where a depth is published, 0 where it is NaN.
+    assert (conf_msg.encoding, conf_msg.height, conf_msg.width) == ("mono8", H_IN, W_IN)
+    conf = np.frombuffer(bytes(conf_msg.data), np.uint8).reshape(H_IN, W_IN)
+    np.testing.assert_array_equal(conf, np.where(np.isfinite(depth), 255, 0))
     v = H_IN - 1
     assert depth[v, 0] == pytest.approx(CAMERA_HEIGHT_M * K[1, 1] / (v - K[1, 2]), rel=0.05)
     cloud = pointcloud2_to_array(cloud_msg)

@@ -16,6 +16,7 @@ from monodepth_ros.pipeline import (
     depth_from_disp,
     frame_cloud,
     frame_colored,
+    frame_confidence,
     process_frame,
     scale_policy_from_params,
 )
@@ -82,6 +83,9 @@ def test_process_frame_masks_depth_beyond_the_range():
     out = process_frame(CameraFrame(np.zeros((H, W, 3), np.uint8), K), disp, FrameParams(max_depth=80.0),
                         FixedScale(1.0))
     assert np.isnan(out.depth[:, : W // 2 - 2]).all() and np.isfinite(out.depth[:, W // 2 + 2:]).all()
+    conf = frame_confidence(out)
+    assert conf.dtype == np.uint8 and set(np.unique(conf)) == {0, 255}
+    np.testing.assert_array_equal(conf == 255, np.isfinite(out.depth))
 
 
 @pytest.mark.parametrize("bad,kind", [
