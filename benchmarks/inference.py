@@ -1,10 +1,10 @@
 """Inference latency: backend x precision x resolution -> median / p99 latency and FPS on this machine.
 
 Times ``backend.infer(rgb)`` end to end (pre-processing, network, disparity -> depth) for one RGB frame at the
-model resolution, after warm-up. Without ``--bundle`` it exports a randomly initialised Monodepth2-R18 at each
+model resolution, after warm-up. Without ``--model`` it exports a randomly initialised Monodepth2-R18 at each
 resolution (latency does not depend on the weights; INT8 is calibrated on synthetic frames).
 
-    .venv/bin/python benchmarks/inference.py [--bundle B] [--threads 2] [--iters 50]
+    .venv/bin/python benchmarks/inference.py [--model B.safetensors] [--threads 2] [--iters 50]
 
 Prints a table and writes benchmarks/results/inference.json.
 """
@@ -75,7 +75,8 @@ def cpu_name() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", default=None, help="benchmark this bundle (its own resolution) instead")
+    p.add_argument("--model", default=None,
+                   help="benchmark this model bundle (.safetensors, at its own resolution) instead")
     p.add_argument("--resolutions", type=parse_resolution, nargs="+",
                    default=[parse_resolution("320x96"), parse_resolution("640x192")])
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for ONNX Runtime and torch")
@@ -96,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mdr-bench-") as tmp:
         tmp = Path(tmp)
-        if args.bundle:
-            m = read_meta(args.bundle)
-            jobs = [((m.height, m.width), Path(args.bundle))]
+        if args.model:
+            m = read_meta(args.model)
+            jobs = [((m.height, m.width), Path(args.model))]
         else:
             jobs = [((h, w), None) for h, w in args.resolutions]
         for (h, w), bundle in jobs:
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                     "note": "CPU shared with other processes while measured unless stated otherwise",
                     "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
         "versions": {d: version(d) for d in ("onnxruntime", "torch", "onnx", "numpy")},
-        "model": "monodepth2 ResNet-18" + ("" if args.bundle else " (random init)"),
+        "model": "monodepth2 ResNet-18" + ("" if args.model else " (random init)"),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,11 +5,11 @@ protocol of ``monodepth-eval --gt velodyne`` (LiDAR forward distance projected b
 :mod:`monodepth_ros.evaluation.kitti_gt`, Garg crop, GT in (0.001, 80) m, the 7 metrics averaged over images),
 median-scaled and unscaled, for: the flat-road prior (:mod:`monodepth_ros.evaluation.priors`, no network), the
 untrained network of the default model's architecture, the shipped default model and its INT8 twin, and every
-``--model`` / ``--bundle``. Pose, on odometry sequence 03 frames 700-800 (grey camera 0): the 5-frame snippet ATE of
-every bundle's pose network against zero motion (and the GT poses, which must score 0).
+``--model`` (.onnx or .safetensors). Pose, on odometry sequence 03 frames 700-800 (grey camera 0): the 5-frame
+snippet ATE of every bundle's pose network against zero motion (and the GT poses, which must score 0).
 
     .venv/bin/python benchmarks/real_data.py --real ../shared/data/real [--model X.onnx ...] \
-        [--bundle B.safetensors ...] [--out DIR]
+        [--model B.safetensors ...] [--out DIR]
 
 Prints the tables, writes benchmarks/results/real_data.json and, into ``--out``, one ``panels_<row>.png`` per
 depth row (image | prediction | GT | abs-rel error). The KITTI files are read in place (non-commercial licence):
@@ -464,13 +464,18 @@ def _prior_height(text: str) -> float | str:
     return value
 
 
+def _backend_kind(model: Path) -> str:
+    """A training bundle runs on the torch backend, anything else (an exported .onnx) on ONNX Runtime."""
+    return "torch" if model.suffix.lower() == ".safetensors" else "onnxruntime"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "real",
                    help="real-data folder holding kitti_raw/ and kitti_odometry/ (default ../shared/data/real)")
-    p.add_argument("--model", type=Path, action="append", default=[], help="an exported .onnx model (repeatable)")
-    p.add_argument("--bundle", type=Path, action="append", default=[],
-                   help="a .safetensors bundle: depth through the torch backend, and its pose net (repeatable)")
+    p.add_argument("--model", type=Path, action="append", default=[],
+                   help="a model to score (repeatable): an exported .onnx (ONNX Runtime), or a .safetensors bundle "
+                   "(depth through the torch backend, and its pose net)")
     p.add_argument("--no-default", action="store_true",
                    help="skip the shipped default model, its INT8 twin and the untrained network")
     p.add_argument("--stride", type=int, default=2,
@@ -507,8 +512,7 @@ def run(args: argparse.Namespace) -> dict:
             shipped = (("default model", "default.onnx"), ("default model INT8", "default.int8.onnx"))
             makers += [lambda n=name, f=file: backend_model(n, MODELS_DIR / f, "onnxruntime", args.threads)
                        for name, file in shipped]
-        makers += [lambda p=p: backend_model(p.name, p, "onnxruntime", args.threads) for p in args.model]
-        makers += [lambda p=p: backend_model(p.name, p, "torch", args.threads) for p in args.bundle]
+        makers += [lambda p=p: backend_model(p.name, p, _backend_kind(p), args.threads) for p in args.model]
         for make in makers:
             model = make()
             print(f"  depth: {model.name}", file=sys.stderr)
@@ -524,7 +528,7 @@ def run(args: argparse.Namespace) -> dict:
             depth_rows.append(row)
 
     pose_images, gt_poses = load_pose_frames(odom_root)
-    for path in args.bundle:
+    for path in (p for p in args.model if _backend_kind(p) == "torch"):
         from monodepth_training.bundle_io import load_bundle
 
         _depth_net, pose_net, meta = load_bundle(path)
@@ -542,11 +546,11 @@ def run(args: argparse.Namespace) -> dict:
         "depth_protocol": {
             "data": f"kitti_raw/{RAW_DRIVE}", "frames": [f.frame for f in frames], "n_frames": len(frames),
             "stride": args.stride, "gt": "velodyne (LiDAR forward distance, kitti_gt.load_gt_depth)",
-            "crop": CROP, "min_depth_m": MIN_DEPTH_M, "cap_m": MAX_DEPTH_M,
+            "crop": CROP, "min_depth_m": MIN_DEPTH_M, "max_depth_m": MAX_DEPTH_M,
             "prediction_clamp_m": [MIN_DEPTH_M, MAX_DEPTH_M], "mean": "over images",
             "ratio": "per-image median(gt) / median(pred) over the valid pixels",
         },
-        "prior": {"camera_height_m": height_m, "how": how, "cap_m": PRIOR_CAP_M},
+        "prior": {"camera_height_m": height_m, "how": how, "max_depth_m": PRIOR_CAP_M},
         "depth": depth_rows,
         "pose_protocol": {
             "data": f"kitti_odometry/sequences/{ODOM_SEQUENCE}", "camera": 0, "frames": list(POSE_FRAMES),
@@ -564,7 +568,7 @@ def print_report(report: dict) -> None:
     dp, pp = report["depth_protocol"], report["pose_protocol"]
     every = "every frame" if dp["stride"] == 1 else f"every {dp['stride']}{_ordinal_suffix(dp['stride'])} frame"
     print(f"Depth on {dp['data']}: {dp['n_frames']} frames ({every}), LiDAR GT, {dp['crop']} crop, "
-          f"({dp['min_depth_m']:g}, {dp['cap_m']:g}) m, mean over images")
+          f"({dp['min_depth_m']:g}, {dp['max_depth_m']:g}) m, mean over images")
     print(format_depth_table(report["depth"]))
     print("ratio = per-image median(GT) / median(prediction), mean ± std over the frames (scale consistency)")
     print("ground = depth times the scale of the node's ground_plane policy (camera height "

@@ -11,12 +11,14 @@ Runtime only: no torch. Everything is written under ``--out`` (default ``out/dem
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from monodepth_ros.cli_common import EXIT_OK, CliParser, fail, run_guarded
+
+PROG = "monodepth-demo"
 DEFAULT_OUT = Path("out") / "demo"
 
 
@@ -30,17 +32,35 @@ def _model(path: Path | None) -> Path:
     return model
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="monodepth-demo", description=__doc__.splitlines()[0])
+def build_parser() -> CliParser:
+    p = CliParser(PROG, __doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (replaced)")
-    p.add_argument("--frames", type=int, default=120, help="frames in the synthetic drive (10 Hz)")
+    p.add_argument("--frames", type=int, default=120, help="frames in the synthetic drive (10 Hz, >= 10)")
     p.add_argument("--seed", type=int, default=7, help="world seed (the default model never saw seed 7)")
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the embedded default model)")
     p.add_argument("--in-process", action="store_true", help="skip DDS: run the backend directly on each frame")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m monodepth_ros.demo`` (``make demo``); exit codes as in :mod:`monodepth_ros.cli_common`."""
+    p = build_parser()
     args = p.parse_args(argv)
     if args.frames < 10:
         p.error("--frames must be >= 10")
+    try:
+        model = _model(args.model)
+    except FileNotFoundError as e:
+        return fail(PROG, e)
 
+    from monodepth_ros.bag.reader import BagError
+    from monodepth_ros.replay import NodeFailure, ReplayError
+
+    return run_guarded(PROG, lambda: _demo(args, model), bad_input=(BagError, ReplayError, ValueError),
+                       failure=(NodeFailure,))
+
+
+def _demo(args, model: Path) -> int:
     from tqdm import tqdm
 
     from monodepth_ros.replay import ReplayConfig, run_replay
@@ -48,11 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
     from monodepth_ros.synthetic.writers import write_bag
 
-    try:
-        model = _model(args.model)
-    except FileNotFoundError as e:
-        print(f"monodepth-demo: {e}", file=sys.stderr)
-        return 2
     out = args.out
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -75,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, path in report["outputs"].items():
         print(f"{key:>12}: {path}")
     print(f"demo finished in {time.time() - t0:.0f} s")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Pictures of depth: a fixed colour map for depth images (used by the node's ``depth/colored`` topic too)
-and the evaluation panel grid (image | predicted depth | GT | abs-rel error).
+"""Pictures of depth: a fixed colour map for depth images (the one of the node's ``depth/colored`` topic, the
+training previews, the synthetic preview and every panel grid), colour keys with units, and the evaluation panel
+grid (image | predicted depth | GT | abs-rel error, keys underneath).
 
 OpenCV only (``cv2.applyColorMap``), no matplotlib, so it runs on a robot.
 """
@@ -15,10 +16,13 @@ import numpy as np
 
 from monodepth_ros.bundle import atomic_write_bytes
 
-__all__ = ["colorize_depth", "colorize_scalar", "abs_rel_error_map", "PanelRow", "panel_grid"]
+__all__ = ["colorize_depth", "colorize_scalar", "abs_rel_error_map", "colour_key", "PanelRow", "panel_grid",
+           "KEY_HEIGHT"]
 
 DEPTH_COLORMAP = cv2.COLORMAP_MAGMA
 ERROR_COLORMAP = cv2.COLORMAP_TURBO
+KEY_HEIGHT = 48  # px: the colour-key strip under a panel grid (title, bar, tick labels)
+_FONT, _FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
 
 
 def colorize_scalar(values: np.ndarray, lo: float, hi: float, colormap: int = ERROR_COLORMAP) -> np.ndarray:
@@ -63,6 +67,43 @@ def abs_rel_error_map(gt_m: np.ndarray, pred_m: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(gt) & (gt > 0) & np.isfinite(pred), err, np.nan)
 
 
+def _ticks(lo: float, hi: float, log: bool, n_linear: int) -> list[float]:
+    """Round tick values inside [lo, hi]: 1-2-5 steps on a log axis (plus ``hi``, the cap), ``n_linear`` even
+    steps on a linear one."""
+    if not log:
+        return [float(v) for v in np.linspace(lo, hi, n_linear)]
+    ticks = [m * 10.0**e for e in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if lo <= t <= hi]
+    if not ticks or np.log(hi / ticks[-1]) > 0.08 * np.log(hi / lo):  # room for the cap's own label
+        ticks.append(hi)
+    return ticks
+
+
+def colour_key(width: int, lo: float, hi: float, title: str, *, log: bool = False,
+               colorize=None) -> np.ndarray:
+    """A colour key (KEY_HEIGHT, width, 3) uint8 RGB: ``title`` (name and unit), a bar from ``lo`` (left) to ``hi``
+    (right) coloured by ``colorize`` (values (1, N) -> (1, N, 3) RGB; default: the error map on [lo, hi]), and
+    tick labels. ``log``: positions on a log axis (depth)."""
+    colorize = colorize or (lambda v: colorize_scalar(v, lo, hi))
+    pad = 12  # px each side, so that the end labels fit
+    n = width - 2 * pad
+    if n < 16:
+        raise ValueError(f"colour key width must be at least {2 * pad + 16} px, got {width}")
+    values = np.geomspace(lo, hi, n) if log else np.linspace(lo, hi, n)
+    key = np.zeros((KEY_HEIGHT, width, 3), np.uint8)
+    key[16:28, pad : pad + n] = colorize(values[None, :].astype(np.float32))[0]
+    cv2.putText(key, title, (pad, 12), _FONT, _FONT_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
+    span = np.log(hi / lo) if log else hi - lo
+    for t in _ticks(lo, hi, log, n_linear=6 if n >= 240 else 3):
+        x = pad + int(round((np.log(t / lo) if log else t - lo) / span * (n - 1)))
+        text = f"{t:g}"
+        (tw, _), _ = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
+        key[28:32, x : x + 1] = 255
+        cv2.putText(key, text, (int(np.clip(x - tw // 2, 0, width - tw)), 44), _FONT, _FONT_SCALE,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return key
+
+
 @dataclass
 class PanelRow:
     """One row of the panel grid: RGB (H, W, 3) uint8, predicted and GT depth (H, W) metres (GT 0 = none)."""
@@ -98,7 +139,8 @@ def _label(tile: np.ndarray, text: str) -> np.ndarray:
 
 def panel_grid(rows: Sequence[PanelRow | tuple], out_path: str | os.PathLike, *, tile_width: int = 416,
                min_m: float = 1.0, max_m: float = 80.0, max_err: float = 0.5) -> np.ndarray:
-    """Write a PNG grid, one row per frame: image | predicted depth | GT depth | abs-rel error; returns it.
+    """Write a PNG grid, one row per frame: image | predicted depth | GT depth | abs-rel error, with the colour
+    keys (depth in m on a log axis, under the two depth columns; abs-rel error under the last) below; returns it.
 
     Args:
         rows: :class:`PanelRow` or ``(rgb, pred_m, gt_m[, label])`` tuples. Pred and GT share a shape;
@@ -107,7 +149,7 @@ def panel_grid(rows: Sequence[PanelRow | tuple], out_path: str | os.PathLike, *,
         tile_width: each tile is resized to this width (aspect kept; nearest-neighbour for depth tiles).
         min_m, max_m: fixed depth colour range; max_err: abs-rel error at the top of the error colour map.
     Returns:
-        The grid (H_total, 4 * tile_width, 3) uint8 RGB.
+        The grid (rows * tile height + KEY_HEIGHT, 4 * tile_width, 3) uint8 RGB.
     Sparse GT (under 20 % of pixels valid, i.e. LiDAR) is drawn as 2-px blobs so it stays visible; the
     metrics never see these blobs.
     """
@@ -141,8 +183,13 @@ def panel_grid(rows: Sequence[PanelRow | tuple], out_path: str | os.PathLike, *,
             interp = cv2.INTER_AREA if k == 0 else cv2.INTER_NEAREST
             resized.append(_label(cv2.resize(tile, (tile_width, tile_h), interpolation=interp), text))
         out_rows.append(np.concatenate(resized, axis=1))
-    width = max(r.shape[1] for r in out_rows)
-    grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in out_rows], axis=0)
+    keys = np.concatenate([
+        np.zeros((KEY_HEIGHT, tile_width, 3), np.uint8),
+        colour_key(2 * tile_width, min_m, max_m, "depth (m, log scale)", log=True,
+                   colorize=lambda v: colorize_depth(v, min_m, max_m)),
+        colour_key(tile_width, 0.0, max_err, "abs rel error"),
+    ], axis=1)
+    grid = np.concatenate(out_rows + [keys], axis=0)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError(f"PNG encoding failed for {out_path}")

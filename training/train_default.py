@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     export_dir = RUN_DIR / "export"
     shutil.rmtree(export_dir, ignore_errors=True)
     export = str(bin_dir / "monodepth-export")
-    _run([export, "--bundle", str(bundle), "--format", "onnx", "--out", str(export_dir), "--name", "default"])
-    _run([export, "--bundle", str(bundle), "--format", "ort-int8", "--out", str(export_dir), "--name", "default",
+    _run([export, "--model", str(bundle), "--format", "onnx", "--out", str(export_dir), "--name", "default"])
+    _run([export, "--model", str(bundle), "--format", "ort-int8", "--out", str(export_dir), "--name", "default",
           "--calib", "synthetic:64", "--heldout-frames", "24"])
 
     MODELS_DIR.mkdir(parents=True, exist_ok=True)

@@ -409,7 +409,7 @@ def run_device(stage: Path, out: Path, work: Path, *, dry_run: bool = False, max
     if left > 30:
         from monodepth_training.export import cli as export
 
-        args = ["--bundle", str(chosen), "--format", fmt, "--out", str(export_dir), "--name", "default"]
+        args = ["--model", str(chosen), "--format", fmt, "--out", str(export_dir), "--name", "default"]
         if fmt == "ort-int8":  # `make train-default`'s calibration, on more of the machine's cores
             args += (["--calib", "synthetic:4", "--heldout-frames", "4", "--threads", "1"] if dry_run
                      else ["--calib", "synthetic:64", "--heldout-frames", "24", "--threads", "8"])

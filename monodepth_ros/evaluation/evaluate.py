@@ -6,7 +6,7 @@ holds the LiDAR's forward distance as KITTI's reference does, or camera z with `
 :class:`~monodepth_ros.backends.DepthBackend` (disparity resized to GT resolution, then inverted), scores each image
 with :mod:`monodepth_ros.evaluation.metrics`, and writes ``metrics.json`` and ``panels.png``.
 
-    monodepth-eval --onnx model.onnx --data kitti_raw --split splits/eigen/test_files.txt --out eval_out
+    monodepth-eval --model model.onnx --data kitti_raw --split splits/eigen/test_files.txt --out eval_results
 """
 
 from __future__ import annotations
@@ -20,35 +20,38 @@ from pathlib import Path
 import numpy as np
 
 from monodepth_ros.bundle import atomic_write_bytes
+from monodepth_ros.cli_common import CliParser, run_guarded
 from monodepth_ros.datasets import kitti
 from monodepth_ros.evaluation import kitti_gt
 from monodepth_ros.evaluation.lidar_gt import DEPTH_CONVENTIONS
 from monodepth_ros.evaluation.metrics import MAX_DEPTH_M, MIN_DEPTH_M, evaluate_image, format_table, summarize
 from monodepth_ros.visualize import PanelRow, panel_grid
 
-__all__ = ["build_parser", "main", "resolve_gt_kind"]
+__all__ = ["PROG", "MODEL_BACKENDS", "build_parser", "main", "model_backend", "resolve_gt_kind"]
+
+PROG = "monodepth-eval"
+# --model suffix -> backend kind: an exported model runs on ONNX Runtime, a training bundle on the trainer's torch.
+MODEL_BACKENDS = {".onnx": "onnxruntime", ".safetensors": "torch"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="monodepth-eval",
-        description="Evaluate a depth model on a KITTI-layout split (Eigen protocol: median scaling, "
-        "Garg crop, 80 m cap, mean over images).",
-    )
-    model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--onnx", type=Path, help="exported ONNX model (ONNX Runtime backend)")
-    model.add_argument("--checkpoint", type=Path, help="model bundle .safetensors (torch backend, needs the trainer)")
+    p = CliParser(PROG, "Evaluate a depth model on a KITTI-layout split (Eigen protocol: median scaling, "
+                  "Garg crop, 80 m cap, mean over images).")
+    p.add_argument("--model", type=Path, required=True,
+                   help="the model to score: an exported .onnx (ONNX Runtime) or a .safetensors bundle from "
+                   "monodepth-train (torch backend, needs the trainer installed)")
     p.add_argument("--data", type=Path, required=True, help="KITTI raw root (<data>/<date>/<drive>_sync/...)")
     p.add_argument("--split", type=Path, required=True, help="split file, lines '<date>/<drive> <frame> <l|r>'")
     p.add_argument("--gt", choices=("auto", "improved", "velodyne"), default="auto",
                    help="GT source: depth-benchmark PNGs, LiDAR projection, or auto (improved if present)")
     p.add_argument("--lidar-depth", choices=DEPTH_CONVENTIONS, default="lidar_forward",
                    help="what a velodyne GT pixel holds: the LiDAR's forward distance x_velo (KITTI's reference "
-                   "GT and every Eigen-split paper; default) or camera z, the optical-axis depth (REP 118, "
+                   "GT and every Eigen-split paper) or camera z, the optical-axis depth (REP 118, "
                    "monodepth-replay's default)")
     p.add_argument("--gt-npz", type=Path, default=None,
                    help="GT exported with export_gt_npz; written first from --gt if the file does not exist")
-    p.add_argument("--crop", choices=("garg", "eigen", "none"), default="garg", help="evaluation crop")
+    p.add_argument("--crop", choices=("garg", "eigen", "none"), default="garg",
+                   help="evaluation crop: only GT pixels inside it count")
     ms = p.add_mutually_exclusive_group()
     ms.add_argument("--median-scaling", dest="median_scaling", action="store_true", default=None,
                     help="per-image median scaling (default for scale_policy 'relative' models)")
@@ -62,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panels", type=int, default=4, help="frames in the panel grid (0 = none), spread over the split")
     p.add_argument("--threads", type=int, default=None, help="inference threads (backend default if unset)")
     return p
+
+
+def model_backend(model: Path) -> str:
+    """The backend kind that runs ``model``, from its suffix (:data:`MODEL_BACKENDS`); ValueError otherwise."""
+    kind = MODEL_BACKENDS.get(model.suffix.lower())
+    if kind is None:
+        raise ValueError(f"--model must be an exported .onnx (ONNX Runtime) or a .safetensors bundle (torch), "
+                         f"got {model}")
+    return kind
 
 
 def resolve_gt_kind(data_dir: Path, entries: list[kitti.SplitEntry], gt: str) -> str:
@@ -112,9 +124,8 @@ def _run(args: argparse.Namespace) -> int:
     # rest of the evaluation code does not need.
     from monodepth_ros.backends import create_backend
 
-    model_path = args.onnx if args.onnx is not None else args.checkpoint
-    backend = create_backend(model_path, kind="onnxruntime" if args.onnx is not None else "torch",
-                             threads=args.threads)
+    model_path = args.model
+    backend = create_backend(model_path, kind=model_backend(model_path), threads=args.threads)
     info = backend.info
     median_scaling = args.median_scaling
     if median_scaling is None:
@@ -195,6 +206,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``monodepth-eval``; exit codes as in :mod:`monodepth_ros.cli_common`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.scale <= 0:
@@ -202,10 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.min_depth < args.max_depth:
         parser.error(f"need 0 < --min-depth < --max-depth, got {args.min_depth}, {args.max_depth}")
     try:
-        return _run(args)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: backend unavailable
-        print(f"monodepth-eval: error: {e}", file=sys.stderr)
-        return 1
+        model_backend(args.model)
+    except ValueError as e:
+        parser.error(str(e))
+    # Bad data, split, GT or model (ModelLoadError is a ValueError) is bad input; RuntimeError is a backend that
+    # cannot run here (e.g. the torch backend without the trainer installed).
+    return run_guarded(PROG, lambda: _run(args), bad_input=(FileNotFoundError, ValueError, KeyError),
+                       failure=(RuntimeError,))
 
 
 if __name__ == "__main__":

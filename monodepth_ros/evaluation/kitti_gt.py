@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from monodepth_ros.bundle import atomic_write_bytes
+from monodepth_ros.cli_common import EXIT_OK, CliParser, run_guarded
 from monodepth_ros.datasets import kitti
 from monodepth_ros.evaluation.lidar_gt import DEPTH_CONVENTIONS, lidar_depth_map
 
@@ -216,30 +217,33 @@ def load_gt_npz(path: str | os.PathLike) -> list[np.ndarray]:
         return [data[k].astype(np.float32, copy=False) for k in keys]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m monodepth_ros.evaluation.kitti_gt --data DIR --split FILE --out gt_depths.npz
-    [--gt velodyne|improved]
-    [--lidar-depth lidar_forward|camera_z]``."""
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m monodepth_ros.evaluation.kitti_gt",
-                                description="Export the GT depth of a KITTI split to one compressed .npz")
-    p.add_argument("--data", type=Path, required=True, help="KITTI raw root")
-    p.add_argument("--split", type=Path, required=True, help="split file")
+def build_parser() -> CliParser:
+    """The parser of ``python -m monodepth_ros.evaluation.kitti_gt`` (:mod:`monodepth_ros.cli_common` conventions)."""
+    p = CliParser("python -m monodepth_ros.evaluation.kitti_gt",
+                  "Export the GT depth of a KITTI split to one compressed .npz (monodepth-eval --gt-npz reads it).")
+    p.add_argument("--data", type=Path, required=True, help="KITTI raw root (<data>/<date>/<drive>_sync/...)")
+    p.add_argument("--split", type=Path, required=True, help="split file, lines '<date>/<drive> <frame> <l|r>'")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
-    p.add_argument("--gt", choices=GT_KINDS, default="velodyne")
+    p.add_argument("--gt", choices=GT_KINDS, default="velodyne",
+                   help="GT source: LiDAR projection or the depth-benchmark PNGs")
     p.add_argument("--lidar-depth", choices=DEPTH_CONVENTIONS, default="lidar_forward",
-                   help="velodyne GT: the LiDAR's forward distance (KITTI's reference, default) or camera z")
-    args = p.parse_args(argv)
-    try:
+                   help="velodyne GT: the LiDAR's forward distance (KITTI's reference) or camera z")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m monodepth_ros.evaluation.kitti_gt --data DIR --split FILE --out gt_depths.npz``; exit codes as
+    in :mod:`monodepth_ros.cli_common`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def export() -> int:
         n = export_gt_npz(args.data, args.split, args.out, gt=args.gt, depth_convention=args.lidar_depth)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    what = f"{args.gt} ({args.lidar_depth})" if args.gt == "velodyne" else args.gt
-    print(f"wrote {n} {what} GT maps to {args.out}")
-    return 0
+        what = f"{args.gt} ({args.lidar_depth})" if args.gt == "velodyne" else args.gt
+        print(f"wrote {n} {what} GT maps to {args.out}")
+        return EXIT_OK
+
+    return run_guarded(parser.prog, export, bad_input=(FileNotFoundError, ValueError, KeyError))
 
 
 if __name__ == "__main__":

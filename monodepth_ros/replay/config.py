@@ -12,12 +12,16 @@ from monodepth_ros.bag.msgtypes import CAMERA_INFO_TYPE, IMAGE_TYPE, POINTCLOUD2
 from monodepth_ros.evaluation.lidar_gt import DEPTH_CONVENTIONS
 from monodepth_ros.evaluation.metrics import MAX_DEPTH_M
 
-__all__ = ["PROG", "ReplayConfig", "ReplayError", "NodeFailure", "default_model_path", "output_topics",
-           "raw_image_topic", "output_bag_topics", "resolve_model", "model_info", "gt_source", "node_parameters",
-           "ReplayRun"]
+__all__ = ["PROG", "RECORDABLE", "DEFAULT_RECORD", "ReplayConfig", "ReplayError", "NodeFailure", "default_model_path",
+           "output_topics", "raw_image_topic", "output_bag_topics", "resolve_model", "model_info", "gt_source",
+           "node_parameters", "ReplayRun"]
 
 PROG = "monodepth-replay"
 DEFAULT_MODEL_REL = Path("models") / "default.onnx"
+# The node's outputs a replay can write to its output bag (keys of output_topics). Clouds are the bulk of a bag
+# (an organised cloud is ~2 MB per 640x192 frame), so they are left out unless asked for.
+RECORDABLE = ("depth", "depth_info", "points", "colored")
+DEFAULT_RECORD = ("depth", "depth_info", "colored")
 
 
 class ReplayError(RuntimeError):
@@ -54,12 +58,13 @@ class ReplayConfig:
     median_scaling: bool = True
     backend: str = "auto"
     max_frames: int | None = None
-    crop: str | None = None
-    cap_m: float = MAX_DEPTH_M
+    crop: str | None = None  # None: no crop
+    max_depth: float = MAX_DEPTH_M  # GT beyond this is not scored (m)
     domain_id: int | None = None
     node_params: list[str] = field(default_factory=list)
     startup_timeout_s: float = 90.0
     quiet: bool = False
+    record: tuple[str, ...] = DEFAULT_RECORD  # node outputs written to the output bag, from RECORDABLE
 
     def validate(self) -> ReplayConfig:
         if self.rate <= 0:
@@ -74,8 +79,13 @@ class ReplayConfig:
             raise ValueError(f"--lidar-depth must be one of {DEPTH_CONVENTIONS}, got {self.lidar_depth!r}")
         if self.domain_id is not None and not 0 <= self.domain_id <= 101:
             raise ValueError(f"--domain-id must be in 0..101, got {self.domain_id}")
-        if self.cap_m <= 0:
-            raise ValueError(f"--cap-m must be > 0, got {self.cap_m}")
+        if self.crop not in (None, "garg", "eigen"):
+            raise ValueError(f"--crop must be garg, eigen or none, got {self.crop!r}")
+        if self.max_depth <= 0:
+            raise ValueError(f"--max-depth must be > 0, got {self.max_depth}")
+        unknown = [k for k in self.record if k not in RECORDABLE]
+        if unknown or len(set(self.record)) != len(self.record):
+            raise ValueError(f"--record takes distinct names from {','.join(RECORDABLE)}, got {','.join(self.record)}")
         return self
 
 
@@ -158,9 +168,12 @@ def node_parameters(cfg: ReplayConfig, model_path: Path, info, compressed: bool 
 
     The replay's own settings: the model's full range as min/max depth, so the node masks nothing a valid
     model output can produce (scoring needs a number at every pixel); output at the input resolution;
-    reliable QoS, so that drops are the node's, not DDS's.
+    reliable QoS, so that drops are the node's, not DDS's; and for a relative model ``scale_policy:=relative``
+    (scored median-scaled), since the node's default refuses to publish its unknown scale as metres. Raises
+    ReplayError for a bad or unsafe ``--node-param`` (e.g. ``scale_policy:=metric`` with a relative model).
     """
     from monodepth_ros.node_params import parse_overrides
+    from monodepth_ros.scale_policy import choose_scale_policy
 
     lo = max(0.0, float(info.min_depth * info.scale) * 0.999)
     hi = min(10000.0, float(info.max_depth * info.scale) * 1.001)
@@ -168,10 +181,14 @@ def node_parameters(cfg: ReplayConfig, model_path: Path, info, compressed: bool 
            f"min_depth:={lo:.6f}", f"max_depth:={hi:.6f}"]
     if compressed:  # the node then subscribes <image>/compressed
         own.append("use_compressed:=true")
+    if info.scale_policy == "relative":
+        own.append("scale_policy:=relative")
     try:
-        return parse_overrides(own + list(cfg.node_params))
+        params = parse_overrides(own + list(cfg.node_params))
+        choose_scale_policy(params["scale_policy"], params["fixed_scale"], info.scale_policy)
     except ValueError as e:
         raise ReplayError(f"--node-param: {e}") from None
+    return params
 
 
 @dataclass(frozen=True)

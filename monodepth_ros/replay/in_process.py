@@ -5,6 +5,7 @@ output bag holds what the node would publish for each frame."""
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from types import SimpleNamespace
 
 from monodepth_ros.bag.frames import BagFrame, iter_frames
@@ -24,8 +25,10 @@ from monodepth_ros.replay.report import percentiles_ms, progress, rate_hz
 __all__ = ["run_in_process", "serialize_outputs"]
 
 
-def serialize_outputs(frame: BagFrame, out: FrameOutput, params: FrameParams, colored: bool) -> dict[str, bytes]:
-    """depth / depth_info / points (/ colored) of one frame as the node builds them, CDR-serialised."""
+def serialize_outputs(frame: BagFrame, out: FrameOutput, params: FrameParams,
+                      keys: Collection[str]) -> dict[str, bytes]:
+    """The outputs ``keys`` (from depth, depth_info, points, colored) of one frame as the node builds them,
+    CDR-serialised; the others are not built."""
     from builtin_interfaces.msg import Time
     from rclpy.serialization import serialize_message
     from std_msgs.msg import Header
@@ -39,14 +42,13 @@ def serialize_outputs(frame: BagFrame, out: FrameOutput, params: FrameParams, co
     info = frame.info_msg  # a rosbags message: give the rclpy builder the fields it reads, with an rclpy header
     info = SimpleNamespace(header=header, width=info.width, height=info.height,
                            distortion_model=info.distortion_model, d=info.d, r=info.r, p=info.p)
-    outs = {
-        "depth": serialize_message(depth_to_image_msg(out.depth, header)),
-        "depth_info": serialize_message(rescaled_camera_info(info, out.K, out.depth.shape)),
-        "points": serialize_message(make_pointcloud2(header, *frame_cloud(out, params))),
+    build = {
+        "depth": lambda: depth_to_image_msg(out.depth, header),
+        "depth_info": lambda: rescaled_camera_info(info, out.K, out.depth.shape),
+        "points": lambda: make_pointcloud2(header, *frame_cloud(out, params)),
+        "colored": lambda: rgb_to_image_msg(frame_colored(out, params), header),
     }
-    if colored:
-        outs["colored"] = serialize_message(rgb_to_image_msg(frame_colored(out, params), header))
-    return outs
+    return {key: serialize_message(build[key]()) for key in keys}
 
 
 def run_in_process(run: ReplayRun) -> tuple[list[dict], dict]:
@@ -58,6 +60,8 @@ def run_in_process(run: ReplayRun) -> tuple[list[dict], dict]:
     params = FrameParams.from_params(run.params)
     policy = scale_policy_from_params(run.params, run.info.scale, run.info.scale_policy)
     topics = output_topics(cfg.image_topic)
+    # What the node would publish to a recorder subscribed to cfg.record (depth/colored only when enabled).
+    keys = [k for k in cfg.record if k != "colored" or run.params["publish_colored"]]
     per_frame, frame_s = [], []
     problems: dict[str, int] = {}
     try:
@@ -79,7 +83,7 @@ def run_in_process(run: ReplayRun) -> tuple[list[dict], dict]:
             if out is not None:
                 for kind, _ in out.problems:
                     problems[kind] = problems.get(kind, 0) + 1
-                for key, raw in serialize_outputs(frame, out, params, run.params["publish_colored"]).items():
+                for key, raw in serialize_outputs(frame, out, params, keys).items():
                     run.writer.write(topics[key], frame.stamp_ns, raw)
             run.scorer.score(frame, None if out is None else out.depth)
             per_frame.append({"index": frame.index, "stamp_ns": frame.stamp_ns, "latency_ms": frame_s[-1] * 1e3,

@@ -20,8 +20,8 @@ import numpy as np
 from monodepth_ros.bundle import atomic_write_bytes
 from monodepth_ros.evaluation.metrics import METRIC_NAMES, format_table
 
-__all__ = ["percentiles_ms", "rate_hz", "progress", "write_json", "plot_per_frame", "write_html", "summary_text",
-           "json_safe"]
+__all__ = ["percentiles_ms", "rate_hz", "progress", "write_json", "scale_panel", "plot_per_frame", "write_html",
+           "summary_text", "json_safe"]
 
 
 def percentiles_ms(latencies_s: list[float] | np.ndarray) -> dict[str, float | int | None]:
@@ -75,9 +75,24 @@ def write_json(report: dict, path: str | os.PathLike) -> Path:
     return path
 
 
+def scale_panel(report: dict) -> tuple[str, str | None] | None:
+    """The scale-ratio panel of ``report.png`` as ``(title, note)``, following the report's
+    ``settings.median_scaling``: None when median scaling is off (a metric/fixed-scale model, or
+    ``--no-median-scaling``: there is no ratio, so the panel is left out); ``note`` None when there are ratios
+    to plot, else the sentence shown instead (median scaling on, but no frame scored against GT)."""
+    if not (report.get("settings") or {}).get("median_scaling"):
+        return None
+    title = "median-scaling ratio per frame (a steady ratio = a consistent scale)"
+    ratios = [f.get("ratio") for f in report.get("per_frame", [])]
+    if any(r is not None and math.isfinite(r) for r in ratios):
+        return title, None
+    return title, "median scaling on (relative scale), but no frame was scored against ground truth: no ratios"
+
+
 def plot_per_frame(report: dict, path: str | os.PathLike) -> Path:
-    """Per-frame figure (PNG, atomic): abs_rel and a1 per frame, the median-scaling ratio, and latency per frame
-    with dropped frames marked. Panels without data say so instead of being left out, so the layout is stable."""
+    """Per-frame figure (PNG, atomic): abs_rel and a1 per frame, the median-scaling ratio (only when median
+    scaling is on, see :func:`scale_panel`), and latency per frame with dropped frames marked. The error panel
+    says so when there is no ground truth."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # no display on robots/CI; must precede pyplot
@@ -90,7 +105,9 @@ def plot_per_frame(report: dict, path: str | os.PathLike) -> Path:
     def col(key):
         return np.array([np.nan if f.get(key) is None else float(f[key]) for f in frames], dtype=np.float64)
 
-    fig, axes = plt.subplots(3, 1, figsize=(10, 8.5), sharex=True)
+    ratio_panel = scale_panel(report)
+    n_axes = 3 if ratio_panel else 2
+    fig, axes = plt.subplots(n_axes, 1, figsize=(10, 2.8 * n_axes + 0.1), sharex=True)
     title = (f"monodepth-replay ({report.get('mode', '?')}): {Path(str(report.get('bag', {}).get('path', ''))).name}"
              f" | model {report.get('model', {}).get('name', '?')}")
     fig.suptitle(title, fontsize=11)
@@ -111,18 +128,16 @@ def plot_per_frame(report: dict, path: str | os.PathLike) -> Path:
         ax.text(0.5, 0.5, "no ground truth scored", ha="center", va="center", transform=ax.transAxes)
     ax.set_title("depth error per frame", fontsize=10)
 
-    ax = axes[1]
-    ratio = col("ratio")
-    if report.get("settings", {}).get("median_scaling") and np.isfinite(ratio).any():
-        ax.plot(t_s, ratio, ".-", color="tab:green")
-        ax.set_ylabel("median(gt)/median(pred)")
-        ax.set_title("median-scaling ratio per frame (a steady ratio = a consistent scale)", fontsize=10)
-    else:
-        ax.text(0.5, 0.5, "median scaling off (metric/fixed scale)", ha="center", va="center",
-                transform=ax.transAxes)
-        ax.set_title("scale ratio", fontsize=10)
+    if ratio_panel:
+        ax = axes[1]
+        ax.set_title(ratio_panel[0], fontsize=10)
+        if ratio_panel[1] is None:
+            ax.plot(t_s, col("ratio"), ".-", color="tab:green")
+            ax.set_ylabel("median(gt)/median(pred)")
+        else:
+            ax.text(0.5, 0.5, ratio_panel[1], ha="center", va="center", transform=ax.transAxes)
 
-    ax = axes[2]
+    ax = axes[-1]
     lat = col("latency_ms")
     dropped = np.array([bool(f.get("dropped")) for f in frames], dtype=bool)
     if np.isfinite(lat).any():
@@ -132,7 +147,7 @@ def plot_per_frame(report: dict, path: str | os.PathLike) -> Path:
                 label=f"dropped: no output ({int(dropped.sum())})")
     if np.isfinite(lat).any() or dropped.any():
         ax.legend(loc="upper right", fontsize=8)
-    ax.set_ylabel("ms")
+    ax.set_ylabel("latency (ms)")
     ax.set_xlabel("time since first frame (s, from image stamps)")
     ax.set_title("latency per frame", fontsize=10)
     for a in axes:

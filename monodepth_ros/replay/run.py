@@ -21,6 +21,7 @@ from monodepth_ros.replay.config import (
     model_info,
     node_parameters,
     output_bag_topics,
+    output_topics,
     resolve_model,
 )
 from monodepth_ros.replay.in_process import run_in_process
@@ -28,7 +29,14 @@ from monodepth_ros.replay.report import plot_per_frame, write_html, write_json
 from monodepth_ros.replay.scoring import Scorer
 from monodepth_ros.replay.through_node import run_through_node
 
-__all__ = ["run_replay"]
+__all__ = ["run_replay", "recorded_topics"]
+
+
+def recorded_topics(cfg: ReplayConfig, gt, image_type: str) -> dict[str, str]:
+    """The output bag's topics ``{name: type}``: the inputs, the GT, and the node outputs in ``cfg.record``."""
+    out = output_topics(cfg.image_topic)
+    skipped = {out[k] for k in out if k != "ns" and k not in cfg.record}
+    return {t: typ for t, typ in output_bag_topics(cfg, gt, image_type).items() if t not in skipped}
 
 
 def run_replay(cfg: ReplayConfig) -> dict:
@@ -60,11 +68,11 @@ def run_replay(cfg: ReplayConfig) -> dict:
         params = node_parameters(cfg, model_path, info, compressed and cfg.through_node)
         # Depth in model units (a relative model, or the node told to skip scaling) is scored median-scaled.
         median_scaling = cfg.median_scaling and (info.scale_policy == "relative"
-                                                 or params["scale_policy"] == "median_free")
+                                                 or params["scale_policy"] == "relative")
         n_frames = min(img_t.count, cfg.max_frames or img_t.count)
         scorer = Scorer(cfg, median_scaling, float(info.max_depth * info.scale), n_frames)
         bag_out = cfg.out_dir / "replay_bag"
-        with OutputBagWriter(bag_out, output_bag_topics(cfg, gt, img_t.msgtype)) as writer:
+        with OutputBagWriter(bag_out, recorded_topics(cfg, gt, img_t.msgtype)) as writer:
             run = ReplayRun(cfg=cfg, bag=bag, gt=gt, model_path=model_path, info=info, params=params,
                             writer=writer, scorer=scorer, n_frames=n_frames, compressed=compressed)
             per_frame, timing = run_through_node(run) if cfg.through_node else run_in_process(run)
@@ -93,8 +101,8 @@ def run_replay(cfg: ReplayConfig) -> dict:
                                                      "depth_convention": gt.depth_convention
                                                      if gt.kind == "lidar" else None},
                      "extrinsics": str(cfg.extrinsics) if cfg.extrinsics else None, "rate": cfg.rate,
-                     "median_scaling": median_scaling, "crop": cfg.crop, "cap_m": cfg.cap_m,
-                     "max_frames": cfg.max_frames},
+                     "median_scaling": median_scaling, "crop": cfg.crop or "none", "max_depth": cfg.max_depth,
+                     "max_frames": cfg.max_frames, "record": list(cfg.record)},
         "metrics": None if result is None else result.metrics,
         "scale": {} if result is None else {"ratio_mean": result.ratio_mean, "ratio_std": result.ratio_std,
                                             "ratio_median": result.ratio_median,
@@ -113,7 +121,7 @@ def run_replay(cfg: ReplayConfig) -> dict:
     if scorer.samples:
         from monodepth_ros.visualize import panel_grid
 
-        panel_grid(scorer.samples, cfg.out_dir / "panels.png", min_m=1.0, max_m=cfg.cap_m)
+        panel_grid(scorer.samples, cfg.out_dir / "panels.png", min_m=1.0, max_m=cfg.max_depth)
         outs["panels_png"] = str(cfg.out_dir / "panels.png")
     if cfg.through_node:
         outs["node_log"] = report["node"]["log"]

@@ -56,7 +56,7 @@ class Scorer:
         pred, n_bad = pred_at_gt_resolution(pred_m, gt.shape, self.fill_m)
         self.filled_px += n_bad
         try:
-            m = evaluate_image(gt, pred, median_scaling=self.median_scaling, fixed_scale=1.0, cap_m=self.cfg.cap_m,
+            m = evaluate_image(gt, pred, median_scaling=self.median_scaling, fixed_scale=1.0, cap_m=self.cfg.max_depth,
                                crop=self.cfg.crop, index=frame.index)
         except ValueError as e:  # e.g. no valid GT pixel in this frame (all sky, lidar saw nothing)
             self.skipped.append(str(e))

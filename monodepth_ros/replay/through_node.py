@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,14 +50,17 @@ def decode_cdr(raw: bytes, msgtype: str):
 
 class Spool:
     """Received messages on disk (raw CDR) + an in-memory index, so a long replay does not hold every 2 MB cloud
-    in RAM. Written from the executor thread, read after playback."""
+    in RAM. Only the bytes of ``keep`` are stored; for the other keys, just the receipt time (latency of an
+    output that is not recorded). Written from the executor thread, read after playback."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, keep: Collection[str]):
         fd, name = tempfile.mkstemp(prefix=".replay-spool-", dir=directory)
         self.path = Path(name)
         self._f = os.fdopen(fd, "w+b")
         self._lock = threading.Lock()
-        self.index: dict[tuple[str, int], tuple[int, int, int]] = {}  # (key, stamp) -> (offset, size, receipt)
+        self.keep = frozenset(keep)
+        # (key, stamp) -> (offset, size, receipt); offset -1 when the bytes were not kept
+        self.index: dict[tuple[str, int], tuple[int, int, int]] = {}
         self.counts: dict[str, int] = {}
 
     def add(self, key: str, raw: bytes, receipt_ns: int) -> None:
@@ -70,16 +74,22 @@ class Spool:
             self.counts[key] = self.counts.get(key, 0) + 1
             if (key, stamp) in self.index:
                 return  # a duplicate (should not happen); the first receipt counts
+            if key not in self.keep:
+                self.index[(key, stamp)] = (-1, 0, receipt_ns)
+                return
             off = self._f.seek(0, os.SEEK_END)
             self._f.write(raw)
             self.index[(key, stamp)] = (off, len(raw), receipt_ns)
 
-    def get(self, key: str, stamp: int) -> tuple[bytes, int] | None:
+    def get(self, key: str, stamp: int) -> tuple[bytes | None, int] | None:
+        """``(bytes, receipt_ns)`` of the ``key`` output with ``stamp`` (bytes None if not kept), None if none came."""
         with self._lock:
             entry = self.index.get((key, stamp))
             if entry is None:
                 return None
             off, size, receipt = entry
+            if off < 0:
+                return None, receipt
             self._f.seek(off)
             return self._f.read(size), receipt
 
@@ -168,7 +178,10 @@ def run_through_node(run: ReplayRun) -> tuple[list[dict], dict]:
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     node_log = cfg.out_dir / "node.log"
     node = NodeProcess(run, domain, node_log)
-    spool = Spool(cfg.out_dir)
+    # Depth is always needed (scoring, drops) and points are the latency reference (only their receipt time is kept
+    # unless recorded); depth_info and depth/colored only if recorded (the node builds colored only for a subscriber).
+    listen = {"depth", "points", *cfg.record}
+    spool = Spool(cfg.out_dir, keep={"depth", *cfg.record})
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx, domain_id=domain)
     executor = SingleThreadedExecutor(context=ctx)
@@ -184,6 +197,9 @@ def run_through_node(run: ReplayRun) -> tuple[list[dict], dict]:
         record_qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
         subs = {}
         for key, typ in (("depth", Image), ("depth_info", CameraInfo), ("points", PointCloud2), ("colored", Image)):
+            if key not in listen:
+                continue
+
             def cb(raw, key=key):
                 spool.add(key, raw, time.time_ns())
             subs[key] = rnode.create_subscription(typ, topics[key], cb, record_qos, raw=True)
@@ -251,7 +267,7 @@ def run_through_node(run: ReplayRun) -> tuple[list[dict], dict]:
         cleanup_stale_shm()
 
     try:
-        per_frame = collect(run, spool, published)
+        per_frame = collect(run, spool, published, listen)
     finally:
         spool.close()
     receipts = sorted(v[2] for (k, s), v in spool.index.items() if k == "points" and s in published)
@@ -349,8 +365,9 @@ def drain(spool: Spool, published: dict[int, int], node, quiet_s: float = 1.0, m
     time.sleep(0.1)
 
 
-def collect(run: ReplayRun, spool: Spool, published: dict[int, int]) -> list[dict]:
-    """Second pass over the bag: write input + received outputs per frame to the output bag, and score."""
+def collect(run: ReplayRun, spool: Spool, published: dict[int, int], listen: Collection[str]) -> list[dict]:
+    """Second pass over the bag: write input + the received outputs in ``cfg.record`` per frame to the output bag,
+    and score."""
     cfg, writer, topics = run.cfg, run.writer, output_topics(run.cfg.image_topic)
     per_frame = []
     frames = iter_frames(run.bag, cfg.image_topic, cfg.camera_info_topic, run.gt, cfg.max_frames)
@@ -360,10 +377,10 @@ def collect(run: ReplayRun, spool: Spool, published: dict[int, int]) -> list[dic
         writer.write(cfg.camera_info_topic, s, frame.info_raw)
         if frame.gt_raw is not None:
             writer.write(run.gt.topic, s, frame.gt_raw)
-        got = {k: spool.get(k, s) for k in ("depth", "depth_info", "points", "colored")}
-        for key, val in got.items():
-            if val is not None:
-                writer.write(topics[key], s, val[0])
+        got = {k: spool.get(k, s) for k in listen}
+        for key in cfg.record:
+            if got[key] is not None:
+                writer.write(topics[key], s, got[key][0])
         pub_ns = published.get(s)
         depth_m = None
         if got["depth"] is not None:

@@ -184,16 +184,18 @@ def write_kitti(
     date: str = "2011_09_26",
     drive: int = 1,
     stereo: bool = False,
+    overwrite: bool = False,
     progress: Progress = None,
     workers: int = 1,
 ) -> Path:
     """Render frames ``0 .. n_frames-1`` into a KITTI-raw-style folder (see module docstring); returns the
     drive folder.
 
-    The drive is built in a temporary folder and renamed into place when complete (a previous run of the same
-    drive is replaced whole, so no stale frames survive). Several drives may share ``out_dir``: the split files
-    keep other drives' entries, and a date folder's calibration must match (else ``ValueError``: use another
-    ``date``). ``workers`` > 1 renders in that many processes (same bytes as one).
+    An existing drive folder is refused (``FileExistsError``) unless ``overwrite``; then it is replaced whole, so
+    no stale frames survive. The drive is built in a temporary folder and renamed into place when complete.
+    Several drives may share ``out_dir``: the split files keep other drives' entries, and a date folder's
+    calibration must match (else ``ValueError``: use another ``date``). ``workers`` > 1 renders in that many
+    processes (same bytes as one).
     """
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
@@ -204,6 +206,8 @@ def write_kitti(
     out = Path(out_dir)
     folder = drive_folder(date, drive)
     drive_dir = out / folder
+    if drive_dir.exists() and not overwrite:
+        raise FileExistsError(f"{drive_dir} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     calib = calibration(world)
     for name, entries in calib.items():
         path = out / date / name

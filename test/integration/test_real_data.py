@@ -292,7 +292,7 @@ def test_main_says_when_real_does_not_exist(tmp_path, capsys):
 
 
 def _tiny_bundle(path: Path) -> Path:
-    """A random, slim Monodepth2 bundle with a pose net: exercises the --bundle depth and pose paths."""
+    """A random, slim Monodepth2 bundle with a pose net: exercises the --model B.safetensors depth and pose paths."""
     torch = pytest.importorskip("torch")
     from monodepth_training.bundle_io import save_bundle
     from monodepth_training.networks import build_depth_net, build_pose_net
@@ -312,7 +312,7 @@ def _tiny_bundle(path: Path) -> Path:
 def test_benchmark_on_the_real_drives_prints_every_row_with_finite_numbers(tmp_path, capsys):
     bundle = _tiny_bundle(tmp_path / "tiny.safetensors")
     out, report_path = tmp_path / "panels", tmp_path / "real_data.json"
-    rc = rd.main(["--real", str(REAL), "--bundle", str(bundle), "--panels", "1", "--out", str(out),
+    rc = rd.main(["--real", str(REAL), "--model", str(bundle), "--panels", "1", "--out", str(out),
                   "--json", str(report_path)])
     assert rc == 0
     table = capsys.readouterr().out

@@ -25,6 +25,7 @@ from monodepth_ros.backends import OnnxRuntimeBackend, tensorrt_unavailable_reas
 from monodepth_ros.evaluation.metrics import METRIC_NAMES, evaluate_depth
 from monodepth_ros.geometry import backproject, invert_pose
 from monodepth_ros.replay import ReplayConfig, run_replay
+from monodepth_ros.replay.config import RECORDABLE
 
 W_PX, H_PX = 160, 64
 N_FRAMES = 20  # 2 s at the synthetic world's 10 Hz
@@ -123,10 +124,13 @@ def test_in_process_metrics_equal_the_evaluation_code_on_the_same_frames(in_proc
 def test_in_process_writes_output_bag_and_reports(in_process_report):
     report, out = in_process_report
     counts = _bag_counts(out / "replay_bag")
+    # By default every node output but the clouds (the bulk of a bag) is recorded.
     expected = {IMG: "sensor_msgs/msg/Image", INFO: "sensor_msgs/msg/CameraInfo", GT: "sensor_msgs/msg/Image",
-                **OUT_TOPICS}
+                **{t: typ for t, typ in OUT_TOPICS.items() if t != "/camera/points"}}
     assert counts == {t: (typ, N_FRAMES) for t, typ in expected.items()}
-    assert _stamps(out / "replay_bag", "/camera/points") == _stamps(out / "replay_bag", IMG)
+    assert _stamps(out / "replay_bag", "/camera/depth") == _stamps(out / "replay_bag", IMG)
+    assert report["settings"]["record"] == ["depth", "depth_info", "colored"]
+    assert report["frames"]["with_points"] == N_FRAMES  # the node built them; they were just not written
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["metrics"] == pytest.approx(report["metrics"])
     assert on_disk["frames"]["dropped"] == 0 and on_disk["latency"]["p50"] > 0
@@ -136,12 +140,38 @@ def test_in_process_writes_output_bag_and_reports(in_process_report):
     assert "abs_rel" in (out / "report.html").read_text()
 
 
+def test_record_chooses_the_node_outputs_in_the_output_bag(synth_bag, tiny_model, tmp_path):
+    n = 3
+    sizes = {}
+    for record in ("depth,points", "depth"):
+        out = tmp_path / record.replace(",", "_")
+        assert replay.main(["--bag", str(synth_bag), "--model", str(tiny_model), "--gt-topic", GT, "--quiet",
+                            "--max-frames", str(n), "--record", record, "--out", str(out)]) == 0
+        counts = _bag_counts(out / "replay_bag")
+        wanted = {"/camera/" + k for k in record.split(",")}
+        assert {t for t in counts if t in OUT_TOPICS} == wanted
+        assert all(counts[t][1] == n for t in wanted)
+        sizes[record] = sum(f.stat().st_size for f in (out / "replay_bag").rglob("*") if f.is_file())
+    assert sizes["depth,points"] > sizes["depth"]
+
+
+def test_record_rejects_an_unknown_output_in_one_line(synth_bag, tiny_model, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        replay.main(["--bag", str(synth_bag), "--model", str(tiny_model), "--record", "depth,clouds",
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("monodepth-replay: error: argument --record: unknown output 'clouds'")
+    with pytest.raises(ValueError, match="--record takes distinct names"):
+        ReplayConfig(bag=synth_bag, out_dir=tmp_path, record=("depth", "depth")).validate()
+
+
 @pytest.mark.ros
 def test_through_node_answers_90_percent_of_frames_at_the_recorded_rate(synth_bag, tiny_model, tmp_path,
                                                                         in_process_report, ros_subprocess_env):
     report = run_replay(ReplayConfig(bag=synth_bag, out_dir=tmp_path, model=tiny_model, gt_topic=GT,
                                      through_node=True, domain_id=int(ros_subprocess_env["ROS_DOMAIN_ID"]),
-                                     quiet=True))
+                                     quiet=True, record=RECORDABLE))
     fr = report["frames"]
     assert fr["input"] == N_FRAMES
     assert fr["dropped"] == N_FRAMES - fr["with_depth"] and fr["drop_rate"] == fr["dropped"] / N_FRAMES
@@ -177,9 +207,9 @@ def _depth_by_stamp(bag: Path, topic: str = "/camera/depth") -> dict[int, np.nda
 @pytest.mark.ros
 @pytest.mark.parametrize("node_params", [
     [],  # fixed, the model's scale
-    ["scale_policy:=median_free", "max_depth:=50.0"],
+    ["scale_policy:=relative", "max_depth:=50.0"],
     ["scale_policy:=ground_plane", "ground_smoothing:=0.5", "camera_height_m:=1.5"],
-], ids=["fixed", "median_free", "ground_plane"])
+], ids=["auto", "relative", "ground_plane"])
 def test_in_process_and_through_node_publish_the_same_depth(world, synth_bag, tmp_path, node_params,
                                                             ros_subprocess_env):
     """Both modes run the one per-frame pipeline with the same node parameters: the same depth, frame by frame
@@ -208,7 +238,7 @@ def test_in_process_and_through_node_publish_the_same_depth(world, synth_bag, tm
     medians = [float(np.nanmedian(d)) for d in ours.values()]
     if "scale_policy:=ground_plane" in node_params:
         assert np.ptp(medians) > 0.01 * np.mean(medians)  # the road's scale moved: state was carried, not reset
-    if "scale_policy:=median_free" in node_params:
+    if "scale_policy:=relative" in node_params:
         assert reports[False]["settings"]["median_scaling"]  # model units are scored median-scaled
         assert max(medians) < 50.0 / 5  # model units: 5x below metres for this model
 
@@ -382,7 +412,9 @@ def test_compressed_image_topic_scores_like_the_raw_one(compressed_bag, tiny_mod
         assert f["abs_rel"] == pytest.approx(ref[f["index"]], rel=1e-4), f["index"]
     counts = _bag_counts(tmp_path / "replay_bag")
     assert counts[IMG + "/compressed"] == ("sensor_msgs/msg/CompressedImage", n)
-    assert counts["/camera/points"][1] >= 0.9 * n
+    assert counts["/camera/depth"][1] >= 0.9 * n and "/camera/points" not in counts  # clouds: not by default
+    if through_node:  # latency is measured on the clouds, which the replay receives even when not recording them
+        assert report["latency"]["n"] >= 0.9 * n and report["latency"]["p50"] > 0
 
 
 def test_in_process_metrics_match_the_evaluation_cli_on_the_same_frames(in_process_report, world, tiny_model,
@@ -396,7 +428,7 @@ def test_in_process_metrics_match_the_evaluation_cli_on_the_same_frames(in_proce
     drive = write_kitti(world, tmp_path / "kitti", N_FRAMES)
     split = tmp_path / "all_frames.txt"
     kitti.write_split(split, [kitti.SplitEntry(f"{drive.parent.name}/{drive.name}", i, "l") for i in range(N_FRAMES)])
-    rc = evaluate.main(["--onnx", str(tiny_model), "--data", str(tmp_path / "kitti"), "--split", str(split),
+    rc = evaluate.main(["--model", str(tiny_model), "--data", str(tmp_path / "kitti"), "--split", str(split),
                         "--gt", "improved", "--crop", "none", "--panels", "0", "--out", str(tmp_path / "eval")])
     capsys.readouterr()
     assert rc == 0
@@ -487,7 +519,7 @@ def _replay_and_eval_on_lidar(data_dir: Path, entries: list, model: Path, tmp_pa
 
     split = tmp_path / "frames.txt"
     kitti.write_split(split, entries)
-    rc = evaluate.main(["--onnx", str(model), "--data", str(data_dir), "--split", str(split), "--gt", "velodyne",
+    rc = evaluate.main(["--model", str(model), "--data", str(data_dir), "--split", str(split), "--gt", "velodyne",
                         "--lidar-depth", convention, "--panels", "0", "--out", str(tmp_path / f"eval_{convention}")])
     assert rc == 0
     out = tmp_path / f"replay_{convention}"
@@ -568,7 +600,7 @@ def test_lidar_depth_convention_changes_the_scores_and_each_tool_defaults_to_its
     model = make_tiny_onnx(tmp_path / "metric.onnx", scale_policy="metric")
     split = tmp_path / "frames.txt"
     kitti.write_split(split, entries)
-    assert evaluate.main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--gt", "velodyne",
+    assert evaluate.main(["--model", str(model), "--data", str(data), "--split", str(split), "--gt", "velodyne",
                           "--panels", "0", "--out", str(tmp_path / "eval")]) == 0
     assert replay.main(["--bag", str(bag), "--model", str(model), "--lidar-topic", VELO_TOPIC, "--extrinsics",
                         str(extr), "--crop", "garg", "--quiet", "--out", str(tmp_path / "replay")]) == 0
@@ -592,9 +624,9 @@ def test_eval_refuses_a_gt_npz_exported_with_the_other_lidar_depth(synthetic_lid
     kitti.write_split(split, entries)
     kitti_gt.export_gt_npz(data, split, tmp_path / "gt.npz", depth_convention="camera_z")
     model = make_tiny_onnx(tmp_path / "metric.onnx", scale_policy="metric")
-    rc = evaluate.main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--gt", "velodyne",
+    rc = evaluate.main(["--model", str(model), "--data", str(data), "--split", str(split), "--gt", "velodyne",
                         "--gt-npz", str(tmp_path / "gt.npz"), "--panels", "0", "--out", str(tmp_path / "eval")])
-    assert rc == 1
+    assert rc == 2  # bad input: the GT file does not match the options
     assert "holds camera_z velodyne GT but --lidar-depth is lidar_forward" in capsys.readouterr().err
 
 

@@ -54,7 +54,7 @@ def test_recorded_bag_trains_exports_and_runs_in_the_node(tmp_path, ros_subproce
     assert meta.intrinsics_norm is not None
     assert meta.intrinsics_norm[0][0] == pytest.approx(world.cfg.K[0, 0] / 192, rel=1e-6)
 
-    _run([BIN / "monodepth-export", "--bundle", bundle, "--format", "onnx", "--out", tmp_path / "models",
+    _run([BIN / "monodepth-export", "--model", bundle, "--format", "onnx", "--out", tmp_path / "models",
           "--name", "mine"], cwd=tmp_path, env=env)
     model = tmp_path / "models" / "mine.onnx"
     assert model.is_file()

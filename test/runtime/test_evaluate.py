@@ -14,7 +14,7 @@ import pytest
 from monodepth_ros.datasets import kitti
 from monodepth_ros.evaluation.evaluate import main
 from monodepth_ros.evaluation.metrics import METRIC_NAMES
-from monodepth_ros.visualize import colorize_depth, panel_grid
+from monodepth_ros.visualize import KEY_HEIGHT, colorize_depth, panel_grid
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
@@ -118,7 +118,7 @@ def tiny(tmp_path):
 
 def test_cli_prints_table_and_writes_json_and_panels(tiny, capsys):
     data, split, model, out = tiny
-    rc = main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out), "--panels", "2"])
+    rc = main(["--model", str(model), "--data", str(data), "--split", str(split), "--out", str(out), "--panels", "2"])
     assert rc == 0
     printed = capsys.readouterr().out
     header_line = next(line for line in printed.splitlines() if "abs_rel" in line and "|" in line)
@@ -139,13 +139,14 @@ def test_cli_prints_table_and_writes_json_and_panels(tiny, capsys):
     assert len(report["per_image"]) == 3 and report["per_image"][0]["frame"].endswith(" 0 l")
 
     panel = cv2.imread(str(out / "panels.png"))
-    assert panel is not None and panel.shape[1] == 4 * 416 and panel.shape[0] == 2 * round(RAW_H * 416 / RAW_W)
+    assert panel is not None and panel.shape[1] == 4 * 416
+    assert panel.shape[0] == 2 * round(RAW_H * 416 / RAW_W) + KEY_HEIGHT
 
 
 def test_cli_median_scaling_undoes_a_model_scale_and_reports_ratios(tiny, capsys):
     data, split, _, out = tiny
     model = write_gray_to_disp_onnx(out.parent / "relative.onnx", scale_policy="relative", scale=0.1)
-    assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+    assert main(["--model", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
                  "--panels", "0"]) == 0
     printed = capsys.readouterr().out
     assert "Scaling ratios | mean: 10.0" in printed
@@ -156,11 +157,11 @@ def test_cli_median_scaling_undoes_a_model_scale_and_reports_ratios(tiny, capsys
     assert not (out / "panels.png").exists()
 
     # Same model without median scaling: the 10x scale error shows up in full (abs_rel ~ 0.9).
-    assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+    assert main(["--model", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
                  "--no-median-scaling", "--panels", "0"]) == 0
     assert json.loads((out / "metrics.json").read_text())["metrics"]["abs_rel"] == pytest.approx(0.9, abs=0.02)
     # ... and a fixed --scale 10 restores it.
-    assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+    assert main(["--model", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
                  "--no-median-scaling", "--scale", "10", "--panels", "0"]) == 0
     assert json.loads((out / "metrics.json").read_text())["metrics"]["abs_rel"] < 0.02
 
@@ -168,7 +169,7 @@ def test_cli_median_scaling_undoes_a_model_scale_and_reports_ratios(tiny, capsys
 def test_cli_exports_gt_npz_once_then_reuses_it(tiny):
     data, split, model, out = tiny
     npz = out.parent / "gt_depths.npz"
-    args = ["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+    args = ["--model", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
             "--gt-npz", str(npz), "--panels", "0"]
     assert main(args) == 0
     first = json.loads((out / "metrics.json").read_text())["metrics"]
@@ -184,7 +185,7 @@ def test_cli_exports_gt_npz_once_then_reuses_it(tiny):
 
 def test_cli_with_velodyne_gt_on_raw_layout(tiny):
     data, split, model, out = tiny
-    assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+    assert main(["--model", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
                  "--gt", "velodyne", "--panels", "1"]) == 0
     report = json.loads((out / "metrics.json").read_text())
     assert report["gt"] == "velodyne" and report["lidar_depth"] == "lidar_forward"  # KITTI's reference GT
@@ -197,16 +198,17 @@ def test_cli_with_velodyne_gt_on_raw_layout(tiny):
 def test_cli_reports_missing_gt_clearly(tiny, capsys):
     data, split, model, out = tiny
     next(data.rglob("proj_depth/**/0000000001.png")).unlink()
-    rc = main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+    rc = main(["--model", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
                "--gt", "improved"])
-    assert rc == 1
-    assert "0000000001.png" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("monodepth-eval: error: "), err
+    assert "0000000001.png" in err
 
 
 def test_console_script_runs_as_a_module(tiny):
     data, split, model, out = tiny
     proc = subprocess.run(
-        [sys.executable, "-m", "monodepth_ros.evaluation.evaluate", "--onnx", str(model), "--data", str(data),
+        [sys.executable, "-m", "monodepth_ros.evaluation.evaluate", "--model", str(model), "--data", str(data),
          "--split", str(split), "--out", str(out), "--crop", "eigen", "--panels", "1"],
         capture_output=True, text=True, timeout=120,
     )
@@ -233,15 +235,31 @@ def test_panel_grid_layout_and_error_column(tmp_path):
     pred_bad = gt * 1.3
     grid = panel_grid([(rgb, gt, gt, "exact"), (rgb, pred_bad, gt, "30% far")], tmp_path / "p.png", tile_width=128)
     tile_h = round(RAW_H * 128 / RAW_W)
-    assert grid.shape == (2 * tile_h, 4 * 128, 3)
+    assert grid.shape == (2 * tile_h + KEY_HEIGHT, 4 * 128, 3)
     on_disk = cv2.cvtColor(cv2.imread(str(tmp_path / "p.png")), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(on_disk, grid)
     # below the labels: the error tiles differ between the exact and the wrong row; exact prediction tile == GT tile
-    err_exact, err_bad = grid[24:tile_h, 3 * 128 :], grid[tile_h + 24 :, 3 * 128 :]
+    err_exact, err_bad = grid[24:tile_h, 3 * 128 :], grid[tile_h + 24 : 2 * tile_h, 3 * 128 :]
     assert np.abs(err_exact.astype(int) - err_bad.astype(int)).mean() > 20
     np.testing.assert_array_equal(grid[24:tile_h, 128:256], grid[24:tile_h, 256:384])
     with pytest.raises(ValueError, match="at least one row"):
         panel_grid([], tmp_path / "q.png")
+
+
+def test_panel_grid_keys_show_the_depth_and_error_colours_used_in_the_tiles(tmp_path):
+    """The key under the depth columns runs from the near colour (min_m, left) to the far one (max_m, right) of
+    colorize_depth, the one under the error column over the error map; the image column has none."""
+    gt = gt_depth_m().astype(np.float32)
+    rgb = np.zeros((RAW_H, RAW_W, 3), np.uint8)
+    grid = panel_grid([(rgb, gt, gt)], tmp_path / "p.png", tile_width=208, min_m=2.0, max_m=50.0, max_err=0.4)
+    key = grid[-KEY_HEIGHT:]
+    bar = key[22]  # a row through the bars
+    assert not key[:, :208].any(), "no key under the image column"
+    near, far = colorize_depth(np.array([[2.0, 50.0]], np.float32), 2.0, 50.0)[0]
+    lit = np.flatnonzero(bar[208:624].any(axis=-1)) + 208
+    assert bar[lit[0]].tolist() == near.tolist() and bar[lit[-1]].tolist() == far.tolist()
+    err_lit = np.flatnonzero(bar[624:].any(axis=-1)) + 624
+    assert len(err_lit) > 150 and bar[err_lit[0]].tolist() != bar[err_lit[-1]].tolist()
 
 
 def test_cli_runs_on_the_synthetic_worlds_kitti_output(tmp_path, capsys):
@@ -265,7 +283,7 @@ def test_cli_runs_on_the_synthetic_worlds_kitti_output(tmp_path, capsys):
 
     model = write_gray_to_disp_onnx(tmp_path / "grey.onnx", scale_policy="relative")
     out = tmp_path / "out"
-    assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
+    assert main(["--model", str(model), "--data", str(data), "--split", str(split), "--out", str(out),
                  "--panels", "2"]) == 0
     assert "abs_rel" in capsys.readouterr().out
     report = json.loads((out / "metrics.json").read_text())
@@ -280,7 +298,7 @@ def test_cli_rejects_a_model_without_metadata(tmp_path, capsys):
     stripped = onnx.load(str(model))
     del stripped.metadata_props[:]
     onnx.save(stripped, str(model))
-    assert main(["--onnx", str(model), "--data", str(data), "--split", str(split), "--out", str(tmp_path)]) == 1
+    assert main(["--model", str(model), "--data", str(data), "--split", str(split), "--out", str(tmp_path)]) == 2
     assert "metadata" in capsys.readouterr().err
     assert not (tmp_path / "metrics.json").exists()
 
@@ -290,7 +308,7 @@ def test_panel_grows_sparse_lidar_gt_for_display_only(tmp_path):
     sparse = np.where(np.random.default_rng(2).random(gt.shape) < 0.03, gt, 0.0).astype(np.float32)
     rgb = np.zeros((RAW_H, RAW_W, 3), np.uint8)
     grid = panel_grid([(rgb, gt, sparse)], tmp_path / "p.png", tile_width=RAW_W)
-    gt_tile = grid[24:, 2 * RAW_W : 3 * RAW_W]
+    gt_tile = grid[24:-KEY_HEIGHT, 2 * RAW_W : 3 * RAW_W]
     lit = np.mean(gt_tile.sum(axis=-1) > 0)
     assert lit > 5 * 0.03  # 2-px blobs instead of isolated pixels
     assert np.mean(sparse > 0) < 0.04  # the GT array itself is untouched

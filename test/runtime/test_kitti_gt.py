@@ -216,7 +216,7 @@ def test_export_command_line_writes_the_npz(tmp_path, capsys):
     assert "wrote 2 velodyne (lidar_forward) GT maps" in capsys.readouterr().out
     assert len(kitti_gt.load_gt_npz(out)) == 2
     assert kitti_gt.gt_npz_info(out) == {"kind": "velodyne", "lidar_depth": "lidar_forward"}
-    assert kitti_gt.main(["--data", str(tmp_path / "nowhere"), "--split", str(split), "--out", str(out)]) == 1
+    assert kitti_gt.main(["--data", str(tmp_path / "nowhere"), "--split", str(split), "--out", str(out)]) == 2
     assert "calibration file not found" in capsys.readouterr().err
 
 

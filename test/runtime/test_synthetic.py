@@ -325,6 +325,16 @@ def test_write_bag_refuses_to_overwrite_unless_asked(tmp_path):
         assert r.message_count == 8
 
 
+def test_write_kitti_refuses_to_replace_a_drive_unless_asked(tmp_path):
+    world = _world(seed=2)
+    drive = writers.write_kitti(world, tmp_path, 6)
+    splits = {p.name: p.read_bytes() for p in (tmp_path / "splits").iterdir()}
+    with pytest.raises(FileExistsError, match="overwrite"):
+        writers.write_kitti(world, tmp_path, 3)
+    assert len(list((drive / "image_02" / "data").iterdir())) == 6, "the drive must be untouched"
+    assert {p.name: p.read_bytes() for p in (tmp_path / "splits").iterdir()} == splits, "splits too"
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
@@ -335,6 +345,19 @@ def test_cli_writes_kitti_folder_and_reports(tmp_path, capsys):
     img = kitti.load_rgb(tmp_path / "2011_09_26/2011_09_26_drive_0001_sync/image_02/data/0000000003.png")
     assert img.shape == (32, 96, 3)
     assert "wrote 4 frames" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["kitti", "bag"])
+def test_cli_refuses_an_existing_output_without_overwrite(tmp_path, capsys, fmt):
+    out = tmp_path / ("kitti" if fmt == "kitti" else "bag")
+    args = ["--out", str(out), "--format", fmt, "--frames", "3", "--size", "32x16"]
+    assert synth_main(args) == 0
+    capsys.readouterr()
+    assert synth_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("monodepth-synth: error: ") and err[0].endswith(
+        "exists; pass overwrite=True (CLI: --overwrite) to replace it"), err
+    assert synth_main([*args, "--overwrite"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -369,7 +392,7 @@ def test_kitti_writer_replaces_a_drive_whole_and_keeps_other_drives_in_splits(tm
     world = _world(seed=1)
     writers.write_kitti(world, tmp_path, 8, drive=1)
     writers.write_kitti(world, tmp_path, 12, drive=2)
-    drive1 = writers.write_kitti(world, tmp_path, 5, drive=1)  # shorter rerun: no stale frames 5..7 may remain
+    drive1 = writers.write_kitti(world, tmp_path, 5, drive=1, overwrite=True)  # shorter: no stale frames 5..7
     assert sorted(p.name for p in (drive1 / "image_02" / "data").iterdir())[-1] == "0000000004.png"
     assert not list((tmp_path / "2011_09_26").glob(".*.tmp")), "temporary drive folders must be gone"
     entries = [e for s in ("train", "val", "test") for e in kitti.read_split(tmp_path / "splits" / f"{s}_files.txt")]

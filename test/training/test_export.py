@@ -172,7 +172,7 @@ def test_mixed_precision_keeps_first_conv_and_disparity_head_in_fp32(exported):
 
 
 def test_cli_exports_onnx_and_prints_parity(exported, tmp_path, capsys):
-    rc = main(["--bundle", str(exported["bundle"]), "--format", "onnx", "--out", str(tmp_path), "--name", "cli"])
+    rc = main(["--model", str(exported["bundle"]), "--format", "onnx", "--out", str(tmp_path), "--name", "cli"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "parity vs PyTorch" in out and "max |d disp|" in out
@@ -192,9 +192,10 @@ def test_cli_exports_onnx_and_prints_parity(exported, tmp_path, capsys):
 )
 def test_cli_rejects_bad_inputs_with_clear_errors(exported, tmp_path, capsys, args, message):
     bundle = str(tmp_path / "missing.safetensors") if message == "bundle not found" else str(exported["bundle"])
-    rc = main(["--bundle", bundle, "--out", str(tmp_path), *args])
-    assert rc == 2
-    assert message in capsys.readouterr().err
+    rc = main(["--model", bundle, "--out", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("monodepth-export: error: "), err
+    assert message in err
 
 
 @pytest.mark.slow  # a second full export; the fast variant is test_tensorrt's test_without_tensorrt_...say_why
@@ -206,8 +207,8 @@ def test_cli_tensorrt_without_tensorrt_exports_onnx_then_says_why(exported, tmp_
         pytest.skip("TensorRT is installed: this test pins the behaviour on machines without it")
     except ImportError:
         pass
-    rc = main(["--bundle", str(exported["bundle"]), "--format", "tensorrt", "--fp16", "--out", str(tmp_path)])
-    assert rc == 4
+    rc = main(["--model", str(exported["bundle"]), "--format", "tensorrt", "--fp16", "--out", str(tmp_path)])
+    assert rc == 1
     assert "tensorrt" in capsys.readouterr().err.lower()
     assert (tmp_path / "md2_r18.onnx").is_file()
 
