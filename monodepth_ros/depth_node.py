@@ -32,6 +32,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from monodepth_ros.cli_common import EXIT_BAD_INPUT, EXIT_FAILURE
 from monodepth_ros.diagnostics import LatencyWindow, RateMeter, Throttle, stamp_latency_s
 from monodepth_ros.geometry import validate_intrinsics
 from monodepth_ros.msgs.camera_info import rescaled_camera_info
@@ -372,14 +373,16 @@ class DepthNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``depth_node``. Returns the process exit code (non-zero on a start-up failure)."""
+    """Console entry point ``depth_node``. Returns the process exit code (:mod:`monodepth_ros.cli_common`): 2 when
+    the model or a parameter cannot be used, 1 on another start-up failure, 0 after a normal shutdown."""
     rclpy.init(args=sys.argv if argv is None else argv)
     try:
         node = DepthNode()
     except Exception as e:  # noqa: BLE001 - model or parameter problems: a clear fatal line, non-zero exit
         rclpy.logging.get_logger("depth_node").fatal(f"depth_node cannot start: {type(e).__name__}: {e}")
         rclpy.try_shutdown()
-        return 1
+        # The exit-code table of every monodepth command: a bad model or parameter is bad input.
+        return EXIT_BAD_INPUT if isinstance(e, ModelStartupError) else EXIT_FAILURE
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

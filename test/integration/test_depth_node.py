@@ -488,7 +488,7 @@ def test_startup_with_unusable_model_exits_nonzero_with_a_clear_message(content,
         model.write_bytes(content)
     cmd = [sys.executable, "-m", "monodepth_ros.depth_node", "--ros-args", "-p", f"model_path:={model}"]
     res = subprocess.run(cmd, env=ros_subprocess_env, capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert res.returncode != 0
+    assert res.returncode == 2  # bad input (cli_common exit codes)
     out = res.stdout + res.stderr
     assert "cannot load model" in out and str(model) in out
     assert "Traceback" not in out
@@ -502,7 +502,7 @@ def test_a_relative_model_is_never_published_as_metres(ros_subprocess_env, tmp_p
     cmd = [sys.executable, "-m", "monodepth_ros.depth_node", "--ros-args", "-p", f"model_path:={model}"]
     res = subprocess.run(cmd, env=ros_subprocess_env, capture_output=True, text=True, timeout=60, cwd=REPO)
     out = res.stdout + res.stderr
-    assert res.returncode == 1, out
+    assert res.returncode == 2, out  # bad input (cli_common exit codes)
     assert "this model is relative" in out and "scale_policy:=ground_plane" in out and "Traceback" not in out
     proc = start_node(ros_subprocess_env, model, tmp_path / "node.log", "/rel", "scale_policy:=relative",
                       "diagnostics_period_s:=0.2")

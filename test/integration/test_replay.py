@@ -459,7 +459,7 @@ def test_node_that_cannot_start_is_reported_with_its_own_log_line(synth_bag, tin
                       "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1, err
-    assert "the depth node exited with code 1 during start-up" in err and "tensorrt" in err
+    assert "the depth node exited with code 2 during start-up" in err and "tensorrt" in err
     assert (tmp_path / "out" / "node.log").is_file() and not (tmp_path / "out" / "replay_bag").exists()
 
 
