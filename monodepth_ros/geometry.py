@@ -93,23 +93,27 @@ def pixel_grid(height: int, width: int, dtype=np.float64) -> np.ndarray:
     return np.stack([u.ravel(), v.ravel(), np.ones(height * width, dtype=dtype)], axis=0)
 
 
-def backproject(depth_m: np.ndarray, K: np.ndarray) -> np.ndarray:
+def backproject(depth_m: np.ndarray, K: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Depth image (H, W) in metres -> camera-frame points (H, W, 3), optical frame (x right, y down, z fwd).
 
-    Non-finite depth gives non-finite points, so invalid pixels stay NaN/inf through the cloud.
+    Non-finite depth gives non-finite points, so invalid pixels stay NaN/inf through the cloud. ``out``: an
+    (H, W, 3) array (a view into a message buffer is fine) to write the points into instead of a new one.
     """
     depth_m = np.asarray(depth_m)
     H, W = depth_m.shape
     K = np.asarray(K, dtype=np.float64)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     dtype = depth_m.dtype if np.issubdtype(depth_m.dtype, np.floating) else np.float64
+    if out is None:
+        out = np.empty((H, W, 3), dtype=dtype)
+    dtype = out.dtype
     # Separable rays: x = (u - cx) / fx * z. Avoids a full K^-1 matmul and stays exact for skew-free K.
     ray_x = ((np.arange(W, dtype=np.float64) - cx) / fx).astype(dtype)
     ray_y = ((np.arange(H, dtype=np.float64) - cy) / fy).astype(dtype)
-    out = np.empty((H, W, 3), dtype=dtype)
-    out[..., 0] = depth_m * ray_x[None, :]
-    out[..., 1] = depth_m * ray_y[:, None]
-    out[..., 2] = depth_m
+    np.multiply(depth_m, ray_x[None, :], out=out[..., 0])
+    np.multiply(depth_m, ray_y[:, None], out=out[..., 1])
+    if not np.may_share_memory(out[..., 2], depth_m):  # z may already be in place (the cloud writes it first)
+        out[..., 2] = depth_m
     return out
 
 
