@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -245,6 +246,9 @@ class BundleExport(L.Callback):
     - ``<dirpath>/last.safetensors`` when fit ends, and when it is stopped (SIGTERM, Ctrl-C), so a stopped run
       still leaves a model. Only ``last.ckpt`` (:class:`ResumableLast`) can resume training.
 
+    Then it prints where the bundles are and the ``monodepth-export`` command that turns one into a model for the
+    node (:func:`bundle_summary`).
+
     Args:
         dirpath: folder for the bundles; ``None`` = ``<trainer.default_root_dir>/bundles``.
         monitor, mode: the validation metric and direction defining "best" (``None`` disables best export).
@@ -289,6 +293,8 @@ class BundleExport(L.Callback):
             path = self._dir(trainer) / "last.safetensors"
             pl_module.export_bundle(path, {"exported_on": reason, **_val_metrics(trainer)})
             self.last_path = str(path)
+            print(bundle_summary(self._dir(trainer), self.monitor, self.best_score, stopped=reason != "fit_end"),
+                  flush=True)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._export_last(trainer, pl_module, "fit_end")
@@ -305,6 +311,28 @@ class BundleExport(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = state_dict.get("best_score")
         self.best_path = state_dict.get("best_path")
+
+
+def bundle_summary(dirpath: str | os.PathLike, monitor: str | None = None, best_score: float | None = None,
+                   stopped: bool = False) -> str:
+    """What a fit prints at its end: the bundles in ``dirpath`` that exist (last, best), why there is no best
+    yet where ``monitor`` would pick one, and the command that exports one (best when there is one) for the node."""
+    paths = {name: Path(dirpath) / f"{name}.safetensors" for name in ("last", "best")}
+    lines = [f"Training {'stopped' if stopped else 'finished'}. Model bundles:"]
+    if paths["last"].is_file():
+        lines.append(f"  last: {paths['last']}")
+    if paths["best"].is_file():
+        score = f"  ({monitor} {best_score:.4g})" if monitor and best_score is not None else ""
+        lines.append(f"  best: {paths['best']}{score}")
+    elif monitor:
+        lines.append(f"  best: none yet (written when a validation run improves {monitor})")
+    chosen = next((p for p in (paths["best"], paths["last"]) if p.is_file()), None)
+    if chosen is None:
+        lines.append(f"  none in {dirpath}")
+        return "\n".join(lines)
+    lines.append("Export one for the node with:")
+    lines.append(f"  monodepth-export --model {shlex.quote(str(chosen))} --format onnx --out models/")
+    return "\n".join(lines)
 
 
 def _val_metrics(trainer: L.Trainer) -> dict[str, Any]:

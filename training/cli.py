@@ -7,25 +7,32 @@
 What this adds to the stock CLI: the data module's size / offsets / stereo switch are linked into the model
 (one source of truth), mixed precision is dropped when there is no CUDA device, checkpoints are loaded with
 ``weights_only=True`` unless asked otherwise, and the resolved config is handed to the model so the bundle
-records how it was trained.
+records how it was trained. A misspelt key (in the YAML or on the command line) is named with its full path and
+the nearest valid key before anything is built (:mod:`monodepth_training.config_check`), and any other parse
+error is one short message rather than a usage dump; both exit with status 2.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
 import torch
-from lightning.pytorch.cli import LightningCLI
+from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from monodepth_training.callbacks import ResumableLast
+from monodepth_training.config_check import check_config, config_from_args, format_problems
 from monodepth_training.data import DepthDataModule
 from monodepth_training.module import MonoDepthModule
+
+from monodepth_ros.cli_common import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, error_line
 
 # Precisions that need a CUDA device to mean anything; on CPU they fall back to full precision.
 _GPU_ONLY_PRECISIONS = {"16-mixed", "16", 16, "16-true"}
@@ -44,7 +51,49 @@ def resolve_last(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
     return ckpt_path
 
 
+# SIGTERM and the first Ctrl-C stop a fit cleanly (the step in flight is saved) with 128 + SIGTERM, not 130.
+EXIT_STOPPED = 128 + signal.SIGTERM
+EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in (
+    *((c, m) for c, m in EXIT_CODES if c != EXIT_INTERRUPTED),
+    (EXIT_STOPPED, "stopped by SIGTERM or Ctrl-C, the step in flight saved (resume with --ckpt_path last)")))
+
+
+class _HelpFormatter(DefaultHelpFormatter):
+    """Keeps the indented lines (the exit-code table) of a description or epilog as they are."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(indent + line if line.startswith(" ") else super(_HelpFormatter, self)._fill_text(
+            line, width, indent) for line in text.splitlines())
+
+
+_HELP = {"epilog": EPILOG, "formatter_class": _HelpFormatter}
+
+
+class ShortErrorParser(LightningArgumentParser):
+    """jsonargparse's parser, but a parse error is the project's one line ``PROG: error: ... (see PROG --help)``
+    (:mod:`monodepth_ros.cli_common`): jsonargparse printed the whole usage (some 90 lines) before it, which hid
+    the error. ``JSONARGPARSE_DEBUG`` keeps the original."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)
+        prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
+        self.exit(EXIT_BAD_INPUT, f"{error_line(prog, message)} (see {prog} --help)\n")
+
+
 class MonoDepthCLI(LightningCLI):
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        # Misspelt keys first, with their full path and the nearest valid key, before jsonargparse (which cannot see
+        # inside data.train / data.val) and before any model or dataset is built.
+        argv = sys.argv[1:] if args is None else args
+        found = config_from_args(argv, self.subcommands()) if isinstance(argv, (list, tuple)) else None
+        if found is not None:
+            subcommand, cfg = found
+            if problems := check_config(cfg, subcommand):
+                sys.stderr.write(format_problems(problems, f"{parser.prog} {subcommand}") + "\n")
+                sys.exit(EXIT_BAD_INPUT)
+        super().parse_arguments(parser, args)
+
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("height", "width", "frame_offsets", "use_stereo"):
             parser.link_arguments(f"data.{key}", f"model.{key}")
@@ -97,6 +146,8 @@ def run(args: list[str] | None = None) -> MonoDepthCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
         auto_configure_optimizers=False,
+        parser_class=ShortErrorParser,
+        parser_kwargs={**_HELP, **{sub: dict(_HELP) for sub in MonoDepthCLI.subcommands()}},
     )
 
 
@@ -120,7 +171,7 @@ def main() -> None:
     except SIGTERMException:
         # Lightning ends a SIGTERM (or Ctrl-C) stop with SystemExit(None), status 0, which tells a scheduler or a
         # script (train_default.py) that training finished. 143 = 128 + SIGTERM, the status of a terminated job.
-        sys.exit(128 + signal.SIGTERM)
+        sys.exit(EXIT_STOPPED)
 
 
 if __name__ == "__main__":

@@ -159,10 +159,17 @@ def _saved_step(tmp_path: Path) -> int:
                       weights_only=True)["global_step"]
 
 
-def test_short_fit_gives_finite_losses_checkpoints_and_a_loadable_bundle(tmp_path):
+def test_short_fit_gives_finite_losses_checkpoints_and_a_loadable_bundle(tmp_path, capfd):
     # Integer limits of 2, not 1: a YAML 1 reaches Lightning as 1.0, which means "100 %".
     cfg = _config(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2, num_sanity_val_steps=0)
     cli = run(["fit", "--config", str(cfg)])
+    # The end of fit says where the bundles went and how to export one.
+    out = capfd.readouterr()
+    bundles = tmp_path / "run" / "bundles"
+    lines = (out.out + out.err).splitlines()
+    assert f"  last: {bundles / 'last.safetensors'}" in lines, out.out[-2000:]
+    assert any(line.startswith(f"  best: {bundles / 'best.safetensors'}  (val/abs_rel ") for line in lines), lines
+    assert f"  monodepth-export --model {bundles / 'best.safetensors'} --format onnx --out models/" in lines
     metrics = cli.trainer.callback_metrics
     assert cli.trainer.global_step == 2
     assert math.isfinite(float(metrics["train/loss"])) and math.isfinite(float(metrics["val/abs_rel"]))
@@ -172,7 +179,6 @@ def test_short_fit_gives_finite_losses_checkpoints_and_a_loadable_bundle(tmp_pat
     state = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 2
 
-    bundles = tmp_path / "run" / "bundles"
     for name in ("best.safetensors", "last.safetensors"):
         meta = read_meta(bundles / name)
         assert (meta.height, meta.width, meta.depth_net, meta.scale_policy) == (H, W, "monodepth2", "relative")
@@ -232,12 +238,14 @@ def test_a_run_ending_at_its_limit_leaves_the_final_step_in_last_ckpt_to_continu
     assert _positions(log) == [(s, s // STEPS_PER_EPOCH, s % STEPS_PER_EPOCH) for s in (final_step, final_step + 1)]
 
 
-def test_max_time_leaves_the_final_step_in_last_ckpt_and_resumes_from_it(tmp_path):
+def test_max_time_leaves_the_final_step_in_last_ckpt_and_resumes_from_it(tmp_path, capfd):
     cfg = _config(tmp_path, every_n_steps=1000, tiny=True, max_epochs=1000, max_time="00:00:00:03",
                   limit_val_batches=0, num_sanity_val_steps=0)
     first = _run_with_recorder(tmp_path, ["fit", "--config", str(cfg)], tmp_path / "first.txt")
     stopped_at = first.trainer.global_step
     assert stopped_at > 0 and _saved_step(tmp_path) == stopped_at  # nothing lost
+    last = tmp_path / "run" / "bundles" / "last.safetensors"  # no validation, so no best: export the last
+    assert f"  monodepth-export --model {last} --format onnx --out models/" in capfd.readouterr().out.splitlines()
     assert _steps(tmp_path / "first.txt") == list(range(stopped_at))
     # Lightning's Timer counts the time of every run of a checkpoint: a resume needs a larger max_time.
     log = tmp_path / "resumed.txt"
@@ -402,7 +410,11 @@ def test_sigterm_and_ctrl_c_finish_the_step_save_it_and_resume_from_it(tmp_path,
     assert proc.returncode == 128 + signal.SIGTERM, _stderr(tmp_path)
     started = max(_steps(log))
     assert _saved_step(tmp_path) == started + 1, _stderr(tmp_path)  # the step in flight finished: nothing lost
-    assert (tmp_path / "run" / "bundles" / "last.safetensors").exists()
+    last = tmp_path / "run" / "bundles" / "last.safetensors"
+    assert last.exists()
+    stdout = (tmp_path / "stdout.txt").read_text()
+    assert "Training stopped. Model bundles:" in stdout and f"  last: {last}" in stdout, stdout[-2000:]
+    assert "  monodepth-export --model " in stdout
 
     resumed = tmp_path / "resumed.txt"
     _run_with_recorder(tmp_path, ["fit", "--config", str(cfg), "--ckpt_path", "last",
