@@ -16,7 +16,8 @@ TEST_ENV := OMP_NUM_THREADS=1
 setup: $(STAMP)
 
 # Re-installs only when a dependency list or the package metadata changes.
-$(STAMP): requirements/runtime.txt requirements/train.txt requirements/dev.txt setup.py package.xml
+$(STAMP): requirements/runtime.txt requirements/train.txt requirements/openvino.txt requirements/dev.txt setup.py \
+		package.xml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24" "setuptools>=70,<80" wheel
 	$(BIN)/python -m pip install -q -r requirements/dev.txt

@@ -47,7 +47,8 @@ setup(
     # ROS wheels and torch are not listed here: on a robot they come from the ROS distro (package.xml),
     # and the pinned PyPI stack is installed from requirements/*.txt by `make setup`.
     install_requires=["numpy", "PyYAML"],
-    extras_require={"test": ["pytest"]},
+    # Optional inference backends: pip install "monodepth_ros[openvino]" (or -r requirements/openvino.txt).
+    extras_require={"test": ["pytest"], "openvino": _requirements("openvino.txt")},
     zip_safe=False,
     maintainer="monodepth_ros developers",
     maintainer_email="dev@monodepth-ros.local",

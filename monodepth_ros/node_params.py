@@ -33,8 +33,8 @@ class ParamSpec:
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model_path", "", "Exported depth model (.onnx, or .engine with its sidecar). Restart to change.",
               read_only=True),
-    ParamSpec("backend", "auto", "Inference backend; auto = TensorRT > ORT CUDA > ORT CPU. Restart to change.",
-              read_only=True, choices=("auto", "onnxruntime", "tensorrt", "torch")),
+    ParamSpec("backend", "auto", "Inference backend; auto = TensorRT > ORT CUDA > OpenVINO > ORT CPU. Restart to "
+              "change.", read_only=True, choices=("auto", "onnxruntime", "openvino", "tensorrt", "torch")),
     ParamSpec("threads", 0, "Intra-op inference threads, 0 = library default. Restart to change.",
               read_only=True, lo=0, hi=64),
     ParamSpec("use_compressed", False, "Subscribe to image/compressed (CompressedImage) instead of image.",

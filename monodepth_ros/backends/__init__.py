@@ -1,6 +1,6 @@
-"""Inference backends. :func:`create_backend` picks TensorRT > ONNX Runtime CUDA > ONNX Runtime CPU for ``auto``
-and logs its choice; ``torch`` (debugging) comes from the trainer through an entry point, so the runtime
-never imports torch.
+"""Inference backends. :func:`create_backend` picks TensorRT > ONNX Runtime CUDA > OpenVINO > ONNX Runtime CPU
+for ``auto`` (:data:`AUTO_ORDER`, :func:`auto_candidates`) and logs its choice; TensorRT and OpenVINO are optional
+extras. ``torch`` (debugging) comes from the trainer through an entry point, so the runtime never imports torch.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from monodepth_ros.backends.model_meta import (
     read_sidecar,
 )
 from monodepth_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+from monodepth_ros.backends.openvino_backend import OpenVINOBackend, openvino_unavailable_reason
 from monodepth_ros.backends.tensorrt_backend import TensorRTBackend
 from monodepth_ros.backends.tensorrt_env import tensorrt_unavailable_reason
 
 __all__ = [
+    "AUTO_ORDER",
     "BACKEND_KINDS",
     "DepthBackend",
     "ModelInfo",
@@ -31,17 +33,22 @@ __all__ = [
     "ModelMeta",
     "OUTPUT_CONVENTION",
     "OnnxRuntimeBackend",
+    "OpenVINOBackend",
     "TensorRTBackend",
+    "auto_candidates",
     "create_backend",
     "load_entry_point_backend",
     "preprocess",
     "read_onnx_meta",
     "read_onnx_model_meta",
+    "openvino_unavailable_reason",
     "read_sidecar",
     "tensorrt_unavailable_reason",
 ]
 
-BACKEND_KINDS = ("auto", "onnxruntime", "tensorrt", "torch")
+BACKEND_KINDS = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
+# What ``auto`` tries, best first; each one that fails at load (other than a bad model file) falls to the next.
+AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "openvino", "onnxruntime-cpu")
 ENTRY_POINT_GROUP = "monodepth_ros.backends"
 _log = logging.getLogger(__name__)
 
@@ -68,12 +75,68 @@ def load_entry_point_backend(name: str, model_path: str | os.PathLike, threads: 
     return cls(str(model_path), threads=threads)
 
 
+def auto_candidates(*, tensorrt: bool, ort_cuda: bool, openvino: bool) -> list[str]:
+    """The entries of :data:`AUTO_ORDER` that are available, best first (ONNX Runtime CPU always is)."""
+    available = {"tensorrt": tensorrt, "onnxruntime-cuda": ort_cuda, "openvino": openvino, "onnxruntime-cpu": True}
+    return [c for c in AUTO_ORDER if available[c]]
+
+
 def _onnx_next_to_engine(path: Path) -> Path | None:
     side = read_sidecar(path)
     onnx_file = (side.tensorrt or {}).get("onnx_file") if side else None
     if onnx_file and path.with_name(onnx_file).is_file():
         return path.with_name(onnx_file)
     return None
+
+
+_LABELS = {"tensorrt": "TensorRT", "onnxruntime-cuda": "ONNX Runtime CUDA", "openvino": "OpenVINO",
+           "onnxruntime-cpu": "ONNX Runtime CPU"}
+
+
+def _ort_has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _onnx_for(path: Path, logger) -> Path:
+    """``path`` itself, or for a TensorRT engine the ONNX it was built from (ModelLoadError when there is none)."""
+    if path.suffix.lower() not in (".engine", ".plan"):
+        return path
+    onnx_path = _onnx_next_to_engine(path)
+    if onnx_path is None:
+        raise ModelLoadError(f"{path} is a TensorRT engine and TensorRT is unusable here; no ONNX beside it")
+    _say(logger, "info", f"using {onnx_path.name}, the ONNX the engine {path.name} was built from")
+    return onnx_path
+
+
+def _open(candidate: str, path: Path, threads: int | None, logger) -> DepthBackend:
+    """Open one entry of :data:`AUTO_ORDER` and log it; raises on any failure."""
+    if candidate == "tensorrt":
+        backend = TensorRTBackend(path, logger=logger if isinstance(logger, logging.Logger) else None)
+        _say(logger, "info", f"depth backend: TensorRT {backend.precision} ({backend.path.name})")
+        return backend
+    path = _onnx_for(path, logger)
+    if candidate == "onnxruntime-cuda":
+        backend = OnnxRuntimeBackend(path, threads=threads, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        if not backend.providers or backend.providers[0] != "CUDAExecutionProvider":
+            raise RuntimeError(f"CUDAExecutionProvider did not activate (providers {backend.providers})")
+        _say(logger, "info", f"depth backend: ONNX Runtime CUDA, {backend.precision} ({path.name})")
+        return backend
+    if candidate == "openvino":
+        backend = OpenVINOBackend(path, threads=threads)
+        _say(
+            logger, "info",
+            f"depth backend: OpenVINO {backend.version} {backend.device}, {backend.precision}, "
+            f"threads={threads or 'default'} ({path.name})",
+        )
+        return backend
+    backend = OnnxRuntimeBackend(path, threads=threads, providers=["CPUExecutionProvider"])
+    _say(
+        logger, "info",
+        f"depth backend: ONNX Runtime CPU, {backend.precision}, threads={threads or 'default'} ({path.name})",
+    )
+    return backend
 
 
 def create_backend(
@@ -85,8 +148,11 @@ def create_backend(
     """Open ``model_path`` with the backend ``kind`` and log which one was chosen.
 
     ``model_path``: an exported ``.onnx``, a TensorRT ``.engine`` (with sidecar), or (``torch`` only) a
-    ``.safetensors`` bundle. ``auto``: TensorRT when it, cuda-python and a GPU are present; else ONNX Runtime
-    with CUDAExecutionProvider when available; else ONNX Runtime on CPU with ``threads`` intra-op threads.
+    ``.safetensors`` bundle. ``auto`` tries :data:`AUTO_ORDER`, skipping what is not installed: TensorRT when it,
+    cuda-python and a GPU are present; ONNX Runtime with CUDAExecutionProvider when available; OpenVINO on the CPU
+    when installed; else ONNX Runtime on the CPU. ``threads`` sets the CPU backends' inference threads. A backend
+    that fails to load falls back to the next one with a warning, except for a bad model file (ModelLoadError),
+    which no other backend could read either. ``onnxruntime``: CUDA when available, else CPU.
     """
     logger = logger or _log
     if kind not in BACKEND_KINDS:
@@ -101,46 +167,29 @@ def create_backend(
         _say(logger, "info", f"depth backend: torch ({path.name})")
         return backend
 
-    if kind in ("auto", "tensorrt"):
-        reason = tensorrt_unavailable_reason()
-        if reason is None:
-            try:
-                backend = TensorRTBackend(path, logger=logger if isinstance(logger, logging.Logger) else None)
-                _say(logger, "info", f"depth backend: TensorRT {backend.precision} ({backend.path.name})")
-                return backend
-            except Exception as e:
-                if kind == "tensorrt":
-                    raise
-                _say(logger, "warning", f"TensorRT backend failed ({e}); falling back to ONNX Runtime")
-        elif kind == "tensorrt":
-            raise RuntimeError(f"kind='tensorrt' requested but {reason}")
-        else:
-            _say(logger, "info", f"TensorRT not used: {reason}")
+    if kind == "auto":
+        trt_reason = tensorrt_unavailable_reason()
+        ov_reason = openvino_unavailable_reason()
+        candidates = auto_candidates(tensorrt=trt_reason is None, ort_cuda=_ort_has_cuda(), openvino=ov_reason is None)
+        for name, reason in (("TensorRT", trt_reason), ("OpenVINO", ov_reason)):
+            if reason is not None:
+                _say(logger, "info", f"{name} not used: {reason}")
+    elif kind in ("tensorrt", "openvino"):
+        reason = tensorrt_unavailable_reason() if kind == "tensorrt" else openvino_unavailable_reason()
+        if reason is not None:
+            raise RuntimeError(f"kind={kind!r} requested but {reason}")
+        candidates = [kind]
+    else:  # onnxruntime
+        candidates = (["onnxruntime-cuda"] if _ort_has_cuda() else []) + ["onnxruntime-cpu"]
 
-    if suffix in (".engine", ".plan"):
-        onnx_path = _onnx_next_to_engine(path)
-        if onnx_path is None:
-            raise ModelLoadError(f"{path} is a TensorRT engine and TensorRT is unusable here; no ONNX beside it")
-        _say(logger, "info", f"using {onnx_path.name}, the ONNX the engine {path.name} was built from")
-        path = onnx_path
-
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if "CUDAExecutionProvider" in available:
+    for i, candidate in enumerate(candidates):
+        last = i == len(candidates) - 1
         try:
-            cuda_first = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            backend = OnnxRuntimeBackend(path, threads=threads, providers=cuda_first)
-            if backend.providers and backend.providers[0] == "CUDAExecutionProvider":
-                _say(logger, "info", f"depth backend: ONNX Runtime CUDA, {backend.precision} ({path.name})")
-                return backend
-        except ModelLoadError:
-            raise
+            return _open(candidate, path, threads, logger)
         except Exception as e:
-            _say(logger, "warning", f"ONNX Runtime CUDA failed ({e}); using the CPU")
-    backend = OnnxRuntimeBackend(path, threads=threads, providers=["CPUExecutionProvider"])
-    _say(
-        logger, "info",
-        f"depth backend: ONNX Runtime CPU, {backend.precision}, threads={threads or 'default'} ({path.name})",
-    )
-    return backend
+            # A bad ONNX file is bad for every backend; TensorRT's own engine/sidecar problems are not.
+            if last or (isinstance(e, ModelLoadError) and candidate != "tensorrt"):
+                raise
+            _say(logger, "warning",
+                 f"{_LABELS[candidate]} backend failed ({e}); falling back to {_LABELS[candidates[i + 1]]}")
+    raise AssertionError("unreachable: the last candidate returns or raises")

@@ -60,8 +60,9 @@ def build_parser() -> CliParser:
                    help="--through-node playback speed as a factor of the recorded rate (2 = twice as fast)")
     p.add_argument("--no-median-scaling", action="store_true",
                    help="score depth as is (automatic for models whose scale policy is metric or fixed)")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt", "torch"),
-                   help="inference backend (auto: TensorRT, else ONNX Runtime CUDA, else ONNX Runtime CPU)")
+    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino", "tensorrt", "torch"),
+                   help="inference backend (auto: TensorRT, else ONNX Runtime CUDA, else OpenVINO if installed, "
+                   "else ONNX Runtime CPU)")
     p.add_argument("--max-frames", type=int, default=None,
                    help="replay only the first N image frames (default: all)")
     p.add_argument("--crop", default="none", choices=("garg", "eigen", "none"),

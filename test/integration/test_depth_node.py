@@ -402,11 +402,36 @@ def test_diagnostics_report_rates_latency_drops_and_backend(node):
         c.wait_outputs(ns, proc)
     assert c.spin_until(lambda: float(c.latest_diag_values().get("output_rate_hz", "0")) > 0, 3.0)
     values = c.latest_diag_values()
-    assert values["backend"].startswith("onnxruntime")
+    from monodepth_ros.backends import openvino_unavailable_reason
+
+    # auto on a machine without a GPU: OpenVINO where the optional package is installed, else ONNX Runtime CPU
+    assert values["backend"].startswith("openvino" if openvino_unavailable_reason() is None else "onnxruntime")
     for key in ("input_rate_hz", "dropped_frames", "latency_p50_ms", "latency_p99_ms"):
         assert key in values
     assert 0 < float(values["latency_p50_ms"]) <= float(values["latency_p99_ms"]) < 5000
     assert values["latency_clock"] == "ok"
+
+
+def test_backend_openvino_parameter_runs_openvino_with_the_threads_asked(tiny_model, ros_subprocess_env, tmp_path):
+    from monodepth_ros.backends import openvino_unavailable_reason
+
+    reason = openvino_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    proc = start_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/ov", "backend:=openvino",
+                      "threads:=1", "qos:=reliable", "diagnostics_period_s:=0.2")
+    c = None
+    try:
+        c = Client("/ov")
+        c.wait_connected(proc)
+        c.warm_up(proc)
+        log = proc.log_path.read_text()
+        assert "depth backend: OpenVINO" in log and "threads=1" in log, log[-2000:]
+        assert c.spin_until(lambda: c.latest_diag_values().get("backend", "").startswith("openvino:"), 5.0, proc)
+    finally:
+        if c is not None:
+            c.close()
+        stop_node(proc)
 
 
 def test_no_camera_info_warning_before_images_and_no_latency_from_another_clock(tiny_model, ros_subprocess_env,
@@ -521,16 +546,17 @@ def test_a_relative_model_is_never_published_as_metres(ros_subprocess_env, tmp_p
 
 def test_mono8_stream_gives_the_depth_of_the_grey_frame_replicated_to_rgb(ros_subprocess_env, tmp_path):
     """A grey camera (mono8) through the real node over DDS: depth, camera_info and an organised cloud come back
-    for every frame, metric and finite below the horizon, and the depth is exactly what ONNX Runtime gives for
-    the grey frame replicated to 3 channels (the node's documented mono8 handling), with the grey as cloud colour.
+    for every frame, metric and finite below the horizon, and the depth is exactly what the node's backend (auto)
+    gives for the grey frame replicated to 3 channels (the node's documented mono8 handling), with the grey as cloud
+    colour.
     """
     from sensor_msgs.msg import Image
 
-    from monodepth_ros.backends import OnnxRuntimeBackend
+    from monodepth_ros.backends import create_backend
 
     model = make_content_depth_model(tmp_path / "content.onnx", H_M, W_M, K_MODEL, CAMERA_HEIGHT_M, REL_FACTOR)
     proc = start_node(ros_subprocess_env, model, tmp_path / "node.log", "/mono", "qos:=reliable")
-    backend = OnnxRuntimeBackend(model)
+    backend = create_backend(model)
     c = None
     try:
         c = Client("/mono")

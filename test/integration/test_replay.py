@@ -21,7 +21,12 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from monodepth_ros import replay
-from monodepth_ros.backends import OnnxRuntimeBackend, tensorrt_unavailable_reason
+from monodepth_ros.backends import (
+    OnnxRuntimeBackend,
+    create_backend,
+    openvino_unavailable_reason,
+    tensorrt_unavailable_reason,
+)
 from monodepth_ros.evaluation.metrics import METRIC_NAMES, evaluate_depth
 from monodepth_ros.geometry import backproject, invert_pose
 from monodepth_ros.replay import ReplayConfig, run_replay
@@ -105,7 +110,7 @@ def _stamps(bag: Path, topic: str) -> set[int]:
 
 def test_in_process_metrics_equal_the_evaluation_code_on_the_same_frames(in_process_report, world, tiny_model):
     report, _ = in_process_report
-    backend = OnnxRuntimeBackend(tiny_model)
+    backend = create_backend(tiny_model)  # what the replay's --backend auto runs
     gts, preds = [], []
     for i in range(N_FRAMES):  # straight from the renderer: independent of the bag reader
         f = world.render(i)
@@ -119,6 +124,28 @@ def test_in_process_metrics_equal_the_evaluation_code_on_the_same_frames(in_proc
     assert report["scale"]["ratio_std"] == pytest.approx(ref.ratio_std, rel=1e-6, abs=1e-9)
     per_frame_abs_rel = [f["abs_rel"] for f in report["per_frame"]]
     np.testing.assert_allclose(per_frame_abs_rel, [p["abs_rel"] for p in ref.per_image], rtol=1e-6)
+
+
+@pytest.mark.skipif(openvino_unavailable_reason() is not None, reason=str(openvino_unavailable_reason()))
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_cli_backend_choice_runs_that_backend_and_scores_like_onnx_runtime(synth_bag, tiny_model, world, tmp_path,
+                                                                          backend, capsys):
+    n = 5
+    rc = replay.main(["--bag", str(synth_bag), "--model", str(tiny_model), "--gt-topic", GT, "--backend", backend,
+                      "--max-frames", str(n), "--quiet", "--out", str(tmp_path / "out")])
+    capsys.readouterr()
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["model"]["backend"] == backend and report["frames"]["scored"] == n
+    ref = OnnxRuntimeBackend(tiny_model)
+    gts, preds = [], []
+    for i in range(n):
+        f = world.render(i)
+        gts.append(f.depth_m)
+        preds.append(ref.infer(f.rgb, out_size=f.depth_m.shape))
+    expected = evaluate_depth(gts, preds, median_scaling=True, crop=None)
+    np.testing.assert_allclose([f["abs_rel"] for f in report["per_frame"]],
+                               [p["abs_rel"] for p in expected.per_image], rtol=1e-5)
 
 
 def test_in_process_writes_output_bag_and_reports(in_process_report):
@@ -280,7 +307,7 @@ def test_lidar_gt_replay_scores_the_projected_cloud(world, synth_bag, tiny_model
     fields = [PF(name=nm, offset=4 * i, datatype=7, count=1) for i, nm in enumerate("xyz")]
     T_lidar_from_cam = invert_pose(T_CAM_FROM_LIDAR)
     gts, preds = [], []
-    backend = OnnxRuntimeBackend(tiny_model)
+    backend = create_backend(tiny_model)  # what the replay's --backend auto runs
     bag = tmp_path / "lidar_bag"
     with AnyReader([synth_bag]) as src, Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as w:
         conns = {c.topic: w.add_connection(c.topic, c.msgtype, typestore=TS) for c in src.connections
@@ -523,8 +550,11 @@ def _replay_and_eval_on_lidar(data_dir: Path, entries: list, model: Path, tmp_pa
                         "--lidar-depth", convention, "--panels", "0", "--out", str(tmp_path / f"eval_{convention}")])
     assert rc == 0
     out = tmp_path / f"replay_{convention}"
+    # --backend onnxruntime: monodepth-eval's backend for an .onnx, so that the two tools see the same depth to
+    # 1e-9 (replay's default, auto, may pick OpenVINO or TensorRT, equal only to ~1e-6 or fp16).
     rc = replay.main(["--bag", str(bag), "--model", str(model), "--lidar-topic", VELO_TOPIC, "--extrinsics",
-                      str(extr), "--lidar-depth", convention, "--crop", "garg", "--quiet", "--out", str(out)])
+                      str(extr), "--lidar-depth", convention, "--crop", "garg", "--backend", "onnxruntime",
+                      "--quiet", "--out", str(out)])
     assert rc == 0
     return (json.loads((out / "report.json").read_text()),
             json.loads((tmp_path / f"eval_{convention}" / "metrics.json").read_text()))

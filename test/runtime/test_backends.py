@@ -17,9 +17,11 @@ from monodepth_training.bundle_io import save_bundle
 from monodepth_training.export import export_onnx, synthetic_frames
 from monodepth_training.networks.registry import build_depth_net
 
+import monodepth_ros.backends as backends
 from monodepth_ros.backends import (
     ModelLoadError,
     OnnxRuntimeBackend,
+    OpenVINOBackend,
     create_backend,
     read_onnx_meta,
     tensorrt_unavailable_reason,
@@ -56,9 +58,11 @@ def _set_meta(m, **changes):
     onnx.helper.set_model_props(m, {META_KEY: json.dumps(raw)})
 
 
-def test_auto_picks_onnxruntime_cpu_here_and_logs_the_choice(model, caplog):
+def test_auto_picks_onnxruntime_cpu_without_gpu_or_openvino_and_logs_the_choice(model, caplog, monkeypatch):
     if tensorrt_unavailable_reason() is None:
         pytest.skip("TensorRT and a GPU are present: auto would pick TensorRT on this machine")
+    # OpenVINO (an optional extra, ahead of ORT CPU in auto) as on a robot without it; see test_openvino_backend.py.
+    monkeypatch.setattr(backends, "openvino_unavailable_reason", lambda: "not installed (simulated)")
     caplog.set_level(logging.INFO, logger="monodepth_ros.backends")
     backend = create_backend(model["onnx"], threads=2)
     assert isinstance(backend, OnnxRuntimeBackend)
@@ -97,7 +101,7 @@ def test_torch_backend_via_entry_point_matches_onnxruntime(model):
 
 def test_unknown_kind_and_unavailable_tensorrt_are_clear_errors(model):
     with pytest.raises(ValueError, match="backend kind must be one of"):
-        create_backend(model["onnx"], kind="openvino")
+        create_backend(model["onnx"], kind="tflite")
     reason = tensorrt_unavailable_reason()
     if reason is None:
         pytest.skip("TensorRT is available here")
@@ -117,7 +121,7 @@ def test_engine_path_falls_back_to_its_onnx_without_tensorrt(model, tmp_path, ca
     write_sidecar(engine, meta)
     caplog.set_level(logging.INFO, logger="monodepth_ros.backends")
     backend = create_backend(engine)
-    assert isinstance(backend, OnnxRuntimeBackend) and backend.path.name == "m.onnx"
+    assert isinstance(backend, OnnxRuntimeBackend | OpenVINOBackend) and backend.path.name == "m.onnx"
     assert "m.onnx, the ONNX the engine m.fp16.engine was built from" in caplog.text
 
 

@@ -107,6 +107,24 @@ def test_eval_picks_the_backend_from_the_model_suffix(tmp_path):
     assert evaluate.model_backend(Path("b/best.safetensors")) == "torch"
     with pytest.raises(ValueError, match=r"--model must be an exported \.onnx .* or a \.safetensors bundle"):
         evaluate.model_backend(Path("m.engine"))
+    # --backend overrides the default for what can run the file
+    assert evaluate.model_backend(Path("a/m.onnx"), "openvino") == "openvino"
+    assert evaluate.model_backend(Path("a/m.onnx"), "auto") == "auto"
+    with pytest.raises(ValueError, match="--backend openvino cannot run best.safetensors: choose from torch"):
+        evaluate.model_backend(Path("b/best.safetensors"), "openvino")
+    assert evaluate.build_parser().parse_args(["--model", "m.onnx", "--data", "d", "--split", "s",
+                                               "--backend", "openvino"]).backend == "openvino"
+
+
+def test_backend_choices_agree_between_node_replay_and_the_runtime():
+    from monodepth_ros.backends import BACKEND_KINDS
+    from monodepth_ros.node_params import PARAM_BY_NAME
+
+    assert "openvino" in BACKEND_KINDS
+    assert set(PARAM_BY_NAME["backend"].choices) == set(BACKEND_KINDS)
+    replay_choices = _options(replay_cli.build_parser())["--backend"].choices
+    assert set(replay_choices) == set(BACKEND_KINDS)
+    assert set(_options(evaluate.build_parser())["--backend"].choices) == set(BACKEND_KINDS)
 
 
 def test_replay_crop_none_and_max_depth_reach_the_config(tmp_path):
