@@ -52,11 +52,11 @@ def make_frames(width: int, height: int, n: int) -> tuple[list[np.ndarray], np.n
         return [rng.integers(0, 240, (height, width, 3), dtype=np.uint8) for _ in range(n)], K
 
 
-def bare_backend(model: str, frames: list[np.ndarray], threads: int, n: int = 60) -> dict:
+def bare_backend(model: str, frames: list[np.ndarray], threads: int, n: int = 60, kind: str = "auto") -> dict:
     """Inference time of the backend alone on the same frames (ms per frame, p50)."""
     from monodepth_ros.backends import create_backend
 
-    backend = create_backend(model, threads=threads or None)
+    backend = create_backend(model, kind=kind, threads=threads or None)
     for f in frames[:5]:
         backend.infer_disp(f)
     times = []
@@ -82,6 +82,8 @@ def run_node(model: str, frames, K, args, domain: int) -> dict:
     cmd = [sys.executable, "-m", "monodepth_ros.depth_node", "--ros-args",
            "--params-file", str(REPO / "config" / "depth_node.yaml"), "-r", "__ns:=/bench",
            "-p", f"model_path:={model}", "-p", f"threads:={args.threads}"]
+    for item in args.node_param:  # e.g. decimation:=2 for large frames
+        cmd += ["-p", item]
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     ctx = rclpy.context.Context()
@@ -197,8 +199,8 @@ def run_node(model: str, frames, K, args, domain: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fp32", help="ORT fp32 ONNX model")
-    ap.add_argument("--int8", help="ORT INT8 ONNX model")
+    ap.add_argument("--fp32", help="fp32 ONNX model (run by the node's backend: auto unless --node-param backend:=...)")
+    ap.add_argument("--int8", help="INT8 (QDQ) ONNX model")
     ap.add_argument("--tiny-model", action="store_true", help="also run a generated small ONNX model (no training)")
     ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per model (>= 20 for the report)")
     ap.add_argument("--warmup", type=float, default=3.0)
@@ -207,13 +209,15 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=192)
     ap.add_argument("--threads", type=int, default=0, help="inference threads (node and bare), 0 = ORT default")
     ap.add_argument("--domain", type=int, default=None)
+    ap.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                    help="extra depth node parameter (repeatable), e.g. decimation:=2")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "node_throughput.json"))
     args = ap.parse_args(argv)
 
     domain = ros_env.default_domain_id() if args.domain is None else args.domain
     ros_env.apply_ros_env(domain)
     ros_env.cleanup_stale_shm()
-    models = [(name, path) for name, path in (("ort_fp32", args.fp32), ("ort_int8", args.int8)) if path]
+    models = [(name, path) for name, path in (("fp32", args.fp32), ("int8", args.int8)) if path]
     tmp = None
     if args.tiny_model or not models:
         sys.path.insert(0, str(REPO / "test"))
@@ -228,7 +232,8 @@ def main(argv=None) -> int:
         print(f"[{name}] bare backend ...", flush=True)
         # The machine may be shared: record its load so that numbers from a busy machine are recognisable.
         row = {"model": name, "path": str(path), "loadavg_1min_before": os.getloadavg()[0]}
-        row |= bare_backend(path, frames, args.threads)
+        kind = next((p.split(":=", 1)[1] for p in args.node_param if p.startswith("backend:=")), "auto")
+        row |= bare_backend(path, frames, args.threads, kind=kind)
         print(f"[{name}] node over DDS for {args.duration:.0f} s at {args.rate:.0f} Hz ...", flush=True)
         row |= run_node(path, frames, K, args, domain)
         achievable = min(row["input_rate_hz"], row["bare_hz"])
@@ -239,7 +244,8 @@ def main(argv=None) -> int:
     if tmp is not None:
         tmp.cleanup()
 
-    cols = [("model", "{}"), ("input_rate_hz", "{:.1f}"), ("output_rate_hz", "{:.1f}"), ("dropped", "{}"),
+    cols = [("model", "{}"), ("backend", "{}"), ("input_rate_hz", "{:.1f}"), ("output_rate_hz", "{:.1f}"),
+            ("dropped", "{}"),
             ("latency_p50_ms", "{:.1f}"), ("latency_p99_ms", "{:.1f}"), ("node_cpu_percent", "{:.0f}"),
             ("bare_ms_p50", "{:.1f}"), ("bare_hz", "{:.1f}"), ("node_processing_p50_ms", "{:.1f}"),
             ("delivery_ratio", "{:.2f}"), ("capacity_ratio", "{:.2f}")]
