@@ -11,6 +11,8 @@ backend throughput (``create_backend(...).infer_disp`` in this process, before t
 
     python benchmarks/node_throughput.py --fp32 model.onnx --int8 model_int8.onnx
     python benchmarks/node_throughput.py --tiny-model   # a small generated ONNX model, no trained model needed
+    python benchmarks/node_throughput.py --int8 model_int8.onnx --duration 600   # a 10-minute soak: RSS growth,
+                                                                                   # drops and p99 per minute
 
 Prints a table and writes benchmarks/results/node_throughput.json (atomically).
 """
@@ -67,6 +69,25 @@ def bare_backend(model: str, frames: list[np.ndarray], threads: int, n: int = 60
     backend.close()
     ms = float(np.median(times) * 1e3)
     return {"bare_ms_p50": ms, "bare_hz": 1e3 / ms}
+
+
+def soak_stats(sent: list[int], arrivals: dict[int, float], t0_ns: int, rss: list[tuple[float, float]]) -> dict:
+    """Per-minute drops and latency percentiles, and the node's memory growth, for a long run (a soak).
+
+    ``sent``: image stamps (ns) published while measuring; ``arrivals``: stamp -> receipt time (s) of its cloud;
+    ``rss``: (seconds since the start, MiB) samples of the node process. RSS growth is the last sample over the
+    first (the warm-up before the first sample is excluded)."""
+    minutes: dict[int, list[int]] = {}
+    for s in sent:
+        minutes.setdefault(int((s - t0_ns) // 60_000_000_000), []).append(s)
+    per_minute = []
+    for m in sorted(minutes):
+        lat = np.array([(arrivals[s] - s * 1e-9) * 1e3 for s in minutes[m] if s in arrivals])
+        per_minute.append({"minute": m, "sent": len(minutes[m]), "dropped": len(minutes[m]) - len(lat),
+                           "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+                           "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan")})
+    growth = 100.0 * (rss[-1][1] / rss[0][1] - 1.0) if len(rss) >= 2 else float("nan")
+    return {"per_minute": per_minute, "rss_mib": [round(v, 1) for _, v in rss], "rss_growth_pct": growth}
 
 
 def run_node(model: str, frames, K, args, domain: int) -> dict:
@@ -150,10 +171,14 @@ def run_node(model: str, frames, K, args, domain: int) -> dict:
         ps.cpu_percent(None)
         measuring.set()
         t0 = time.monotonic()
+        t0_ns = time.time_ns()
+        rss: list[tuple[float, float]] = []  # (seconds since start, MiB): a long run is a soak
         while time.monotonic() - t0 < args.duration:
             ex.spin_once(timeout_sec=0.01)
             if proc.poll() is not None:
                 raise RuntimeError(f"node exited during the run (rc={proc.returncode})")
+            if not rss or time.monotonic() - t0 - rss[-1][0] >= 10.0:
+                rss.append((time.monotonic() - t0, ps.memory_info().rss / 2**20))
         measuring.clear()
         elapsed = time.monotonic() - t0
         cpu = ps.cpu_percent(None)
@@ -170,6 +195,7 @@ def run_node(model: str, frames, K, args, domain: int) -> dict:
                 diag = {kv.key: kv.value for kv in arr.status[0].values}
                 break
         return {
+            **soak_stats(sent, arrivals, t0_ns, rss),
             "published": len(sent),
             "input_rate_hz": len(sent) / elapsed,
             "received": received,
@@ -253,6 +279,12 @@ def main(argv=None) -> int:
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(f.format(r[c]) for c, f in cols) + " |")
+    for r in rows:
+        if len(r["per_minute"]) >= 2:  # a soak (--duration >= 120): stability over time
+            p99 = [m["latency_p99_ms"] for m in r["per_minute"]]
+            print(f"[{r['model']}] soak: RSS {r['rss_mib'][0]:.0f} -> {r['rss_mib'][-1]:.0f} MiB "
+                  f"({r['rss_growth_pct']:+.1f} %), drops per minute {[m['dropped'] for m in r['per_minute']]}, "
+                  f"p99 per minute {[round(v, 1) for v in p99]} ms")
     result = {
         "benchmark": "node_throughput",
         "frame_size": [args.width, args.height],
