@@ -23,6 +23,7 @@ from monodepth_ros.backends import (
     OnnxRuntimeBackend,
     OpenVINOBackend,
     create_backend,
+    openvino_unavailable_reason,
     read_onnx_meta,
     tensorrt_unavailable_reason,
 )
@@ -125,19 +126,25 @@ def test_engine_path_falls_back_to_its_onnx_without_tensorrt(model, tmp_path, ca
     assert "m.onnx, the ONNX the engine m.fp16.engine was built from" in caplog.text
 
 
-def test_missing_empty_corrupt_and_truncated_files_raise_model_load_error(model, tmp_path):
+_OV_REASON = openvino_unavailable_reason()
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", pytest.param(
+    "openvino", marks=pytest.mark.skipif(_OV_REASON is not None, reason=str(_OV_REASON)))])
+def test_missing_empty_corrupt_and_truncated_files_raise_model_load_error(model, tmp_path, kind):
+    cls = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVINOBackend}[kind]
     with pytest.raises(ModelLoadError, match="not found"):
-        OnnxRuntimeBackend(tmp_path / "nope.onnx")
+        cls(tmp_path / "nope.onnx")
     (tmp_path / "empty.onnx").write_bytes(b"")
     with pytest.raises(ModelLoadError, match="empty"):
-        OnnxRuntimeBackend(tmp_path / "empty.onnx")
+        cls(tmp_path / "empty.onnx")
     (tmp_path / "noise.onnx").write_bytes(np.random.default_rng(0).bytes(4096))
     with pytest.raises(ModelLoadError, match="corrupt or truncated"):
-        OnnxRuntimeBackend(tmp_path / "noise.onnx")
+        cls(tmp_path / "noise.onnx")
     data = model["onnx"].read_bytes()
     (tmp_path / "half.onnx").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError, match="corrupt or truncated"):
-        create_backend(tmp_path / "half.onnx")
+        create_backend(tmp_path / "half.onnx", kind=kind)
     with pytest.raises(ModelLoadError):
         read_onnx_meta(tmp_path / "half.onnx")
 
