@@ -132,6 +132,12 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def check_alive(self, phase: str) -> None:
+        """Raise NodeFailure, with the tail of the node's log, when the process has exited during ``phase``."""
+        if not self.alive():
+            raise NodeFailure(f"the depth node exited with code {self.proc.returncode} during {phase}: "
+                              f"{self.log_tail()} (log: {self.log_path})")
+
     def log_tail(self, n: int = 6) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").strip().splitlines()
@@ -217,9 +223,7 @@ def run_through_node(run: ReplayRun) -> tuple[list[dict], dict]:
         deadline = time.monotonic() + cfg.startup_timeout_s
         while not (pub_img.get_subscription_count() > 0 and pub_info.get_subscription_count() > 0
                    and subs["depth"].get_publisher_count() > 0 and subs["points"].get_publisher_count() > 0):
-            if not node.alive():
-                raise NodeFailure(f"the depth node exited with code {node.proc.returncode} during start-up: "
-                                  f"{node.log_tail()} (full log: {node_log})")
+            node.check_alive("start-up")
             if time.monotonic() > deadline:
                 raise NodeFailure(f"the depth node did not come up on DDS domain {domain} within "
                                   f"{cfg.startup_timeout_s:.0f} s: {node.log_tail()} (log: {node_log})")
@@ -253,9 +257,7 @@ def run_through_node(run: ReplayRun) -> tuple[list[dict], dict]:
             if cfg.max_frames is not None and n_img >= cfg.max_frames and topic == cfg.image_topic:
                 break
             play(topic, log_ns, raw)
-            if not node.alive():
-                raise NodeFailure(f"the depth node died during playback (exit {node.proc.returncode}): "
-                                  f"{node.log_tail()} (log: {node_log})")
+            node.check_alive("playback")
         bar.close()
         drain(spool, published, node)
     finally:
@@ -339,9 +341,7 @@ def warm_up(link: _Link, msgs) -> list:
         t_end = time.monotonic() + 2.0
         while spool.counts.get("points", 0) == 0 and time.monotonic() < t_end:
             time.sleep(0.02)
-        if not node.alive():
-            raise NodeFailure(f"the depth node exited during warm-up (exit {node.proc.returncode}): "
-                              f"{node.log_tail()} (log: {node.log_path})")
+        node.check_alive("warm-up")
         if time.monotonic() > deadline:
             raise NodeFailure(f"the depth node produced no output for the warm-up frame within "
                               f"{cfg.startup_timeout_s:.0f} s: {node.log_tail()} (log: {node.log_path})")
