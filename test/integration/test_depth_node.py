@@ -6,6 +6,7 @@ second one checks CompressedImage input, and two short-lived ones check start-up
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -65,6 +66,22 @@ def stop_node(proc):
                 proc.wait(timeout=5)
     finally:
         proc.log_file.close()
+
+
+@contextlib.contextmanager
+def connected_node(env, model_path, log_path, namespace, *params, compressed=False):
+    """A node process in ``namespace`` (parameters ``params``) and a test Client connected to it; both are
+    closed on exit, whatever the test did."""
+    proc = start_node(env, model_path, log_path, namespace, *params)
+    client = None
+    try:
+        client = Client(namespace, compressed=compressed)
+        client.wait_connected(proc)
+        yield proc, client
+    finally:
+        if client is not None:
+            client.close()
+        stop_node(proc)
 
 
 class Client:
@@ -221,17 +238,9 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def node(tiny_model, ros_subprocess_env, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("log") / "node.log"
-    proc = start_node(ros_subprocess_env, tiny_model, log_path, "/cam", "qos:=reliable",
-                      "camera_info_timeout_s:=1.0", "log_throttle_s:=0.0", "diagnostics_period_s:=0.3")
-    client = None
-    try:
-        client = Client("/cam")
-        client.wait_connected(proc)
-        yield proc, client
-    finally:
-        if client is not None:
-            client.close()
-        stop_node(proc)
+    with connected_node(ros_subprocess_env, tiny_model, log_path, "/cam", "qos:=reliable",
+                        "camera_info_timeout_s:=1.0", "log_throttle_s:=0.0", "diagnostics_period_s:=0.3") as pc:
+        yield pc
 
 
 def test_depth_and_cloud_equal_backprojection_of_published_depth(node):
@@ -418,20 +427,12 @@ def test_backend_openvino_parameter_runs_openvino_with_the_threads_asked(tiny_mo
     reason = openvino_unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    proc = start_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/ov", "backend:=openvino",
-                      "threads:=1", "qos:=reliable", "diagnostics_period_s:=0.2")
-    c = None
-    try:
-        c = Client("/ov")
-        c.wait_connected(proc)
+    with connected_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/ov", "backend:=openvino",
+                        "threads:=1", "qos:=reliable", "diagnostics_period_s:=0.2") as (proc, c):
         c.warm_up(proc)
         log = proc.log_path.read_text()
         assert "depth backend: OpenVINO" in log and "threads=1" in log, log[-2000:]
         assert c.spin_until(lambda: c.latest_diag_values().get("backend", "").startswith("openvino:"), 5.0, proc)
-    finally:
-        if c is not None:
-            c.close()
-        stop_node(proc)
 
 
 def test_no_camera_info_warning_before_images_and_no_latency_from_another_clock(tiny_model, ros_subprocess_env,
@@ -441,12 +442,9 @@ def test_no_camera_info_warning_before_images_and_no_latency_from_another_clock(
     from builtin_interfaces.msg import Time
     from diagnostic_msgs.msg import DiagnosticStatus
 
-    proc = start_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/quiet", "qos:=reliable",
-                      "camera_info_timeout_s:=0.3", "diagnostics_period_s:=0.2", "log_throttle_s:=0.0")
-    c = None
-    try:
-        c = Client("/quiet")
-        c.wait_connected(proc)
+    with connected_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/quiet", "qos:=reliable",
+                        "camera_info_timeout_s:=0.3", "diagnostics_period_s:=0.2",
+                        "log_throttle_s:=0.0") as (proc, c):
         assert c.spin_until(lambda: len(c.diags) >= 5, 10.0, proc)  # > 1 s of diagnostics, no image yet
         assert "camera_info_timeout" not in proc.log_path.read_text()
         assert c.latest_diag_values()["_level"] == DiagnosticStatus.OK, c.latest_diag_values()
@@ -460,10 +458,6 @@ def test_no_camera_info_warning_before_images_and_no_latency_from_another_clock(
         assert c.spin_until(lambda: "off this node's clock" in c.latest_diag_values().get("latency_clock", ""),
                             3.0, proc)
         assert c.latest_diag_values()["latency_p50_ms"] == "n/a"
-    finally:
-        if c is not None:
-            c.close()
-        stop_node(proc)
 
 
 def test_compressed_images_are_decoded_and_undecodable_ones_reported(tiny_model, ros_subprocess_env, tmp_path):
@@ -471,21 +465,17 @@ def test_compressed_images_are_decoded_and_undecodable_ones_reported(tiny_model,
 
     # Default subscription QoS here (sensor_data, best effort): the first messages after discovery may be lost,
     # so each step re-sends (with a new stamp) until the node has answered.
-    proc = start_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/camc", "use_compressed:=true")
-    c = None
-
-    def compressed(data: bytes, fmt: str):
+    def compressed(c, data: bytes, fmt: str):
         stamp, ns = c.next_stamp()
         msg = CompressedImage(format=fmt, data=data)
         msg.header.stamp, msg.header.frame_id = stamp, FRAME_ID
         return msg, c.info_msg(stamp), ns
 
-    try:
-        c = Client("/camc", compressed=True)
-        c.wait_connected(proc)
+    with connected_node(ros_subprocess_env, tiny_model, tmp_path / "node.log", "/camc", "use_compressed:=true",
+                        compressed=True) as (proc, c):
         decode_error = "/camc/image/compressed skipped: could not decode"
         for _ in range(20):
-            msg, info, _ = compressed(b"\xff\xd8 not really a jpeg", "jpeg")
+            msg, info, _ = compressed(c, b"\xff\xd8 not really a jpeg", "jpeg")
             c.send(msg, info)
             if c.spin_until(lambda: decode_error in proc.log_path.read_text(), 0.5, proc):
                 break
@@ -493,17 +483,13 @@ def test_compressed_images_are_decoded_and_undecodable_ones_reported(tiny_model,
         rgb = make_rgb(8)
         png = cv2.imencode(".png", rgb[..., ::-1])[1].tobytes()
         for _ in range(20):
-            msg, info, ns = compressed(png, "png")
+            msg, info, ns = compressed(c, png, "png")
             c.send(msg, info)
             if c.spin_until(lambda ns=ns: ns in c.got["points"], 0.5, proc):
                 break
         _, _, cloud_msg = c.wait_outputs(ns, proc)
         np.testing.assert_array_equal(unpack_rgb(pointcloud2_to_array(cloud_msg)["rgb"]), rgb)
         assert proc.poll() is None
-    finally:
-        if c is not None:
-            c.close()
-        stop_node(proc)
 
 
 @pytest.mark.parametrize("content", [None, b"not an onnx model"], ids=["missing", "broken"])
@@ -529,19 +515,11 @@ def test_a_relative_model_is_never_published_as_metres(ros_subprocess_env, tmp_p
     out = res.stdout + res.stderr
     assert res.returncode == 2, out  # bad input (cli_common exit codes)
     assert "this model is relative" in out and "scale_policy:=ground_plane" in out and "Traceback" not in out
-    proc = start_node(ros_subprocess_env, model, tmp_path / "node.log", "/rel", "scale_policy:=relative",
-                      "diagnostics_period_s:=0.2")
-    c = None
-    try:
-        c = Client("/rel")
-        c.wait_connected(proc)
+    with connected_node(ros_subprocess_env, model, tmp_path / "node.log", "/rel", "scale_policy:=relative",
+                        "diagnostics_period_s:=0.2") as (proc, c):
         assert "NOT metres" in proc.log_path.read_text()
         assert c.spin_until(lambda: "NOT metres" in c.latest_diag_values().get("depth_units", ""), 5.0, proc)
         assert c.latest_diag_values()["scale_policy_applied"] == "relative"
-    finally:
-        if c is not None:
-            c.close()
-        stop_node(proc)
 
 
 def test_mono8_stream_gives_the_depth_of_the_grey_frame_replicated_to_rgb(ros_subprocess_env, tmp_path):
@@ -555,46 +533,40 @@ def test_mono8_stream_gives_the_depth_of_the_grey_frame_replicated_to_rgb(ros_su
     from monodepth_ros.backends import create_backend
 
     model = make_content_depth_model(tmp_path / "content.onnx", H_M, W_M, K_MODEL, CAMERA_HEIGHT_M, REL_FACTOR)
-    proc = start_node(ros_subprocess_env, model, tmp_path / "node.log", "/mono", "qos:=reliable")
     backend = create_backend(model)
-    c = None
     try:
-        c = Client("/mono")
-        c.wait_connected(proc)
-        c.warm_up(proc)
-        for i in range(3):
-            grey = cv2.cvtColor(make_rgb(30 + i), cv2.COLOR_RGB2GRAY)  # a textured frame, different each time
-            stamp, ns = c.next_stamp()
-            msg = Image(height=H_IN, width=W_IN, encoding="mono8", is_bigendian=0, step=W_IN,
-                        data=grey.tobytes())
-            msg.header.stamp, msg.header.frame_id = stamp, FRAME_ID
-            c.send(msg, c.info_msg(stamp))
-            depth_msg, info_msg, cloud_msg = c.wait_outputs(ns, proc)
+        with connected_node(ros_subprocess_env, model, tmp_path / "node.log", "/mono", "qos:=reliable") as (proc, c):
+            c.warm_up(proc)
+            for i in range(3):
+                grey = cv2.cvtColor(make_rgb(30 + i), cv2.COLOR_RGB2GRAY)  # a textured frame, different each time
+                stamp, ns = c.next_stamp()
+                msg = Image(height=H_IN, width=W_IN, encoding="mono8", is_bigendian=0, step=W_IN,
+                            data=grey.tobytes())
+                msg.header.stamp, msg.header.frame_id = stamp, FRAME_ID
+                c.send(msg, c.info_msg(stamp))
+                depth_msg, info_msg, cloud_msg = c.wait_outputs(ns, proc)
 
-            depth = depth_array(depth_msg)
-            assert depth.shape == (H_IN, W_IN) and depth_msg.header.frame_id == FRAME_ID
-            assert (info_msg.width, info_msg.height) == (W_IN, H_IN)
-            grey3 = np.repeat(grey[..., None], 3, axis=2)
-            expected = backend.infer(grey3, out_size=(H_IN, W_IN))
-            expected[~((expected >= 0.1) & (expected <= 80.0))] = np.nan  # the node's default depth range
-            assert_same_with_nan(depth, expected, rtol=1e-6, atol=0)
-            road = depth[-H_IN // 4:]  # metric: the road 1.65 m below, scaled by 1 / (0.5 + grey) in (0.67, 2]
-            assert np.isfinite(road).all() and 0.5 < road.min() and road.max() < 80.0
-            v = H_IN - 1
-            flat = CAMERA_HEIGHT_M * K_IN[1, 1] / (v - K_IN[1, 2])
-            # Undo the grey gain (at input resolution; the model saw a 96x32 version, hence the median): metres.
-            assert np.median(depth[v] * (0.5 + grey[v] / 255.0)) == pytest.approx(flat, rel=0.05)
+                depth = depth_array(depth_msg)
+                assert depth.shape == (H_IN, W_IN) and depth_msg.header.frame_id == FRAME_ID
+                assert (info_msg.width, info_msg.height) == (W_IN, H_IN)
+                grey3 = np.repeat(grey[..., None], 3, axis=2)
+                expected = backend.infer(grey3, out_size=(H_IN, W_IN))
+                expected[~((expected >= 0.1) & (expected <= 80.0))] = np.nan  # the node's default depth range
+                assert_same_with_nan(depth, expected, rtol=1e-6, atol=0)
+                road = depth[-H_IN // 4:]  # metric: the road 1.65 m below, scaled by 1 / (0.5 + grey) in (0.67, 2]
+                assert np.isfinite(road).all() and 0.5 < road.min() and road.max() < 80.0
+                v = H_IN - 1
+                flat = CAMERA_HEIGHT_M * K_IN[1, 1] / (v - K_IN[1, 2])
+                # Undo the grey gain (at input resolution; the model saw a 96x32 version, hence the median): metres.
+                assert np.median(depth[v] * (0.5 + grey[v] / 255.0)) == pytest.approx(flat, rel=0.05)
 
-            cloud = pointcloud2_to_array(cloud_msg)
-            assert cloud.shape == (H_IN, W_IN)
-            xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
-            expected_xyz = backproject(depth, K_IN)
-            for k in range(3):
-                assert_same_with_nan(xyz[..., k], expected_xyz[..., k])
-            np.testing.assert_array_equal(unpack_rgb(cloud["rgb"]), grey3)
-        assert proc.poll() is None
+                cloud = pointcloud2_to_array(cloud_msg)
+                assert cloud.shape == (H_IN, W_IN)
+                xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1)
+                expected_xyz = backproject(depth, K_IN)
+                for k in range(3):
+                    assert_same_with_nan(xyz[..., k], expected_xyz[..., k])
+                np.testing.assert_array_equal(unpack_rgb(cloud["rgb"]), grey3)
+            assert proc.poll() is None
     finally:
-        if c is not None:
-            c.close()
         backend.close()
-        stop_node(proc)
