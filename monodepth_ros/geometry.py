@@ -103,13 +103,11 @@ def backproject(depth_m: np.ndarray, K: np.ndarray, out: np.ndarray | None = Non
     H, W = depth_m.shape
     K = np.asarray(K, dtype=np.float64)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    dtype = depth_m.dtype if np.issubdtype(depth_m.dtype, np.floating) else np.float64
     if out is None:
-        out = np.empty((H, W, 3), dtype=dtype)
-    dtype = out.dtype
+        out = np.empty((H, W, 3), dtype=depth_m.dtype if np.issubdtype(depth_m.dtype, np.floating) else np.float64)
     # Separable rays: x = (u - cx) / fx * z. Avoids a full K^-1 matmul and stays exact for skew-free K.
-    ray_x = ((np.arange(W, dtype=np.float64) - cx) / fx).astype(dtype)
-    ray_y = ((np.arange(H, dtype=np.float64) - cy) / fy).astype(dtype)
+    ray_x = ((np.arange(W, dtype=np.float64) - cx) / fx).astype(out.dtype)
+    ray_y = ((np.arange(H, dtype=np.float64) - cy) / fy).astype(out.dtype)
     np.multiply(depth_m, ray_x[None, :], out=out[..., 0])
     np.multiply(depth_m, ray_y[:, None], out=out[..., 1])
     if not np.may_share_memory(out[..., 2], depth_m):  # z may already be in place (the cloud writes it first)
