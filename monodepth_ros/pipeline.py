@@ -19,7 +19,9 @@ import cv2
 import numpy as np
 
 from monodepth_ros.geometry import scale_intrinsics, validate_intrinsics
+from monodepth_ros.msgs.pointcloud import depth_to_cloud_buffer
 from monodepth_ros.scale_policy import GroundPlaneScale, make_scale_policy
+from monodepth_ros.visualize import colorize_depth
 
 __all__ = ["CameraFrame", "FrameParams", "FrameOutput", "FrameRejected", "depth_from_disp", "process_frame",
            "frame_cloud", "frame_colored", "frame_confidence", "configure_ground", "scale_policy_from_params"]
@@ -143,16 +145,12 @@ def process_frame(camera: CameraFrame, disp: np.ndarray, params: FrameParams, po
 def frame_cloud(out: FrameOutput, params: FrameParams) -> tuple[np.ndarray, list]:
     """The organised cloud of a frame: (points structured array, PointCloud2 fields), see
     :func:`monodepth_ros.msgs.pointcloud.depth_to_cloud_buffer`."""
-    from monodepth_ros.msgs.pointcloud import depth_to_cloud_buffer
-
     return depth_to_cloud_buffer(out.depth, out.K, rgb=out.rgb if params.cloud_rgb else None,
                                  decimation=params.decimation)
 
 
 def frame_colored(out: FrameOutput, params: FrameParams) -> np.ndarray:
     """The depth as an RGB picture (H_out, W_out, 3) uint8 over [colored_min_m, colored_max_m]."""
-    from monodepth_ros.visualize import colorize_depth
-
     return colorize_depth(out.depth, params.colored_min_m, params.colored_max_m)
 
 
@@ -160,7 +158,7 @@ def frame_confidence(out: FrameOutput) -> np.ndarray:
     """The ``depth/confidence`` image (H_out, W_out) uint8: 255 where a depth is published, 0 where it is NaN
     (outside [min_depth, max_depth], a non-finite model output). A validity mask, so a consumer can tell "no
     measurement" from a depth without testing for NaN; a monocular network has no calibrated per-pixel
-    uncertainty to put in between, and sky is not detected yet (README "Known limits")."""
+    uncertainty to put in between, and sky is not detected yet (docs/node.md, "Known limits")."""
     return np.where(np.isfinite(out.depth), np.uint8(255), np.uint8(0))
 
 

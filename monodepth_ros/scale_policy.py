@@ -24,7 +24,7 @@ Assumptions of ``ground_plane`` (it is wrong when they are):
      ``method="fit"``: the normal is estimated too (within ``max_tilt_deg`` of the camera's up axis), which
      suits exact depth but not a network's: a monocular model's road is seldom the right *shape* - on real
      KITTI frames the fitted plane was tilted ~6 deg by the far road's error, and extrapolated back under the
-     camera it put the road 2.2-2.7 m below a 1.65 m camera (benchmarks/real_data.py; README "Real cameras");
+     camera it put the road 2.2-2.7 m below a 1.65 m camera (benchmarks/real_data.py; docs/real_cameras.md);
   4. the road is visible in the lower region in most frames. When no road is found (a car right ahead,
      a wall), the previous scale is kept and the estimate is reported as stale.
 """

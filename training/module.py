@@ -54,7 +54,7 @@ class MonoDepthModule(L.LightningModule):
         init_depth: start the untrained depth network at this depth (model units) instead of the sigmoid
             midpoint (~2 * min_depth); see :func:`networks.registry.set_initial_depth`. ``None`` = Monodepth2's
             plain init. From scratch on the synthetic world this is what lets monocular training learn on a CPU
-            budget (README, "Training"); with ImageNet-pretrained encoders it matters less.
+            budget (docs/training.md); with ImageNet-pretrained encoders it matters less.
     """
 
     def __init__(
