@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_CODES", "exit_codes_epilog",
-           "error_line", "fail", "run_guarded", "HelpFormatter", "CliParser"]
+           "error_line", "fail", "run_guarded", "KeepIndentedLines", "HelpFormatter", "CliParser"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -34,9 +34,9 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
 )
 
 
-def exit_codes_epilog() -> str:
-    """The exit-code table as a ``--help`` epilog, one indented line per code."""
-    return "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES)
+def exit_codes_epilog(codes: tuple[tuple[int, str], ...] = EXIT_CODES) -> str:
+    """An exit-code table (default: :data:`EXIT_CODES`) as a ``--help`` epilog, one indented line per code."""
+    return "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in codes)
 
 
 def error_line(prog: str, message: object) -> str:
@@ -65,7 +65,17 @@ def run_guarded(prog: str, body: Callable[[], int], *, bad_input: tuple[type[Bas
         return fail(prog, e, EXIT_BAD_INPUT)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class KeepIndentedLines:
+    """Help-formatter mixin: indented lines of a description or epilog (the exit-code table) stay as they are;
+    the others are filled as usual. Mixed into argparse's and jsonargparse's formatters alike."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text  # bound here: a bare super() cannot run inside the generator below
+        return "\n".join(indent + line if line.startswith(" ") else fill(line, width, indent)
+                         for line in text.splitlines())
+
+
+class HelpFormatter(KeepIndentedLines, argparse.ArgumentDefaultsHelpFormatter):
     """Appends ``(default: X)`` to every option that takes a value and has one by default (what an unset option
     or a flag means is the help text's to say), and keeps the indented lines (the exit-code table) of the
     description and epilog as they are."""
@@ -74,10 +84,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.nargs == 0 or action.default is None or action.default == []:
             return action.help or ""
         return super()._get_help_string(action)
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return "\n".join(indent + line if line.startswith(" ") else super(HelpFormatter, self)._fill_text(
-            line, width, indent) for line in text.splitlines())
 
 
 class CliParser(argparse.ArgumentParser):

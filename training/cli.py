@@ -32,7 +32,14 @@ from monodepth_training.config_check import check_config, config_from_args, form
 from monodepth_training.data import DepthDataModule
 from monodepth_training.module import MonoDepthModule
 
-from monodepth_ros.cli_common import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, error_line
+from monodepth_ros.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    KeepIndentedLines,
+    error_line,
+    exit_codes_epilog,
+)
 
 # Precisions that need a CUDA device to mean anything; on CPU they fall back to full precision.
 _GPU_ONLY_PRECISIONS = {"16-mixed", "16", 16, "16-true"}
@@ -53,17 +60,13 @@ def resolve_last(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
 
 # SIGTERM and the first Ctrl-C stop a fit cleanly (the step in flight is saved) with 128 + SIGTERM, not 130.
 EXIT_STOPPED = 128 + signal.SIGTERM
-EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in (
+EPILOG = exit_codes_epilog((
     *((c, m) for c, m in EXIT_CODES if c != EXIT_INTERRUPTED),
     (EXIT_STOPPED, "stopped by SIGTERM or Ctrl-C, the step in flight saved (resume with --ckpt_path last)")))
 
 
-class _HelpFormatter(DefaultHelpFormatter):
-    """Keeps the indented lines (the exit-code table) of a description or epilog as they are."""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return "\n".join(indent + line if line.startswith(" ") else super(_HelpFormatter, self)._fill_text(
-            line, width, indent) for line in text.splitlines())
+class _HelpFormatter(KeepIndentedLines, DefaultHelpFormatter):
+    """jsonargparse's help formatter that keeps the exit-code table's indented lines."""
 
 
 _HELP = {"epilog": EPILOG, "formatter_class": _HelpFormatter}
