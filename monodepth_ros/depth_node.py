@@ -297,10 +297,10 @@ class DepthNode(Node):
         self.out_rate.tick(now)
         self.proc_time.add(now - t_recv)
         # The node's clock follows /clock with use_sim_time; stamps from another clock (a bag) give no latency.
-        stamp_ns = stamp_to_ns(header.stamp)
-        latency = stamp_latency_s(self.get_clock().now().nanoseconds, stamp_ns)
+        now_ns, stamp_ns = self.get_clock().now().nanoseconds, stamp_to_ns(header.stamp)
+        latency = stamp_latency_s(now_ns, stamp_ns)
         if latency is None:
-            self.stamp_offset_s = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
+            self.stamp_offset_s = (now_ns - stamp_ns) * 1e-9
         else:
             self.latency.add(latency)
             self.stamp_offset_s = None
