@@ -137,3 +137,34 @@ def load_bundle(path: str | os.PathLike, map_location: str | torch.device = "cpu
     if meta.pose_net is not None:
         pose_net = _load_into("pose", meta.pose_net, meta.pose_kwargs, pose_state).to(map_location).eval()
     return depth_net, pose_net, meta
+
+
+def _same_architecture(kind: str, path: os.PathLike | str, net: nn.Module, source: nn.Module) -> None:
+    """Both networks were built by the registry, so their recorded kwargs include the defaults."""
+    theirs = (source.registry_name, portable_kwargs(source.registry_kwargs))
+    own = (net.registry_name, portable_kwargs(net.registry_kwargs))
+    if theirs != own:
+        raise BundleError(f"init_from {path}: its {kind} network is {theirs[0]!r} {theirs[1]}, but this run builds "
+                          f"{own[0]!r} {own[1]}; set model.{kind}_net and model.{kind}_kwargs to match")
+
+
+def init_from_bundle(path: str | os.PathLike, depth_net: nn.Module, pose_net: nn.Module | None = None) -> list[str]:
+    """Start training from a bundle's weights (fine-tuning, e.g. the shipped default model on a user's own bag).
+
+    ``depth_net`` / ``pose_net`` are registry-built networks; the bundle must name the same architectures with the
+    same constructor arguments (defaults included, paths aside: :func:`portable_kwargs`). Its depth weights, and
+    its pose weights when both sides have a pose network, are copied in place. Returns notes for the log: what
+    was loaded and what starts from scratch (a bundle without a pose network leaves ``pose_net`` as built).
+    Raises :class:`BundleError` for an unreadable bundle or an architecture that does not match.
+    """
+    src_depth, src_pose, meta = load_bundle(path)
+    _same_architecture("depth", path, depth_net, src_depth)
+    depth_net.load_state_dict(src_depth.state_dict(), strict=True)
+    notes = [f"depth network {meta.depth_net!r} from {path}"]
+    if pose_net is None:
+        return notes
+    if src_pose is None:
+        return [*notes, "the bundle has no pose network: the pose network starts from scratch"]
+    _same_architecture("pose", path, pose_net, src_pose)
+    pose_net.load_state_dict(src_pose.state_dict(), strict=True)
+    return [*notes, f"pose network {meta.pose_net!r} from {path}"]

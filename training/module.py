@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from monodepth_training.bundle_io import save_bundle
+from monodepth_training.bundle_io import init_from_bundle, save_bundle
 from monodepth_training.geometry import sigmoid_to_disp
 from monodepth_training.losses import ExtraLossConfig, build_featurenet, resolve_scale_policy, total_loss
 from monodepth_training.networks.registry import build_depth_net, build_pose_net, set_initial_depth
@@ -55,6 +55,10 @@ class MonoDepthModule(L.LightningModule):
             midpoint (~2 * min_depth); see :func:`networks.registry.set_initial_depth`. ``None`` = Monodepth2's
             plain init. From scratch on the synthetic world this is what lets monocular training learn on a CPU
             budget (docs/training.md); with ImageNet-pretrained encoders it matters less.
+        init_from: a model bundle (``.safetensors``) to start from instead of random weights: fine-tuning, e.g.
+            the shipped default model on your own bag. Its architectures must equal ``depth_net``/``pose_net`` and
+            their kwargs (:func:`monodepth_training.bundle_io.init_from_bundle`). The optimiser, schedule and step
+            count start fresh; to continue an interrupted run use ``--ckpt_path last`` instead.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class MonoDepthModule(L.LightningModule):
         init_depth: float | None = None,
         velocity_warmup_steps: int = 0,
         depth_supervision_weight: float = 0.0,
+        init_from: str | None = None,
     ):
         super().__init__()
         if height % 32 or width % 32:
@@ -112,6 +117,10 @@ class MonoDepthModule(L.LightningModule):
             set_initial_depth(self.depth, float(init_depth), min_depth, max_depth)
         self.temporal_offsets = frame_offsets[1:]
         self.pose = build_pose_net(pose_net, **(pose_kwargs or {})) if self.temporal_offsets else None
+        if init_from is not None:
+            # Loaded before a resumed checkpoint (if any) overwrites the weights, so resuming stays exact.
+            for note in init_from_bundle(init_from, self.depth, self.pose):
+                L.pytorch.utilities.rank_zero_info(f"init_from: {note}")
         self.extras = ExtraLossConfig(feature_metric_weight=feature_metric_weight, velocity_weight=velocity_weight,
                                       explainability_weight=explainability_weight, featurenet_mode=featurenet_mode,
                                       velocity_warmup_steps=velocity_warmup_steps,

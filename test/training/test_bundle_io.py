@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 import numpy as np
 import pytest
 import torch
-from monodepth_training.bundle_io import load_bundle, save_bundle
+from monodepth_training.bundle_io import init_from_bundle, load_bundle, save_bundle
 from monodepth_training.inference import TorchBackend
 from monodepth_training.networks import build_depth_net, build_pose_net
 from monodepth_training.networks.export_wrapper import DisparityHead
@@ -186,3 +186,42 @@ def test_disparity_head_exports_to_onnx_opset17_and_matches_onnxruntime(nets, tm
         disp_torch = head(x).numpy()
     assert disp_ort.shape == (1, 1, H, W)
     np.testing.assert_allclose(disp_ort, disp_torch, atol=1e-4, rtol=0)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_init_from_bundle_copies_depth_and_pose_weights_into_fresh_networks(nets, bundle_path):
+    torch.manual_seed(5)
+    depth_net, pose_net = build_depth_net("monodepth2"), build_pose_net("monodepth2_pose")
+    assert not _same_weights(depth_net, nets[0])
+    notes = init_from_bundle(bundle_path, depth_net, pose_net)
+    assert _same_weights(depth_net, nets[0]) and _same_weights(pose_net, nets[1])
+    assert len(notes) == 2 and "pose network" in notes[1]
+
+
+def test_init_from_a_depth_only_bundle_leaves_the_pose_network_as_built(nets, tmp_path):
+    path = tmp_path / "depth_only.safetensors"
+    save_bundle(path, nets[0], make_meta())
+    torch.manual_seed(6)
+    depth_net, pose_net = build_depth_net("monodepth2"), build_pose_net("monodepth2_pose")
+    pose_before = {k: v.clone() for k, v in pose_net.state_dict().items()}
+    notes = init_from_bundle(path, depth_net, pose_net)
+    assert _same_weights(depth_net, nets[0])
+    assert all(torch.equal(v, pose_before[k]) for k, v in pose_net.state_dict().items())
+    assert "starts from scratch" in notes[-1]
+
+
+def test_init_from_a_bundle_of_another_width_names_both_architectures(bundle_path):
+    slim = build_depth_net("monodepth2", width=0.5)
+    with pytest.raises(BundleError, match=r"depth network is 'monodepth2'.*width.*0\.5.*model\.depth_kwargs"):
+        init_from_bundle(bundle_path, slim)
+
+
+def test_module_init_from_starts_training_from_the_bundle(nets, bundle_path):
+    from monodepth_training.module import MonoDepthModule
+
+    module = MonoDepthModule(height=H, width=W, init_from=str(bundle_path), init_depth=10.0)
+    assert _same_weights(module.depth, nets[0]) and _same_weights(module.pose, nets[1])
