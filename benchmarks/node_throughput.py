@@ -13,6 +13,11 @@ backend throughput (``create_backend(...).infer_disp`` in this process, before t
     python benchmarks/node_throughput.py --tiny-model   # a small generated ONNX model, no trained model needed
     python benchmarks/node_throughput.py --int8 model_int8.onnx --duration 600   # a 10-minute soak: RSS growth,
                                                                                    # drops and p99 per minute
+    python benchmarks/node_throughput.py --fp32 model.onnx --eager-bundle model.safetensors  # + the eager row
+
+``--eager-bundle`` (the bundle the ONNX files were exported from) adds the way a user would run Monodepth2
+without this project, timed in this process on the same frames: its ``test_simple.py`` loop in eager PyTorch
+(:func:`eager_pytorch`), and the ratios of the node to it.
 
 Prints a table and writes benchmarks/results/node_throughput.json (atomically).
 """
@@ -69,6 +74,44 @@ def bare_backend(model: str, frames: list[np.ndarray], threads: int, n: int = 60
     backend.close()
     ms = float(np.median(times) * 1e3)
     return {"bare_ms_p50": ms, "bare_hz": 1e3 / ms}
+
+
+def eager_monodepth2(bundle: str, height: int, width: int, threads: int = 0):
+    """Monodepth2's ``test_simple.py`` way, as a function rgb (H, W, 3) uint8 -> depth (H, W) float32, in eager
+    PyTorch with the bundle's weights: resize to the network size (the node's resize, so both see the same
+    pixels), a float tensor in [0, 1], the depth network under ``no_grad``, bilinear upsampling of the sigmoid
+    output to the frame size, then depth = 1 / scaled disparity. Depth image only: no cloud, no messages."""
+    import torch
+    import torch.nn.functional as F
+    from monodepth_training.bundle_io import load_bundle
+    from monodepth_training.geometry import sigmoid_to_disp
+
+    from monodepth_ros.backends.base import resize_rgb
+
+    depth_net, _, meta = load_bundle(bundle)
+    if threads:
+        torch.set_num_threads(threads)
+
+    def depth_of(rgb: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(resize_rgb(rgb, meta.height, meta.width)).permute(2, 0, 1)[None].float() / 255.0
+        with torch.no_grad():
+            sigma = F.interpolate(depth_net(x)[("disp", 0)], (height, width), mode="bilinear", align_corners=False)
+            return (1.0 / sigmoid_to_disp(sigma, meta.min_depth, meta.max_depth))[0, 0].numpy()
+
+    return depth_of
+
+
+def eager_pytorch(bundle: str, frames: list[np.ndarray], threads: int, n: int = 60) -> dict:
+    """:func:`eager_monodepth2` timed on ``frames``: ms per frame, p50."""
+    depth_of = eager_monodepth2(bundle, *frames[0].shape[:2], threads)
+    for f in frames[:5]:
+        depth_of(f)
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        depth_of(frames[i % len(frames)])
+        times.append(time.perf_counter() - t0)
+    return {"eager_ms_p50": float(np.median(times) * 1e3)}
 
 
 def soak_stats(sent: list[int], arrivals: dict[int, float], t0_ns: int, rss: list[tuple[float, float]]) -> dict:
@@ -237,6 +280,8 @@ def main(argv=None) -> int:
     ap.add_argument("--domain", type=int, default=None)
     ap.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                     help="extra depth node parameter (repeatable), e.g. decimation:=2")
+    ap.add_argument("--eager-bundle", default=None, metavar="B.safetensors",
+                    help="the models' source bundle: adds Monodepth2's test_simple.py loop in eager PyTorch")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "node_throughput.json"))
     args = ap.parse_args(argv)
 
@@ -253,6 +298,10 @@ def main(argv=None) -> int:
         models.append(("tiny_fp32", str(make_tiny_depth_model(Path(tmp.name) / "tiny.onnx", args.height,
                                                               args.width, extra_convs=3))))
     frames, K = make_frames(args.width, args.height, 30)
+    eager = None
+    if args.eager_bundle:
+        print("[eager] Monodepth2 test_simple.py loop in PyTorch ...", flush=True)
+        eager = eager_pytorch(args.eager_bundle, frames, args.threads)
     rows = []
     for name, path in models:
         print(f"[{name}] bare backend ...", flush=True)
@@ -265,6 +314,8 @@ def main(argv=None) -> int:
         achievable = min(row["input_rate_hz"], row["bare_hz"])
         row["delivery_ratio"] = row["output_rate_hz"] / achievable if achievable else float("nan")
         row["capacity_ratio"] = row["bare_ms_p50"] / row["node_processing_p50_ms"]
+        if eager is not None:  # < 1: the node (cloud and messages included) is faster than the eager depth loop
+            row |= eager | {"node_over_eager": row["node_processing_p50_ms"] / eager["eager_ms_p50"]}
         row["loadavg_1min_after"] = os.getloadavg()[0]
         rows.append(row)
     if tmp is not None:
@@ -275,6 +326,8 @@ def main(argv=None) -> int:
             ("latency_p50_ms", "{:.1f}"), ("latency_p99_ms", "{:.1f}"), ("node_cpu_percent", "{:.0f}"),
             ("bare_ms_p50", "{:.1f}"), ("bare_hz", "{:.1f}"), ("node_processing_p50_ms", "{:.1f}"),
             ("delivery_ratio", "{:.2f}"), ("capacity_ratio", "{:.2f}")]
+    if eager is not None:
+        cols += [("eager_ms_p50", "{:.1f}"), ("node_over_eager", "{:.2f}")]
     print("| " + " | ".join(c for c, _ in cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
@@ -288,6 +341,7 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "node_throughput",
         "frame_size": [args.width, args.height],
+        "eager_bundle": args.eager_bundle,
         "rate_hz": args.rate,
         "duration_s": args.duration,
         "threads": args.threads,
