@@ -92,6 +92,44 @@ def ratio_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def sgemm_peak_gflops(threads: int, n: int = 4096, reps: int = 3) -> float:
+    """This CPU's practical fp32 peak (GFLOP/s): the best single fp32 GEMM of two n x n matrices (2 n^3 FLOPs)
+    on ``threads`` threads, through torch (MKL) and numpy (OpenBLAS), whichever is faster here (MKL takes a slower
+    path on some AMD CPUs). A large square GEMM is as close to cores x clock x FMA width as real code gets, and
+    it measures what this VM is actually given."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = np.random.default_rng(0).random((2, n, n), dtype=np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    best = float("inf")
+    for mm in (lambda: torch.mm(ta, tb), lambda: a @ b):
+        mm()
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            mm()
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def peak_fraction_lines(rows: list[dict], gflops: dict[str, float], peak: float) -> list[str]:
+    """fp32 rows: achieved GFLOP/s (the network's direct-convolution FLOPs per frame / median latency) and its
+    share of ``peak``. The latency is end to end (pre-processing included). Above 100 % the runtime does less
+    arithmetic than direct convolution (e.g. Winograd 3x3 kernels), so read it as an effective rate."""
+    lines = []
+    for r in rows:
+        g = gflops.get(r["resolution"])
+        if g is None or r["precision"] != "fp32":
+            continue
+        achieved = g / (r["median_ms"] / 1e3)
+        r["achieved_gflops_s"], r["peak_fraction"] = achieved, achieved / peak
+        lines.append(f"Share of the CPU's fp32 peak ({peak:.0f} GFLOP/s, sgemm), {r['backend']} {r['resolution']}: "
+                     f"{g:.1f} GFLOP in {r['median_ms']:.1f} ms = {achieved:.0f} GFLOP/s, "
+                     f"{100 * achieved / peak:.0f} %")
+    return lines
+
+
 def make_bundle(path: Path, height: int, width: int) -> Path:
     import torch
     from monodepth_training.bundle_io import save_bundle
@@ -131,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib-frames", type=int, default=16)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-openvino", action="store_true")
+    p.add_argument("--no-peak", action="store_true",
+                   help="skip the sgemm peak and the share of it the fp32 network reaches (needs torch)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
 
@@ -143,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     rows = []
+    gflops: dict[str, float] = {}  # resolution -> network GFLOPs per frame (bundle modes only: ONNX has no FLOPs)
 
     def measure(variants: list[tuple[str, str, Path]], h: int, w: int, rgb: np.ndarray, recipe: str | None):
         opened = [create_backend(path, kind=kind, threads=args.threads) for kind, _, path in variants]
@@ -180,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                 jobs = [((m.height, m.width), Path(args.model))]
             else:
                 jobs = [((h, w), None) for h, w in args.resolutions]
+            from model_complexity import measure as complexity
+
             for (h, w), bundle in jobs:
                 bundle = bundle or make_bundle(tmp / f"r18_{w}x{h}.safetensors", h, w)
+                bmeta = read_meta(bundle)
+                gflops[f"{w}x{h}"] = complexity("depth", bmeta.depth_net, bmeta.depth_kwargs, h, w)["gflops"]
                 res = export_onnx(bundle, tmp / f"{w}x{h}", n_random=1, n_synthetic=1)
                 calib = load_frames(f"synthetic:{args.calib_frames}", args.calib_frames, h, w)
                 q = quantize_int8(res.path, calib)
@@ -201,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['backend']:<12} {r['precision']:<9} {r['resolution']:<10} {r['threads']:>7} "
               f"{r['median_ms']:>10.1f} {r['p99_ms']:>8.1f} {r['fps']:>7.1f}")
     ratios = ratio_lines(rows)
+    peak = None
+    if gflops and not args.no_peak:
+        peak = sgemm_peak_gflops(args.threads)
+        ratios += peak_fraction_lines(rows, gflops, peak)
     for line in ratios:
         print(line)
 
@@ -221,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                     "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)]},
         "versions": versions,
         "model": model_desc,
+        "network_gflops": gflops,
+        "sgemm_peak_gflops_s": peak,
         "rows": rows,
         "ratios": ratios,
     }
