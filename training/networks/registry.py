@@ -24,7 +24,7 @@ POSE_NETS: dict[str, tuple[Constructor, dict[str, Any]]] = {}
 
 # Modules under monodepth_training.networks that register architectures when imported (loaded lazily: they
 # are heavier than Monodepth2 and import this module themselves). Add a new architecture's module here.
-ARCHITECTURE_MODULES = ("packnet", "ddv", "diffnet", "sfmlearner")
+ARCHITECTURE_MODULES = ("packnet", "ddv", "diffnet", "sfmlearner", "rtmonodepth")
 _modules_loaded = False
 
 
