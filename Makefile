@@ -1,4 +1,5 @@
 # Two commands for a newcomer: `make demo` and `make test`. Both create .venv on first use only.
+# `make test-jazzy` runs the ROS-facing tests again on ROS 2 Jazzy, in a second venv (.venv-jazzy).
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -11,13 +12,13 @@ PYTEST_ARGS ?=
 # 2 cores, and spinning OpenMP threads made contended training steps 5-10x slower (measured).
 TEST_ENV := OMP_NUM_THREADS=1
 
-.PHONY: setup test test-all lint demo colcon-test train-default train-default-gpu-prepare train-default-gpu bench clean
+.PHONY: setup setup-jazzy test test-jazzy test-all lint demo colcon-test train-default train-default-gpu-prepare train-default-gpu bench clean
 
 setup: $(STAMP)
 
 # Re-installs only when a dependency list or the package metadata changes.
-$(STAMP): requirements/runtime.txt requirements/train.txt requirements/openvino.txt requirements/dev.txt setup.py \
-		package.xml
+$(STAMP): requirements/runtime-base.txt requirements/runtime.txt requirements/train.txt requirements/openvino.txt \
+		requirements/test-ros.txt requirements/dev.txt setup.py package.xml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24" "setuptools>=70,<80" wheel
 	$(BIN)/python -m pip install -q -r requirements/dev.txt
@@ -29,6 +30,27 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(TEST_ENV) $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
+
+# ROS 2 Jazzy (LTS): the same package in .venv-jazzy, with the Jazzy ROS wheels (requirements/jazzy.txt) instead of
+# Kilted's, and no torch. It runs the tests marked `rosdistro` (node, replay, bag I/O, messages; see pyproject.toml),
+# found by their `pytestmark` line so that modules needing torch are not even collected. Same stamp rule as .venv.
+JAZZY_VENV := .venv-jazzy
+JAZZY_BIN := $(JAZZY_VENV)/bin
+JAZZY_STAMP := $(JAZZY_VENV)/.installed
+ROSDISTRO_TESTS = $(shell grep -rlE --include='test_*.py' '^pytestmark = .*pytest\.mark\.rosdistro' test | sort)
+
+setup-jazzy: $(JAZZY_STAMP)
+
+$(JAZZY_STAMP): requirements/runtime-base.txt requirements/jazzy.txt requirements/test-ros.txt setup.py package.xml
+	@test -x $(JAZZY_BIN)/python || $(PY) -m venv $(JAZZY_VENV)
+	$(JAZZY_BIN)/python -m pip install -q --upgrade "pip>=24" "setuptools>=70,<80" wheel
+	$(JAZZY_BIN)/python -m pip install -q -r requirements/jazzy.txt -r requirements/test-ros.txt
+	$(JAZZY_BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
+	@touch $(JAZZY_STAMP)
+
+test-jazzy: $(JAZZY_STAMP)
+	@test -n "$(ROSDISTRO_TESTS)" || { echo "no test module has a 'pytestmark = ... rosdistro' line" >&2; exit 1; }
+	$(TEST_ENV) $(JAZZY_BIN)/python -m pytest -m "rosdistro and not slow" --durations=10 $(PYTEST_ARGS) $(ROSDISTRO_TESTS)
 
 test-all: $(STAMP) lint
 	$(TEST_ENV) $(BIN)/python -m pytest -m "" --durations=15 $(PYTEST_ARGS)

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from monodepth_ros import ros_compat
+
 PACKAGE = "monodepth_ros"
 PROFILE_NAME = "fastdds.xml"
 
@@ -50,18 +52,30 @@ def ros_env(domain_id: int | None = None, base: dict | None = None) -> dict[str,
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_DOMAIN_ID"] = str(default_domain_id() if domain_id is None else int(domain_id))
     env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile_path())
+    # The profile variable differs between Fast DDS 2.x (Humble, Jazzy) and 3.x (Kilted): see ros_compat.
+    for k in ros_compat.PROFILE_VARS:
+        env.pop(k, None)
+    env.update(ros_compat.profile_env(fastdds_profile_path()))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
-def apply_ros_env(domain_id: int | None = None) -> dict[str, str]:
-    """Set :func:`ros_env` in this process (call before ``rclpy.init``). Returns the values set."""
+ROS_ENV_KEYS = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION", *ros_compat.PROFILE_VARS)
+
+
+def apply_ros_env(domain_id: int | None = None, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Set :func:`ros_env` in this process (call before ``rclpy.init``), except the keys in ``skip``; a profile
+    variable that :func:`ros_env` leaves out is removed. Returns the values set."""
     env = ros_env(domain_id)
-    keys = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION", "FASTDDS_DEFAULT_PROFILES_FILE")
-    for k in keys:
-        os.environ[k] = env[k]
-    return {k: env[k] for k in keys}
+    applied = {}
+    for k in ROS_ENV_KEYS:
+        if k in skip:
+            continue
+        if k in env:
+            os.environ[k] = applied[k] = env[k]
+        else:
+            os.environ.pop(k, None)
+    return applied
 
 
 def _mapped_shm_files() -> set[str]:
@@ -87,7 +101,7 @@ def _mapped_shm_files() -> set[str]:
     return mapped
 
 
-def cleanup_stale_shm(prefixes: tuple[str, ...] = ("fastrtps_", "fast_datasharing")) -> list[str]:
+def cleanup_stale_shm(prefixes: tuple[str, ...] = ros_compat.SHM_PREFIXES) -> list[str]:
     """Remove Fast DDS shared-memory segments that no live process maps (left by killed processes).
 
     Same goal as ``fastdds shm clean``, which is not installed with the PyPI wheels. Port files are always

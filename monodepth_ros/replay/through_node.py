@@ -171,14 +171,13 @@ def run_through_node(run: ReplayRun) -> tuple[list[dict], dict]:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-    from monodepth_ros.ros_env import cleanup_stale_shm, ros_env
+    from monodepth_ros.ros_env import apply_ros_env, cleanup_stale_shm, ros_env
 
     domain = pick_domain(cfg)
     # Loopback discovery + the package's Fast DDS profile for this process (read when rclpy creates the DDS
     # participant); the domain goes to rclpy.init explicitly so that a caller's ROS_DOMAIN_ID stays untouched.
     env = ros_env(domain)
-    for key in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION", "FASTDDS_DEFAULT_PROFILES_FILE"):
-        os.environ[key] = env[key]
+    apply_ros_env(domain, skip=("ROS_DOMAIN_ID",))
     cleanup_stale_shm()
     topics = output_topics(cfg.image_topic)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ from monodepth_ros.evaluation.lidar_gt import load_extrinsics, pointcloud2_to_xy
 from monodepth_ros.geometry import backproject, invert_pose
 from monodepth_ros.msgs.stamps import cdr_header_stamp_ns
 
+pytestmark = pytest.mark.rosdistro  # ROS-facing: `make test-jazzy` runs this module on ROS 2 Jazzy too
+
 TS = get_typestore(Stores.ROS2_KILTED)
 T = TS.types
 W_PX, H_PX = 160, 64

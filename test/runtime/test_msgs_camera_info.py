@@ -11,6 +11,8 @@ import pytest
 from monodepth_ros.geometry import scale_intrinsics
 from monodepth_ros.msgs.camera_info import camera_info_K, rescaled_camera_info
 
+pytestmark = pytest.mark.rosdistro  # ROS-facing: `make test-jazzy` runs this module on ROS 2 Jazzy too
+
 K = np.array([[500.0, 0.0, 319.5], [0.0, 480.0, 239.5], [0.0, 0.0, 1.0]])
 
 

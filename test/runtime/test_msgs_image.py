@@ -19,6 +19,8 @@ from monodepth_ros.msgs.image import (
     rgb_to_image_msg,
 )
 
+pytestmark = pytest.mark.rosdistro  # ROS-facing: `make test-jazzy` runs this module on ROS 2 Jazzy too
+
 H, W = 7, 11
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)

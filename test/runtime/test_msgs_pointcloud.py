@@ -16,6 +16,8 @@ from monodepth_ros.msgs.pointcloud import (
     unpack_rgb,
 )
 
+pytestmark = pytest.mark.rosdistro  # ROS-facing: `make test-jazzy` runs this module on ROS 2 Jazzy too
+
 K = np.array([[50.0, 0.0, 20.3], [0.0, 48.0, 9.7], [0.0, 0.0, 1.0]])
 H, W = 19, 41
 

@@ -8,7 +8,11 @@ import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from monodepth_ros import ros_env
+
+pytestmark = pytest.mark.rosdistro  # ROS-facing: `make test-jazzy` runs this module on ROS 2 Jazzy too
 
 
 def test_test_process_is_confined_to_loopback_with_own_domain_and_profile():

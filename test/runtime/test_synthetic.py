@@ -10,6 +10,8 @@ from monodepth_ros.datasets import kitti
 from monodepth_ros.synthetic import SynthConfig, SyntheticWorld, writers
 from monodepth_ros.synthetic.cli import main as synth_main
 
+pytestmark = pytest.mark.rosdistro  # ROS-facing: `make test-jazzy` runs this module on ROS 2 Jazzy too
+
 
 def _world(w=160, h=64, **kw):
     return SyntheticWorld(SynthConfig(width=w, height=h, **kw))
