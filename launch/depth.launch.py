@@ -32,6 +32,8 @@ def generate_launch_description():
         DeclareLaunchArgument("depth_colored", default_value="depth/colored", description="Output colour depth"),
         DeclareLaunchArgument("depth_confidence", default_value="depth/confidence",
                               description="Output validity image (mono8: 255 = depth published, 0 = NaN)"),
+        DeclareLaunchArgument("scan", default_value="scan",
+                              description="Output LaserScan topic (set scan_frame_id in the params file)"),
         DeclareLaunchArgument("rviz", default_value="false", description="Also start RViz with launch/rviz/depth.rviz"),
     ]
     depth_node = Node(
@@ -49,6 +51,7 @@ def generate_launch_description():
             ("points", LaunchConfiguration("points")),
             ("depth/colored", LaunchConfiguration("depth_colored")),
             ("depth/confidence", LaunchConfiguration("depth_confidence")),
+            ("scan", LaunchConfiguration("scan")),
         ],
     )
     rviz = Node(

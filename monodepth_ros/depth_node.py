@@ -7,7 +7,8 @@ pair to one inference worker thread, and publishes what the pure functions compu
 Topics (relative, so ``__ns`` and remaps work): subscribes ``image`` (or ``image/compressed`` with
 ``use_compressed``) and ``camera_info``; publishes ``depth`` (32FC1 metres, REP 118), ``depth/camera_info``,
 ``points`` (PointCloud2), ``depth/colored`` (rgb8, when ``publish_colored``), ``depth/confidence`` (mono8:
-255 where a depth is published, 0 where it is NaN) and ``/diagnostics``.
+255 where a depth is published, 0 where it is NaN), ``scan`` (LaserScan, :mod:`monodepth_ros.scan`) and
+``/diagnostics``. A camera_info with distortion is rectified first (``rectify``, :mod:`monodepth_ros.rectify`).
 
 Run: ``python -m monodepth_ros.depth_node --ros-args --params-file config/depth_node.yaml -p model_path:=m.onnx``
 """
@@ -30,7 +31,7 @@ from rcl_interfaces.msg import (
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan
 
 from monodepth_ros.cli_common import EXIT_BAD_INPUT, EXIT_FAILURE
 from monodepth_ros.diagnostics import LatencyWindow, RateMeter, Throttle, stamp_latency_s
@@ -43,19 +44,22 @@ from monodepth_ros.msgs.image import (
     mono8_to_image_msg,
     rgb_to_image_msg,
 )
+from monodepth_ros.msgs.laserscan import make_laserscan
 from monodepth_ros.msgs.pointcloud import make_pointcloud2
 from monodepth_ros.msgs.stamps import stamp_to_ns
 from monodepth_ros.node_params import PARAM_BY_NAME, PARAMETERS, ParamSpec, coerce_value, validate_parameter
 from monodepth_ros.pipeline import (
-    CameraFrame,
     FrameParams,
     FrameRejected,
     frame_cloud,
     frame_colored,
     frame_confidence,
+    frame_scan,
+    prepare_camera,
     process_frame,
     scale_policy_from_params,
 )
+from monodepth_ros.rectify import Calibration, Rectifier, rectified_camera_info
 from monodepth_ros.scale_policy import GroundPlaneScale, choose_scale_policy, publishes_metres
 from monodepth_ros.sync import LatestSlot, StampSynchronizer
 
@@ -125,6 +129,10 @@ class DepthNode(Node):
         self.got_info = False
         self.stamp_offset_s: float | None = None  # last stamp found off this node's clock (latency not measured)
         self.last_scale: float | None = None  # depth = last_scale / disp, for /diagnostics
+        self.rectifier = Rectifier()  # rectification maps per calibration; used by the worker thread only
+        self.frames_rectified = 0
+        self.scans_out = 0
+        self._scan_notes: set[str] = set()  # one-time scan warnings already logged
 
         sub_qos = qos_profile_sensor_data if self.p["qos"] == "sensor_data" else QoSProfile(
             depth=5, reliability=ReliabilityPolicy.RELIABLE
@@ -136,6 +144,7 @@ class DepthNode(Node):
         self.pub_points = self.create_publisher(self._pc2_type(), "points", pub_qos)
         self.pub_colored = self.create_publisher(Image, "depth/colored", pub_qos)
         self.pub_confidence = self.create_publisher(Image, "depth/confidence", pub_qos)
+        self.pub_scan = self.create_publisher(LaserScan, "scan", pub_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         if self.p["use_compressed"]:
             # image_transport naming: the compressed stream of (possibly remapped) `image` is `<image>/compressed`.
@@ -262,18 +271,26 @@ class DepthNode(Node):
     def _process(self, img_msg, info_msg: CameraInfo, t_recv: float) -> None:
         params = FrameParams.from_params(self.p)  # one consistent parameter snapshot per frame
         publish_colored, policy = self.p["publish_colored"], self.policy
+        rectify, scan_frame_id = self.p["rectify"], self.p["scan_frame_id"]
         try:
             rgb = compressed_to_rgb(img_msg) if isinstance(img_msg, CompressedImage) else image_msg_to_rgb(img_msg)
         except ValueError as e:
             topic = self.resolve_topic_name("image") + ("/compressed" if self.p["use_compressed"] else "")
             self.report_problem("image", f"image on {topic} skipped: {e}")
             return
+        calib = Calibration.from_camera_info(info_msg, image_size=(rgb.shape[1], rgb.shape[0]))
         try:
-            disp = self.backend.infer_disp(rgb)  # (h, w) scaled disparity at model resolution
+            camera, rectified = prepare_camera(rgb, calib, rectify, self.rectifier)  # remapped when D != 0
+        except FrameRejected as e:
+            self.report_problem(e.kind, str(e))
+            return
+        if rectified.note:
+            self.get_logger().warning(rectified.note)
+        try:
+            disp = self.backend.infer_disp(camera.rgb)  # (h, w) scaled disparity at model resolution
         except Exception as e:  # noqa: BLE001 - a runtime failure inside the backend
             self.report_problem("inference", f"backend {self.backend_name} failed: {e}")
             return
-        camera = CameraFrame(rgb, np.asarray(info_msg.k, dtype=np.float64), (info_msg.width, info_msg.height))
         try:
             out = process_frame(camera, disp, params, policy)
         except FrameRejected as e:
@@ -285,7 +302,10 @@ class DepthNode(Node):
 
         header = img_msg.header
         self.pub_depth.publish(depth_to_image_msg(out.depth, header))
-        self.pub_info.publish(rescaled_camera_info(info_msg, out.K, out.depth.shape))
+        # A distorted camera's frame is published in its rectified geometry: D = 0, K = P's 3x3, R = identity.
+        info_src = rectified_camera_info(info_msg, rectified.calib) if calib.distorted else info_msg
+        self.pub_info.publish(rescaled_camera_info(info_src, out.K, out.depth.shape))
+        self.frames_rectified += rectified.rectified
         # Lazy like depth_image_proc: the cloud and the colour picture cost milliseconds, build them for listeners.
         if self.pub_points.get_subscription_count() > 0:
             self.pub_points.publish(make_pointcloud2(header, *frame_cloud(out, params)))
@@ -294,6 +314,8 @@ class DepthNode(Node):
             self.pub_colored.publish(rgb_to_image_msg(frame_colored(out, params), header))
         if self.pub_confidence.get_subscription_count() > 0:
             self.pub_confidence.publish(mono8_to_image_msg(frame_confidence(out), header))
+        if self.pub_scan.get_subscription_count() > 0:
+            self._publish_scan(out, params, policy, header, scan_frame_id, now)
         self.out_rate.tick(now)
         self.proc_time.add(now - t_recv)
         # The node's clock follows /clock with use_sim_time; stamps from another clock (a bag) give no latency.
@@ -304,6 +326,35 @@ class DepthNode(Node):
         else:
             self.latency.add(latency)
             self.stamp_offset_s = None
+
+    def _publish_scan(self, out, params: FrameParams, policy, header, scan_frame_id: str, now: float) -> None:
+        """The LaserScan of a published frame, for its listeners. A scan is metres by definition (Nav2 marks
+        obstacles at its ranges), so a policy that does not publish metres gives no scan."""
+        if not publishes_metres(policy.name):
+            self._scan_note_once("relative", f"no scan published: scale_policy {policy.name} gives depth in model "
+                                 "units, not metres, and a LaserScan is metres; use a metric, fixed or ground_plane "
+                                 "scale for a scan")
+            return
+        try:
+            scan = frame_scan(out, params)
+        except ValueError as e:
+            self.report_problem("scan", f"scan skipped: {e}")
+            return
+        frame_id = scan_frame_id or header.frame_id
+        if frame_id.endswith("optical_frame"):
+            self._scan_note_once("frame", f"scan published in '{frame_id}': LaserScan angles turn about that "
+                                 "frame's z axis from its x axis, and an optical frame has z forward, x right; "
+                                 "set scan_frame_id to a frame with x forward and z up at the camera (TF), as "
+                                 "depthimage_to_laserscan's output_frame")
+        rate_hz = self.out_rate.rate_hz(now)
+        self.pub_scan.publish(make_laserscan(header, scan, params.scan_range_min, params.scan_range_max,
+                                             scan_time=1.0 / rate_hz if rate_hz > 0 else 0.0, frame_id=frame_id))
+        self.scans_out += 1
+
+    def _scan_note_once(self, key: str, message: str) -> None:
+        if key not in self._scan_notes:
+            self._scan_notes.add(key)
+            self.get_logger().warning(message)
 
     # ---- diagnostics ----------------------------------------------------------------------------------------
     def _check_info_timeout(self, now: float) -> bool:
@@ -342,6 +393,8 @@ class DepthNode(Node):
             "input_rate_hz": f"{self.in_rate.rate_hz(now):.2f}",
             "output_rate_hz": f"{self.out_rate.rate_hz(now):.2f}",
             "frames_out": str(self.out_rate.total),
+            "frames_rectified": str(self.frames_rectified),
+            "scans_out": str(self.scans_out),
             "dropped_frames": str(self._slot.dropped + self._slot.stale + sync.dropped_images),
             "dropped_latest_only": str(self._slot.dropped),
             "dropped_unpaired_images": str(sync.dropped_images),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from monodepth_ros.rectify import RECTIFY_MODES
 from monodepth_ros.scale_policy import GROUND_METHODS, POLICIES
 
 __all__ = ["PARAMETERS", "PARAM_BY_NAME", "TOPICS", "ParamSpec", "defaults", "validate_parameter",
@@ -41,6 +42,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("qos", "sensor_data", "Subscription QoS: sensor_data (best effort, depth 5) or reliable.",
               read_only=True, choices=("sensor_data", "reliable")),
+    ParamSpec("rectify", "auto", "auto: rectify frames whose camera_info has a non-zero D (plumb_bob, "
+              "rational_polynomial, equidistant) before inference; off: the input is already rectified (e.g. "
+              "image_rect; K = P's 3x3, warns once if D is non-zero). Either way the rectified geometry is "
+              "published.", choices=RECTIFY_MODES),
     ParamSpec("output_resolution", "input", "Depth/cloud size: input (camera) or model resolution.",
               choices=("input", "model")),
     ParamSpec("scale_policy", "auto", "auto (the model's own scale; refuses a relative model), metric, fixed "
@@ -71,6 +76,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("colored_min_m", 1.0, "Nearest depth of the depth/colored colour range, metres.", lo=0.01, hi=1000.0),
     ParamSpec("colored_max_m", 80.0, "Farthest depth of the depth/colored colour range, metres.",
               lo=0.1, hi=10000.0),
+    ParamSpec("scan_height", 1, "scan: rows around the optical centre row flattened into the LaserScan "
+              "(nearest range per direction).", lo=1, hi=4096),
+    ParamSpec("scan_range_min", 0.1, "scan: nearer ranges are not used, metres (also the message's range_min).",
+              lo=0.0, hi=1000.0),
+    ParamSpec("scan_range_max", 80.0, "scan: farther ranges are not used, metres (also the message's range_max).",
+              lo=0.01, hi=10000.0),
+    ParamSpec("scan_frame_id", "", "scan: frame_id of the LaserScan; empty = the camera's (optical) frame. "
+              "RViz and Nav2 expect a frame with x forward: name one that TF places there."),
     ParamSpec("sync_tolerance_s", 0.0, "Largest image/camera_info stamp difference paired; 0 = exact.",
               lo=0.0, hi=1.0),
     ParamSpec("sync_queue_size", 10, "Unmatched messages kept per stream by the synchroniser.",
@@ -84,7 +97,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 )
 PARAM_BY_NAME = {p.name: p for p in PARAMETERS}
 # Relative topic names (remap targets); image/compressed follows the resolved `image`.
-TOPICS = ("image", "camera_info", "depth", "depth/camera_info", "points", "depth/colored", "depth/confidence")
+TOPICS = ("image", "camera_info", "depth", "depth/camera_info", "points", "depth/colored", "depth/confidence",
+          "scan")
 
 
 
@@ -103,6 +117,9 @@ def validate_parameter(name: str, value, current: dict) -> str | None:
         return f"min_depth ({merged['min_depth']}) must be below max_depth ({merged['max_depth']})"
     if merged["colored_min_m"] >= merged["colored_max_m"]:
         return f"colored_min_m ({merged['colored_min_m']}) must be below colored_max_m ({merged['colored_max_m']})"
+    if merged["scan_range_min"] >= merged["scan_range_max"]:
+        return (f"scan_range_min ({merged['scan_range_min']}) must be below scan_range_max "
+                f"({merged['scan_range_max']})")
     return None
 
 

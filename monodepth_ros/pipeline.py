@@ -5,9 +5,11 @@ the demo and the benchmarks call them, so what replay reports is what the robot 
 depth_image_proc's ``point_cloud_xyz``: the node does the ROS plumbing (parameters, subscriptions, the worker
 thread, publishing) and hands each frame to :func:`process_frame`.
 
+    raw image + camera_info --(rectified when D != 0, :func:`prepare_camera`)--> rgb, K (pinhole)
     disp (h, w) at model size --(scale policy)--> scale
     disp --resize to the output size, bilinear--> 1 / disp * scale --[min_depth, max_depth] else NaN--> depth
-    depth + K_out --> organised cloud (:func:`frame_cloud`), colour picture (:func:`frame_colored`)
+    depth + K_out --> organised cloud (:func:`frame_cloud`), colour picture (:func:`frame_colored`),
+                      laser scan (:func:`frame_scan`)
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import numpy as np
 
 from monodepth_ros.geometry import scale_intrinsics, validate_intrinsics
 from monodepth_ros.msgs.pointcloud import depth_to_cloud_buffer
+from monodepth_ros.rectify import Calibration, RectifiedFrame, Rectifier
 from monodepth_ros.scale_policy import GroundPlaneScale, make_scale_policy
+from monodepth_ros.scan import Scan, depth_to_scan
 from monodepth_ros.visualize import colorize_depth
 
-__all__ = ["CameraFrame", "FrameParams", "FrameOutput", "FrameRejected", "depth_from_disp", "process_frame",
-           "frame_cloud", "frame_colored", "frame_confidence", "configure_ground", "scale_policy_from_params"]
+__all__ = ["CameraFrame", "FrameParams", "FrameOutput", "FrameRejected", "depth_from_disp", "prepare_camera",
+           "process_frame", "frame_cloud", "frame_colored", "frame_confidence", "frame_scan", "configure_ground",
+           "scale_policy_from_params"]
 
 
 def depth_from_disp(
@@ -54,12 +59,15 @@ def depth_from_disp(
 
 @dataclass(frozen=True)
 class CameraFrame:
-    """One camera frame as the pipeline needs it: RGB (H, W, 3) uint8, K (3, 3) at that size, and the size
-    (width, height) its camera_info declares (None or zeros when the camera_info does not say)."""
+    """One camera frame as the pipeline needs it: RGB (H, W, 3) uint8, K (3, 3) at that size, the size
+    (width, height) its camera_info declares (None or zeros when the camera_info does not say), and ``valid``
+    (H, W) bool, False where the image holds no scene (a rectified frame's border; None = all valid): the depth
+    there is NaN."""
 
     rgb: np.ndarray
     K: np.ndarray
     info_size: tuple[int, int] | None = None
+    valid: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,9 @@ class FrameParams:
     cloud_rgb: bool = True
     colored_min_m: float = 1.0
     colored_max_m: float = 80.0
+    scan_height: int = 1
+    scan_range_min: float = 0.1
+    scan_range_max: float = 80.0
 
     @classmethod
     def from_params(cls, p: Mapping) -> FrameParams:
@@ -101,6 +112,21 @@ class FrameRejected(ValueError):
         self.kind = kind
 
 
+def prepare_camera(rgb: np.ndarray, calib: Calibration, rectify: str, rectifier: Rectifier
+                   ) -> tuple[CameraFrame, RectifiedFrame]:
+    """The :class:`CameraFrame` the model sees for ``rgb`` (H, W, 3) of a camera with ``calib``: rectified
+    when ``rectify`` is ``auto`` and D is non-zero (:mod:`monodepth_ros.rectify`, maps cached in
+    ``rectifier``), else as it came. Also returns the :class:`~monodepth_ros.rectify.RectifiedFrame` (the
+    calibration of what is published, and a note to log once). Raises :class:`FrameRejected` (kind
+    ``camera_info``) for a distortion model or calibration that cannot be undone."""
+    try:
+        rf = rectifier.rectify(rgb, calib, rectify)
+    except ValueError as e:
+        raise FrameRejected("camera_info", str(e)) from None
+    camera = CameraFrame(rf.rgb, rf.calib.K, (calib.width, calib.height), rf.valid)
+    return camera, rf
+
+
 def process_frame(camera: CameraFrame, disp: np.ndarray, params: FrameParams, policy) -> FrameOutput:
     """One frame: the model's scaled disparity (h, w) for ``camera`` -> :class:`FrameOutput`.
 
@@ -126,19 +152,30 @@ def process_frame(camera: CameraFrame, disp: np.ndarray, params: FrameParams, po
 
     h, w = disp.shape
     K_model = scale_intrinsics(K, w / W, h / H)
-    est = policy.estimate(depth_from_disp(disp) if policy.needs_relative_depth else None, K_model)
+    valid_model = None
+    if camera.valid is not None:  # a model pixel is valid when all the camera pixels it averages are
+        valid_model = cv2.resize(camera.valid.astype(np.uint8) * np.uint8(255), (w, h),
+                                 interpolation=cv2.INTER_AREA) == 255
+    rel_depth = None
+    if policy.needs_relative_depth:
+        rel_depth = depth_from_disp(disp)
+        if valid_model is not None:
+            rel_depth[~valid_model] = np.nan
+    est = policy.estimate(rel_depth, K_model)
     if est.scale is None:
         raise FrameRejected(policy.name, est.note or "no scale for this frame")
     if est.note:
         problems.append((policy.name, est.note))
     if params.output_resolution == "input":
         depth = depth_from_disp(disp, (H, W), est.scale, params.min_depth, params.max_depth)
-        K_out, rgb_out = K, camera.rgb
+        K_out, rgb_out, valid_out = K, camera.rgb, camera.valid
     else:
         from monodepth_ros.backends.base import resize_rgb
 
         depth = depth_from_disp(disp, None, est.scale, params.min_depth, params.max_depth)
-        K_out, rgb_out = K_model, resize_rgb(camera.rgb, h, w)
+        K_out, rgb_out, valid_out = K_model, resize_rgb(camera.rgb, h, w), valid_model
+    if valid_out is not None:
+        depth[~valid_out] = np.nan
     return FrameOutput(depth=depth, K=K_out, rgb=rgb_out, scale=float(est.scale), problems=tuple(problems))
 
 
@@ -147,6 +184,13 @@ def frame_cloud(out: FrameOutput, params: FrameParams) -> tuple[np.ndarray, list
     :func:`monodepth_ros.msgs.pointcloud.depth_to_cloud_buffer`."""
     return depth_to_cloud_buffer(out.depth, out.K, rgb=out.rgb if params.cloud_rgb else None,
                                  decimation=params.decimation)
+
+
+def frame_scan(out: FrameOutput, params: FrameParams) -> Scan:
+    """The laser scan of a frame (depthimage_to_laserscan's semantics, :mod:`monodepth_ros.scan`): the nearest
+    range in [scan_range_min, scan_range_max] per direction over ``scan_height`` rows around the published
+    depth's optical centre row. Raises ValueError when the band does not fit in the depth image."""
+    return depth_to_scan(out.depth, out.K, params.scan_height, params.scan_range_min, params.scan_range_max)
 
 
 def frame_colored(out: FrameOutput, params: FrameParams) -> np.ndarray:

@@ -21,7 +21,7 @@ from monodepth_ros.geometry import backproject, denormalize_intrinsics, scale_in
 from monodepth_ros.msgs.pointcloud import pointcloud2_to_array, unpack_rgb
 from monodepth_ros.visualize import colorize_depth
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.rosdistro]  # rosdistro: `make test-jazzy` runs it on Jazzy too
 
 W_IN, H_IN = 160, 48  # camera frames
 W_M, H_M = 96, 32  # model input

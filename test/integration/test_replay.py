@@ -32,6 +32,8 @@ from monodepth_ros.geometry import backproject, invert_pose
 from monodepth_ros.replay import ReplayConfig, run_replay
 from monodepth_ros.replay.config import RECORDABLE
 
+pytestmark = pytest.mark.rosdistro  # ROS-facing: `make test-jazzy` runs this module on ROS 2 Jazzy too
+
 W_PX, H_PX = 160, 64
 N_FRAMES = 20  # 2 s at the synthetic world's 10 Hz
 IMG, INFO, GT = "/camera/image_raw", "/camera/camera_info", "/camera/depth_gt"
@@ -268,6 +270,44 @@ def test_in_process_and_through_node_publish_the_same_depth(world, synth_bag, tm
     if "scale_policy:=relative" in node_params:
         assert reports[False]["settings"]["median_scaling"]  # model units are scored median-scaled
         assert max(medians) < 50.0 / 5  # model units: 5x below metres for this model
+
+
+@pytest.fixture(scope="module")
+def distorted_bag(synth_bag, tmp_path_factory):
+    """The synthetic bag with a plumb_bob distortion in its camera_info (the pixels are unchanged: what is
+    checked is that both replay modes rectify the same way, not the rectification itself)."""
+    out = tmp_path_factory.mktemp("dbag") / "drive_distorted"
+    with AnyReader([synth_bag]) as r, Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {c.topic: w.add_connection(c.topic, c.msgtype, typestore=TS) for c in r.connections}
+        for c, t_ns, raw in r.messages():
+            if c.topic == INFO:
+                m = r.deserialize(raw, c.msgtype)
+                m.d = np.array([0.25, 0.08, 0.001, -0.001, 0.0])  # pincushion: corners have no source
+                raw = TS.serialize_cdr(m, c.msgtype)
+            w.write(conns[c.topic], t_ns, raw)
+    return out
+
+
+@pytest.mark.ros
+def test_both_replay_modes_rectify_a_distorted_camera_like_the_node(distorted_bag, tiny_model, tmp_path,
+                                                                   ros_subprocess_env):
+    """In-process replay rectifies as the node does: the same depth frame by frame, NaN on the border that
+    has no source pixel, and a published camera_info with D = 0."""
+    n = 4
+    for through in (False, True):
+        run_replay(ReplayConfig(bag=distorted_bag, out_dir=tmp_path / f"t{through}", model=tiny_model, gt_topic=GT,
+                                through_node=through, rate=0.5, max_frames=n, record=("depth", "depth_info"),
+                                domain_id=int(ros_subprocess_env["ROS_DOMAIN_ID"]), quiet=True))
+    ours, node = (_depth_by_stamp(tmp_path / f"t{t}" / "replay_bag") for t in (False, True))
+    assert len(ours) == n and ours.keys() == node.keys()
+    for stamp in ours:
+        np.testing.assert_allclose(node[stamp], ours[stamp], rtol=1e-5, equal_nan=True, err_msg=str(stamp))
+        assert np.isnan(ours[stamp][0, 0]) and np.isfinite(ours[stamp][H_PX // 2, W_PX // 2])
+    for through in (False, True):
+        with AnyReader([tmp_path / f"t{through}" / "replay_bag"]) as r:
+            conns = [c for c in r.connections if c.topic == "/camera/depth/camera_info"]
+            infos = [r.deserialize(raw, c.msgtype) for c, _, raw in r.messages(connections=conns)]
+        assert len(infos) == n and all(not np.any(i.d) for i in infos), through
 
 
 @pytest.mark.ros
