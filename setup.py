@@ -57,6 +57,7 @@ setup(
     entry_points={
         "console_scripts": [
             "depth_node = monodepth_ros.depth_node:main",
+            "depth_node_managed = monodepth_ros.managed_node:main",
             "monodepth-synth = monodepth_ros.synthetic.cli:main",
             "monodepth-eval = monodepth_ros.evaluation.evaluate:main",
             "monodepth-replay = monodepth_ros.replay:main",

@@ -10,6 +10,10 @@ Topics (relative, so ``__ns`` and remaps work): subscribes ``image`` (or ``image
 255 where a depth is published, 0 where it is NaN), ``scan`` (LaserScan, :mod:`monodepth_ros.scan`) and
 ``/diagnostics``. A camera_info with distortion is rectified first (``rectify``, :mod:`monodepth_ros.rectify`).
 
+The node's work lives in :class:`DepthNodeCore`, written once and used by two nodes: :class:`DepthNode` here (a
+plain node that loads its model and starts at construction) and the managed (lifecycle) node of
+:mod:`monodepth_ros.managed_node`, which runs the same steps on configure/activate/deactivate/cleanup.
+
 Run: ``python -m monodepth_ros.depth_node --ros-args --params-file config/depth_node.yaml -p model_path:=m.onnx``
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import rclpy
@@ -63,7 +68,7 @@ from monodepth_ros.rectify import Calibration, Rectifier, rectified_camera_info
 from monodepth_ros.scale_policy import GroundPlaneScale, choose_scale_policy, publishes_metres
 from monodepth_ros.sync import LatestSlot, StampSynchronizer
 
-__all__ = ["DepthNode", "ModelStartupError", "main"]
+__all__ = ["DepthNode", "DepthNodeCore", "ModelStartupError", "main", "run_node"]
 
 
 # Parameters that change the scale-policy object (the others are read per frame).
@@ -72,11 +77,11 @@ _POLICY_PARAMS = {"scale_policy", "fixed_scale", "camera_height_m", "ground_regi
 
 
 class ModelStartupError(RuntimeError):
-    """The model named by ``model_path`` cannot be used; the node cannot start."""
+    """The model named by ``model_path`` (or a parameter) cannot be used; the node cannot start."""
 
 
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    d = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+def _descriptor(spec: ParamSpec, read_only: bool) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=spec.description, read_only=read_only)
     if spec.choices:
         d.additional_constraints = "one of: " + ", ".join(spec.choices)
     if spec.lo is not None:
@@ -87,23 +92,69 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
     return d
 
 
-class DepthNode(Node):
-    """See the module docstring. Raises :class:`ModelStartupError` if the model cannot be loaded."""
+class DepthNodeCore:
+    """The depth node's work, shared by the plain and the managed node: a mixin for an rclpy ``Node``.
 
-    def __init__(self, node_name: str = "depth_node", **kwargs):
-        super().__init__(node_name, **kwargs)
+    Its steps, in the order a node runs them (the plain node all at construction; the managed node on its
+    lifecycle transitions, see :mod:`monodepth_ros.managed_node`):
+
+    - :meth:`_init_core`: declare the parameters, the ``/diagnostics`` publisher and timer (construction);
+    - :meth:`_load_model`: read and validate the parameters, load the backend and the scale policy, reset the
+      counters; raises :class:`ModelStartupError` (configure);
+    - :meth:`_create_outputs`: the output publishers (configure);
+    - :meth:`_start_input` / :meth:`_stop_input`: the inference worker and the subscriptions (activate /
+      deactivate); after ``_stop_input`` returns, the worker is gone and nothing more is published;
+    - :meth:`_release`: stop the input and close the backend (cleanup, shutdown, destroy_node).
+
+    "restart" parameters (``ParamSpec.read_only``) are declared read-only by the plain node; a subclass that
+    overrides :meth:`_restart_param_reason` decides when they may change instead (the managed node: unconfigured).
+    """
+
+    def _init_core(self, restart_params_read_only: bool = True) -> None:
         # Set first: destroy_node() runs even when construction fails half way (rclpy context clean-up).
-        self._slot = LatestSlot()  # newest (image_msg, info_msg, t_received) not yet processed
+        self._slot: LatestSlot | None = None  # newest (image_msg, info_msg, t_received) not yet processed
         self._worker: threading.Thread | None = None
+        self._busy_worker: threading.Thread | None = None  # a worker that outlived _stop_input's wait
+        self._retired_slot_counts = (0, 0)  # (dropped, stale) of the mailboxes of earlier activations
+        self._subs: list = []
+        self._output_pubs: list = []
+        self._diag_timer = None
         self.backend = None
+        self.info = None
+        self.policy = None
+        self.backend_name = ""
+        self.configure_error = ""  # why the last model load failed (managed node: shown in /diagnostics)
         for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec, spec.read_only and
+                                                                        restart_params_read_only))
+        self.p = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._start_diagnostics_timer()
+
+    @staticmethod
+    def _pc2_type():
+        from sensor_msgs.msg import PointCloud2
+
+        return PointCloud2
+
+    # ---- hooks a lifecycle node overrides ---------------------------------------------------------------------
+    def _lifecycle_state(self) -> str | None:
+        """The lifecycle state label for /diagnostics, or None for a plain node."""
+        return None
+
+    def _restart_param_reason(self, name: str) -> str | None:
+        """Why the "restart" parameter ``name`` cannot change now, or None if it can."""
+        return f"{name} is read-only: restart to change"
+
+    # ---- start-up: model, outputs, input ----------------------------------------------------------------------
+    def _load_model(self) -> None:
+        """Read and check every parameter, load the model and build the scale policy; reset the run's counters.
+        Raises :class:`ModelStartupError` with the reason (a bad parameter, an unusable model or scale)."""
         self.p = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
         bad = [r for n, v in self.p.items() if (r := validate_parameter(n, v, self.p))]
         if bad:
             raise ModelStartupError("invalid parameters: " + "; ".join(bad))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
         self.backend = self._load_backend()
         self.info = self.backend.info
         self.ground = GroundPlaneScale()  # ground-plane state, kept across frames and parameter changes
@@ -115,6 +166,7 @@ class DepthNode(Node):
             self.get_logger().warning(
                 "scale_policy relative: publishing depth in model units, NOT metres, on a topic that REP 118 "
                 "defines as metres; do not let a planner consume it as metres")
+        self._start_diagnostics_timer()  # diagnostics_period_s may have changed while unconfigured
 
         self.sync = StampSynchronizer(self.p["sync_tolerance_s"], self.p["sync_queue_size"])
         self.in_rate, self.out_rate = RateMeter(), RateMeter()
@@ -133,44 +185,8 @@ class DepthNode(Node):
         self.frames_rectified = 0
         self.scans_out = 0
         self._scan_notes: set[str] = set()  # one-time scan warnings already logged
+        self._retired_slot_counts = (0, 0)
 
-        sub_qos = qos_profile_sensor_data if self.p["qos"] == "sensor_data" else QoSProfile(
-            depth=5, reliability=ReliabilityPolicy.RELIABLE
-        )
-        # Reliable publishers serve both reliable (RViz default) and best-effort subscribers; keep-last 2 never blocks.
-        pub_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
-        self.pub_depth = self.create_publisher(Image, "depth", pub_qos)
-        self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", pub_qos)
-        self.pub_points = self.create_publisher(self._pc2_type(), "points", pub_qos)
-        self.pub_colored = self.create_publisher(Image, "depth/colored", pub_qos)
-        self.pub_confidence = self.create_publisher(Image, "depth/confidence", pub_qos)
-        self.pub_scan = self.create_publisher(LaserScan, "scan", pub_qos)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        if self.p["use_compressed"]:
-            # image_transport naming: the compressed stream of (possibly remapped) `image` is `<image>/compressed`.
-            topic = self.resolve_topic_name("image") + "/compressed"
-            self.create_subscription(CompressedImage, topic, self._on_image, sub_qos)
-        else:
-            self.create_subscription(Image, "image", self._on_image, sub_qos)
-        self.create_subscription(CameraInfo, "camera_info", self._on_info, sub_qos)
-        self.create_timer(self.p["diagnostics_period_s"], self._publish_diagnostics)
-
-        self._worker = threading.Thread(target=self._work, name="depth_inference", daemon=True)
-        self._worker.start()
-        self.get_logger().info(
-            f"depth node ready: backend {self.backend_name}, model {self.info.width}x{self.info.height}, "
-            f"scale_policy {self.p['scale_policy']} -> {self.policy.name} (model: {self.info.scale_policy}, "
-            f"scale {self.info.scale:g}), subscribing {self.resolve_topic_name('image')}"
-            f"{'/compressed' if self.p['use_compressed'] else ''} + {self.resolve_topic_name('camera_info')}"
-        )
-
-    @staticmethod
-    def _pc2_type():
-        from sensor_msgs.msg import PointCloud2
-
-        return PointCloud2
-
-    # ---- start-up -------------------------------------------------------------------------------------------
     def _load_backend(self):
         path = self.p["model_path"]
         if not path:
@@ -185,6 +201,75 @@ class DepthNode(Node):
         self.backend_name = f"{getattr(backend, 'name', type(backend).__name__)}:{backend.info.name or path}"
         return backend
 
+    def _create_outputs(self, create_publisher: Callable) -> None:
+        """The output publishers, made by ``create_publisher`` (``create_publisher`` or a lifecycle node's
+        ``create_lifecycle_publisher``)."""
+        # Reliable publishers serve both reliable (RViz default) and best-effort subscribers; keep-last 2 never blocks.
+        pub_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_depth = create_publisher(Image, "depth", pub_qos)
+        self.pub_info = create_publisher(CameraInfo, "depth/camera_info", pub_qos)
+        self.pub_points = create_publisher(self._pc2_type(), "points", pub_qos)
+        self.pub_colored = create_publisher(Image, "depth/colored", pub_qos)
+        self.pub_confidence = create_publisher(Image, "depth/confidence", pub_qos)
+        self.pub_scan = create_publisher(LaserScan, "scan", pub_qos)
+        self._output_pubs = [self.pub_depth, self.pub_info, self.pub_points, self.pub_colored, self.pub_confidence,
+                             self.pub_scan]
+
+    def _destroy_outputs(self, destroy_publisher: Callable) -> None:
+        for pub in self._output_pubs:
+            destroy_publisher(pub)
+        self._output_pubs = []
+
+    def _start_input(self) -> None:
+        """Start the inference worker, then subscribe (a frame never waits for a worker that is not there)."""
+        self._slot = LatestSlot()
+        self._worker = threading.Thread(target=self._work, args=(self._slot,), name="depth_inference", daemon=True)
+        self._worker.start()
+        sub_qos = qos_profile_sensor_data if self.p["qos"] == "sensor_data" else QoSProfile(
+            depth=5, reliability=ReliabilityPolicy.RELIABLE
+        )
+        if self.p["use_compressed"]:
+            # image_transport naming: the compressed stream of (possibly remapped) `image` is `<image>/compressed`.
+            topic = self.resolve_topic_name("image") + "/compressed"
+            self._subs.append(self.create_subscription(CompressedImage, topic, self._on_image, sub_qos))
+        else:
+            self._subs.append(self.create_subscription(Image, "image", self._on_image, sub_qos))
+        self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_info, sub_qos))
+
+    def _stop_input(self) -> None:
+        """Unsubscribe, drop the frame not yet taken, and wait for the frame in progress to be published."""
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._slot is not None:
+            self._retired_slot_counts = self._slot_counts()
+            self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            if self._worker.is_alive():  # a hung backend must not hang the executor (and a lifecycle manager)
+                self.get_logger().warning("inference worker still busy after 10 s; it exits after this frame")
+                self._busy_worker = self._worker
+        self._slot, self._worker = None, None
+
+    def _release(self) -> None:
+        """Stop the input and close the backend (idempotent)."""
+        self._stop_input()
+        if self.backend is not None:
+            if self._busy_worker is not None and self._busy_worker.is_alive():
+                self.get_logger().warning("backend left open: the inference worker still uses it")
+            else:
+                self.backend.close()
+        self.backend, self.info, self.policy = None, None, None
+
+    def _input_line(self) -> str:
+        compressed = "/compressed" if self.p["use_compressed"] else ""
+        return f"{self.resolve_topic_name('image')}{compressed} + {self.resolve_topic_name('camera_info')}"
+
+    def _model_line(self) -> str:
+        return (f"backend {self.backend_name}, model {self.info.width}x{self.info.height}, scale_policy "
+                f"{self.p['scale_policy']} -> {self.policy.name} (model: {self.info.scale_policy}, scale "
+                f"{self.info.scale:g})")
+
     def _configure_policy(self) -> None:
         """(Re)build the scale-policy object from the parameters; the ground-plane state carries over. Raises
         ValueError for a policy that would publish an unknown scale as metres."""
@@ -196,8 +281,10 @@ class DepthNode(Node):
             spec = PARAM_BY_NAME.get(prm.name)
             if spec is None:
                 continue
-            if spec.read_only:  # rclpy enforces read_only too; say why in our words
-                return SetParametersResult(successful=False, reason=f"{prm.name} is read-only: restart to change")
+            if spec.read_only:  # the plain node's descriptor makes rclpy refuse too; say why in our words
+                reason = self._restart_param_reason(prm.name)
+                if reason:
+                    return SetParametersResult(successful=False, reason=reason)
             try:
                 value = coerce_value(prm.name, prm.value)
             except ValueError as e:
@@ -207,20 +294,24 @@ class DepthNode(Node):
                 return SetParametersResult(successful=False, reason=reason)
             new[prm.name] = value
         merged = dict(self.p, **new)
-        try:
-            choose_scale_policy(merged["scale_policy"], merged["fixed_scale"], self.info.scale_policy)
-        except ValueError as e:
-            return SetParametersResult(successful=False, reason=str(e))
+        loaded = self.info is not None  # a managed node without a model takes the values at its next configure
+        if loaded:
+            try:
+                choose_scale_policy(merged["scale_policy"], merged["fixed_scale"], self.info.scale_policy)
+            except ValueError as e:
+                return SetParametersResult(successful=False, reason=str(e))
         for name, value in new.items():
             old = self.p[name]
             self.p[name] = value
+            if not loaded:
+                continue
             if name == "sync_tolerance_s":
                 self.sync.tolerance_s = value
             elif name == "log_throttle_s":
                 self.throttle.period_s = value
             elif name == "scale_policy" and old != value:
                 self.ground.reset()
-        if any(n in _POLICY_PARAMS for n in new):
+        if loaded and any(n in _POLICY_PARAMS for n in new):
             self._configure_policy()
         return SetParametersResult(successful=True)
 
@@ -253,13 +344,21 @@ class DepthNode(Node):
         self._offer(self.sync.push_info(stamp_to_ns(msg.header.stamp), msg))
 
     def _offer(self, pair) -> None:
-        if pair is not None:  # latest frame only: an older pair still waiting is dropped, a late one refused
-            self._slot.put(stamp_to_ns(pair[0].header.stamp), (pair[0], pair[1], time.monotonic()))
+        slot = self._slot
+        if pair is not None and slot is not None:  # latest only: an older pair waiting is dropped, a late one refused
+            slot.put(stamp_to_ns(pair[0].header.stamp), (pair[0], pair[1], time.monotonic()))
+
+    def _slot_counts(self) -> tuple[int, int]:
+        """(dropped, stale) of the inference mailboxes since the model was loaded (one per activation)."""
+        dropped, stale = self._retired_slot_counts
+        if self._slot is not None:
+            dropped, stale = dropped + self._slot.dropped, stale + self._slot.stale
+        return dropped, stale
 
     # ---- inference worker -----------------------------------------------------------------------------------
-    def _work(self) -> None:
+    def _work(self, slot: LatestSlot) -> None:
         while True:
-            item = self._slot.take()
+            item = slot.take()
             if item is None:  # closed
                 return
             img_msg, info_msg, t_recv = item
@@ -372,20 +471,52 @@ class DepthNode(Node):
             return True
         return False
 
+    def _start_diagnostics_timer(self) -> None:
+        """The /diagnostics timer at ``diagnostics_period_s`` (re-made only when the period changed)."""
+        period_s = self.p["diagnostics_period_s"]
+        if self._diag_timer is not None:
+            if abs(self._diag_timer.timer_period_ns - period_s * 1e9) < 1e3:
+                return
+            self.destroy_timer(self._diag_timer)
+        self._diag_timer = self.create_timer(period_s, self._publish_diagnostics)
+
     def _publish_diagnostics(self) -> None:
-        now = time.monotonic()
-        info_timeout = self._check_info_timeout(now)
-        recent = now - self.last_problem_time < max(5.0, 2 * self.p["diagnostics_period_s"])
         st = DiagnosticStatus()
         st.name = f"{self.get_fully_qualified_name()}: depth"
+        state = self._lifecycle_state()
+        if self.backend is None:  # a managed node without its model (unconfigured, finalized): its state only
+            values = {"lifecycle_state": state or "unconfigured"}
+            if self.configure_error:
+                st.level, st.message = DiagnosticStatus.ERROR, f"{state}: configure failed: {self.configure_error}"
+                values["configure_error"] = self.configure_error
+            elif state == "finalized":
+                st.level, st.message = DiagnosticStatus.OK, "finalized: shut down"
+            else:
+                st.level, st.message = DiagnosticStatus.OK, f"{state}: no model loaded (configure to load it)"
+        else:
+            values = self._run_status(st, state)
+        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [st]
+        self.pub_diag.publish(arr)
+
+    def _run_status(self, st: DiagnosticStatus, state: str | None) -> dict[str, str]:
+        """Level, message and values of a node with its model loaded (``state``: lifecycle label or None)."""
+        now = time.monotonic()
+        processing = state in (None, "active")
+        info_timeout = processing and self._check_info_timeout(now)  # no input expected while inactive
+        recent = now - self.last_problem_time < max(5.0, 2 * self.p["diagnostics_period_s"])
         st.hardware_id = self.backend_name
         if info_timeout or recent:
             st.level = DiagnosticStatus.WARN
             st.message = self.last_problem if recent else "no camera_info"
         else:
-            st.level, st.message = DiagnosticStatus.OK, "ok"
+            st.level, st.message = DiagnosticStatus.OK, "ok" if processing else f"{state}: not processing"
         sync = self.sync.stats
-        values = {
+        dropped, stale = self._slot_counts()
+        values = {} if state is None else {"lifecycle_state": state}
+        values |= {
             "backend": self.backend_name,
             "scale_policy": self.p["scale_policy"],
             "scale_policy_applied": self.policy.name,
@@ -395,8 +526,8 @@ class DepthNode(Node):
             "frames_out": str(self.out_rate.total),
             "frames_rectified": str(self.frames_rectified),
             "scans_out": str(self.scans_out),
-            "dropped_frames": str(self._slot.dropped + self._slot.stale + sync.dropped_images),
-            "dropped_latest_only": str(self._slot.dropped),
+            "dropped_frames": str(dropped + stale + sync.dropped_images),
+            "dropped_latest_only": str(dropped),
             "dropped_unpaired_images": str(sync.dropped_images),
             "latency_p50_ms": f"{self.latency.percentile_ms(50):.1f}" if len(self.latency) else "n/a",
             "latency_p99_ms": f"{self.latency.percentile_ms(99):.1f}" if len(self.latency) else "n/a",
@@ -410,29 +541,35 @@ class DepthNode(Node):
             "last_problem": self.last_problem,
         }
         values.update({f"problems.{k}": str(v) for k, v in sorted(self.problems.items())})
-        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [st]
-        self.pub_diag.publish(arr)
+        return values
 
     def destroy_node(self):
-        self._slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
-        if self.backend is not None:
-            self.backend.close()
+        self._release()
         return super().destroy_node()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``depth_node``. Returns the process exit code (:mod:`monodepth_ros.cli_common`): 2 when
-    the model or a parameter cannot be used, 1 on another start-up failure, 0 after a normal shutdown."""
+class DepthNode(DepthNodeCore, Node):
+    """The plain depth node: loads its model and starts at construction (see the module docstring). Raises
+    :class:`ModelStartupError` if the model or a parameter cannot be used."""
+
+    def __init__(self, node_name: str = "depth_node", **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._init_core()
+        self._load_model()
+        self._create_outputs(self.create_publisher)
+        self._start_input()
+        self.get_logger().info(f"depth node ready: {self._model_line()}, subscribing {self._input_line()}")
+
+
+def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = None) -> int:
+    """Initialise rclpy, build the node with ``make_node`` and spin it until shutdown. Returns the process exit code
+    (:mod:`monodepth_ros.cli_common`): 2 when the model or a parameter cannot be used, 1 on another start-up
+    failure (e.g. a value outside a declared range, refused by rclpy), 0 after a normal shutdown."""
     rclpy.init(args=sys.argv if argv is None else argv)
     try:
-        node = DepthNode()
+        node = make_node()
     except Exception as e:  # noqa: BLE001 - model or parameter problems: a clear fatal line, non-zero exit
-        rclpy.logging.get_logger("depth_node").fatal(f"depth_node cannot start: {type(e).__name__}: {e}")
+        rclpy.logging.get_logger(name).fatal(f"{name} cannot start: {type(e).__name__}: {e}")
         rclpy.try_shutdown()
         # The exit-code table of every monodepth command: a bad model or parameter is bad input.
         return EXIT_BAD_INPUT if isinstance(e, ModelStartupError) else EXIT_FAILURE
@@ -440,10 +577,19 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # SIGINT/SIGTERM shut the context down under a running callback (a timer publishing): a normal stop.
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``depth_node``: the plain node (exit codes: :func:`run_node`)."""
+    return run_node(DepthNode, "depth_node", argv)
 
 
 if __name__ == "__main__":
