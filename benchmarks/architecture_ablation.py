@@ -29,11 +29,10 @@ import monodepth_training.networks.sfmlearner  # noqa: F401
 import numpy as np
 import onnxruntime as ort
 import torch
+from _budget_training import MAX_DEPTH, MIN_DEPTH, heldout_predictions, train_for_budget
 from model_complexity import measure
 from monodepth_training.datasets.synthetic import SyntheticDataset
-from monodepth_training.geometry import sigmoid_to_disp
-from monodepth_training.losses import monodepth2_loss
-from monodepth_training.networks import build_depth_net, build_pose_net, predict_T_src_from_tgt
+from monodepth_training.networks import build_depth_net, build_pose_net
 from monodepth_training.networks.export_wrapper import DisparityHead
 from torch.utils.data import DataLoader
 
@@ -41,7 +40,6 @@ from monodepth_ros.bundle import atomic_write_bytes
 from monodepth_ros.evaluation.metrics import METRIC_NAMES, evaluate_depth
 
 RESULTS = Path(__file__).resolve().parent / "results" / "architecture_ablation.json"
-MIN_DEPTH, MAX_DEPTH = 0.1, 100.0
 # (label, depth net, kwargs, pose net): reduced widths where the paper's model is far too slow for a CPU budget.
 ARCHS = [
     ("monodepth2 R18", "monodepth2", {"num_layers": 18}, "monodepth2_pose"),
@@ -50,18 +48,6 @@ ARCHS = [
     ("diffnet W18", "diffnet", {}, "monodepth2_pose"),
     ("sfmlearner", "sfmlearner", {}, "sfmlearner_pose"),
 ]
-
-
-def heldout_depths(depth_net, dataset) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(GT depth list, predicted depth list), each (H, W) in metres / model units, for the held-out samples."""
-    depth_net.eval()
-    gts, preds = [], []
-    with torch.no_grad():
-        for batch in DataLoader(dataset, batch_size=8):
-            disp = sigmoid_to_disp(depth_net(batch["color"][0])[("disp", 0)], MIN_DEPTH, MAX_DEPTH)
-            preds += list((1.0 / disp)[:, 0].numpy())
-            gts += list(batch["depth_gt"][:, 0].numpy())
-    return gts, preds
 
 
 def ort_latency_ms(depth_net, height: int, width: int, runs: int) -> float:
@@ -88,26 +74,12 @@ def ort_latency_ms(depth_net, height: int, width: int, runs: int) -> float:
 def run(label, name, kwargs, pose_name, *, args, train, heldout) -> dict:
     torch.manual_seed(args.seed)
     depth_net, pose_net = build_depth_net(name, **kwargs), build_pose_net(pose_name)
-    opt = torch.optim.Adam([*depth_net.parameters(), *pose_net.parameters()], lr=args.lr)
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(args.seed))
-    steps, c0, t0, done, last = 0, time.process_time(), time.perf_counter(), False, float("nan")
-    while not done:
-        for batch in loader:
-            color = batch["color_aug"]
-            T = torch.stack([predict_T_src_from_tgt(pose_net, color[0], color[o], src_is_before=o < 0)
-                             for o in (-1, 1)], dim=1)
-            loss = monodepth2_loss(depth_net(color[0]), batch["color"][0], [batch["color"][-1], batch["color"][1]],
-                                   T, batch["K"], min_depth=MIN_DEPTH, max_depth=MAX_DEPTH)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps, last = steps + 1, float(loss.detach())
-            if time.process_time() - c0 >= args.budget_cpu_s:
-                done = True
-                break
-    cpu_s, wall_s = time.process_time() - c0, time.perf_counter() - t0
-    gts, preds = heldout_depths(depth_net, heldout)
+    # Only the architectures differ: Monodepth2's loss for all (SfMLearner's explainability off).
+    trained = train_for_budget(depth_net, pose_net, loader, budget_cpu_s=args.budget_cpu_s, lr=args.lr)
+    steps, cpu_s, wall_s, last = trained.steps, trained.cpu_s, trained.wall_s, trained.last_loss
+    gts, preds = heldout_predictions(depth_net, heldout)
     res = evaluate_depth(gts, preds, median_scaling=True, crop=None)
     small = measure("depth", name, kwargs, args.height, args.width)
     full = measure("depth", name, kwargs, 192, 640)

@@ -18,20 +18,17 @@ import argparse
 import json
 import os
 import platform
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
+from _budget_training import MAX_DEPTH, MIN_DEPTH, heldout_predictions, train_for_budget
 from monodepth_training.datasets.synthetic import SyntheticDataset
-from monodepth_training.geometry import sigmoid_to_disp
 from monodepth_training.losses import (
     FEATURE_METRIC_WEIGHT,
     VELOCITY_WEIGHT,
     ExtraLossConfig,
     build_featurenet,
-    total_loss,
 )
 from monodepth_training.networks.registry import build_depth_net, build_pose_net, set_initial_depth
 from torch.utils.data import DataLoader
@@ -41,7 +38,6 @@ from monodepth_ros.evaluation.metrics import METRIC_NAMES, evaluate_depth
 
 RESULTS = Path(__file__).resolve().parent / "results" / "loss_ablation.json"
 WORLD = {"static_segments": True, "moving_objects": True}
-MIN_DEPTH, MAX_DEPTH = 0.1, 100.0
 
 # Every variant starts its disparity heads at a fixed depth (MonoDepthModule's init_depth): relative-scale
 # variants at 1 model unit, metric ones (velocity, stereo) at 10 m, a typical street depth. The metric velocity
@@ -67,19 +63,6 @@ DEFAULT_VARIANTS = ["baseline", "feature_metric", "velocity", "stereo", "no_auto
                     "no_full_res_multiscale"]
 
 
-def heldout_predictions(depth_net, dataset) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Depth GT and predicted depth (model units) for every held-out sample."""
-    depth_net.eval()
-    gts, preds = [], []
-    with torch.no_grad():
-        for batch in DataLoader(dataset, batch_size=8):
-            disp = sigmoid_to_disp(depth_net(batch["color"][0])[("disp", 0)], MIN_DEPTH, MAX_DEPTH)
-            preds += list((1.0 / disp)[:, 0].numpy())
-            gts += list(batch["depth_gt"][:, 0].numpy())
-    depth_net.train()
-    return gts, preds
-
-
 def run_variant(name: str, args, heldout) -> dict:
     switches, extras_kw, use_stereo = VARIANTS[name]
     torch.manual_seed(args.seed)
@@ -96,30 +79,9 @@ def run_variant(name: str, args, heldout) -> dict:
                               **({"translation_scale": METRIC_TRANSLATION_SCALE} if velocity else {}))
     extras = ExtraLossConfig(**extras_kw)
     featurenet = build_featurenet(extras.featurenet_mode, kwargs={"num_layers": 18, "width": args.net_width})
-    params = list(depth_net.parameters()) + list(pose_net.parameters())
-    if featurenet is not None:
-        params += list(featurenet.parameters())
-    opt = torch.optim.Adam(params, lr=args.lr)
-
-    steps, history = 0, []
-    c0, t0 = time.process_time(), time.perf_counter()
-    done = False
-    while not done:
-        for batch in loader:
-            losses = total_loss(depth_net, pose_net, batch, "color_aug", temporal_offsets=[-1, 1],
-                                   use_stereo=use_stereo, min_depth=MIN_DEPTH, max_depth=MAX_DEPTH,
-                                   extras=extras.at_step(steps), featurenet=featurenet, **switches)
-            opt.zero_grad()
-            losses["loss"].backward()
-            opt.step()
-            steps += 1
-            if steps % 10 == 0:
-                keys = ("loss", "photometric", "velocity", "feature_metric", "pose_translation_m")
-                history.append({k: float(losses[k].detach()) for k in keys if k in losses})
-            if time.process_time() - c0 >= args.budget_cpu_s:
-                done = True
-                break
-    cpu_s, wall_s = time.process_time() - c0, time.perf_counter() - t0
+    run = train_for_budget(depth_net, pose_net, loader, budget_cpu_s=args.budget_cpu_s, lr=args.lr, extras=extras,
+                           featurenet=featurenet, use_stereo=use_stereo, **switches)
+    steps, history, cpu_s, wall_s = run.steps, run.history, run.cpu_s, run.wall_s
 
     gts, preds = heldout_predictions(depth_net, heldout)
     med = evaluate_depth(gts, preds, median_scaling=True, crop=None)

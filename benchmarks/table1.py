@@ -1,0 +1,563 @@
+"""Our own Table I: every survey system trained with one recipe, on the same data, at the same size, for the same
+CPU-time budget, then scored on a held-out synthetic world and on the real KITTI raw drive.
+
+    .venv/bin/python benchmarks/table1.py [--budget-cpu-s 1200] [--seeds 3] [--systems monodepth2,packnet,...]
+        [--ablations no_automask,...] [--height 64 --width 192] [--real-data ../shared/data/real] [--out X.json]
+    .venv/bin/python benchmarks/table1.py --quick --out /tmp/table1.json     # end to end in well under a minute
+
+Systems (:data:`SYSTEMS`): SfMLearner with explainability, Monodepth2, Monodepth2 + feature-metric loss (FeatDepth),
+PackNet + velocity supervision, DDV, DIFFNet and the real-time ``rtmonodepth``. Each keeps its paper's loss and its
+own network in the CPU-sized variant of ``architecture_ablation.ARCHS`` (stated per row where lighter than the
+paper's); everything else is shared: training data (the synthetic world of ``loss_ablation.WORLD`` plus, when
+``--real-data`` has it, KITTI odometry 03 frames 0-699), size, Adam at ``--lr``, batch, ``init_depth`` and the budget
+of the one loop in ``_budget_training.train_for_budget``. Runs go one at a time, one torch thread.
+
+Scored per (system, seed): the 7 KITTI metrics, median-scaled (and unscaled for the metric PackNet + velocity), on the
+held-out synthetic world (seed 1000, exact GT, 80 m, no crop) and on the raw drive (``real_data.score_depth_model``:
+LiDAR GT, Garg crop, 80 m), for the trained network and for the same network before training. Rows give mean +- the
+sample std over seeds; a system is flagged where its abs_rel does not beat its untrained network's by more than
+2 combined std (:func:`compare`). The Monodepth2 ablations (:data:`ABLATIONS`) are compared with Monodepth2 the same
+way. Params and GFLOPs come from ``model_complexity.measure``, CPU ms from ``model_complexity.depth_latency_ms``.
+Prints the tables; writes JSON (atomically) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from _budget_training import MAX_DEPTH, MIN_DEPTH, heldout_predictions, train_for_budget
+from architecture_ablation import ARCHS
+from loss_ablation import (
+    METRIC_INIT_DEPTH,
+    METRIC_TRANSLATION_SCALE,
+    RELATIVE_INIT_DEPTH,
+    VARIANTS,
+    VELOCITY,
+    WORLD,
+)
+from model_complexity import depth_latency_ms, measure
+from monodepth_training.bundle_io import save_bundle
+from monodepth_training.datasets.kitti_odometry import KittiOdometryDataset
+from monodepth_training.datasets.mix import MixDataset
+from monodepth_training.datasets.synthetic import SyntheticDataset
+from monodepth_training.losses import ExtraLossConfig, build_featurenet
+from monodepth_training.networks import rtmonodepth
+from monodepth_training.networks.registry import build_depth_net, build_pose_net, set_initial_depth
+from real_data import RAW_DRIVE, RealDataError, backend_model, check_real_root, load_raw_frames, score_depth_model
+from torch.utils.data import DataLoader
+
+from monodepth_ros.bundle import BundleMeta, atomic_write_bytes
+from monodepth_ros.evaluation.metrics import METRIC_NAMES, evaluate_depth
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "table1.json"
+DEFAULT_REAL = REPO.parent / "shared" / "data" / "real"
+ODOM_SEQUENCE, ODOM_TRAIN_FRAMES = "03", (0, 699)  # 700-800 are held out (../shared/data/real/README.md)
+HELDOUT_SEED = 1000
+NOISE_K = 2.0  # "clearly different" = means apart by more than NOISE_K combined standard deviations
+EVAL_SETS = ("synthetic", "real")
+
+
+@dataclass
+class Recipe:
+    """One trained configuration: a network pair, its start and its loss. ``key()`` identifies the training, so a
+    system and an ablation that train the same thing (FeatDepth, "+ feature-metric") share their runs."""
+
+    name: str
+    label: str
+    depth_net: str
+    depth_kwargs: dict
+    pose_net: str = "monodepth2_pose"
+    pose_kwargs: dict = field(default_factory=dict)
+    init_depth: float | None = RELATIVE_INIT_DEPTH
+    extras: dict = field(default_factory=dict)  # ExtraLossConfig fields
+    switches: dict = field(default_factory=dict)  # total_loss switches (automask, alpha, ...)
+    featurenet_kwargs: dict = field(default_factory=dict)
+    variant: str = ""  # how this network differs from the paper's, if it does
+
+    @property
+    def metric(self) -> bool:
+        return self.extras.get("velocity_weight", 0) > 0
+
+    def key(self) -> str:
+        d = asdict(self)
+        for k in ("name", "label", "variant"):
+            d.pop(k)
+        return json.dumps(d, sort_keys=True, default=list)
+
+
+def _arch(depth_net: str) -> tuple[dict, str]:
+    """(depth kwargs, pose net) of ``depth_net``'s CPU-sized variant in ``architecture_ablation.ARCHS``."""
+    return next((dict(kw), pose) for _label, name, kw, pose in ARCHS if name == depth_net)
+
+
+def _system(name: str, label: str, depth_net: str, variant: str, **kw) -> Recipe:
+    depth_kwargs, pose_net = _arch(depth_net) if depth_net in {a[1] for a in ARCHS} else ({}, "monodepth2_pose")
+    return Recipe(name, label, depth_net, kw.pop("depth_kwargs", depth_kwargs), kw.pop("pose_net", pose_net),
+                  variant=variant, **kw)
+
+
+_FEATURE_METRIC = VARIANTS["feature_metric"][1]
+SYSTEMS: dict[str, Recipe] = {r.name: r for r in [
+    # SfMLearner's loss as config/train/sfmlearner_kitti.yaml has it: L1 photometric (no SSIM), averaged over the
+    # sources, each scale at its own resolution, mask-weighted with the explainability regulariser at 0.2.
+    _system("sfmlearner", "Zhou et al. (SfMLearner) + explainability", "sfmlearner", "paper network (DispNet)",
+            extras={"explainability_weight": 0.2},
+            switches={"alpha": 0.0, "automask": False, "min_reprojection": False, "full_res_multiscale": False}),
+    _system("monodepth2", "Monodepth2", "monodepth2", "paper network (ResNet-18), from scratch"),
+    _system("featdepth", "Monodepth2 + feature-metric (FeatDepth)", "monodepth2",
+            "light: Monodepth2 ResNet-18 + joint ResNet-18 FeatureNet (FeatDepth: ResNet-50 at 1024x320)",
+            extras=dict(_FEATURE_METRIC), featurenet_kwargs={"num_layers": 18}),
+    _system("packnet", "PackNet-SfM + velocity", "packnet",
+            "light: PackNet slim (quarter widths; PackNet01 is 410 GFLOPs at 640x192); ResNet-18 pose net",
+            init_depth=METRIC_INIT_DEPTH, extras=dict(VELOCITY),
+            pose_kwargs={"translation_scale": METRIC_TRANSLATION_SCALE}),
+    _system("ddv", "DDV (self-attention, discrete disparity)", "ddv",
+            "light: ResNet-18 undilated (paper: dilated ResNet-101); no init_depth (no sigmoid heads)",
+            init_depth=None),
+    _system("diffnet", "DIFFNet", "diffnet", "paper network (HRNet-W18), from scratch"),
+    _system("rtmonodepth", "RT-MonoDepth (real-time)", "rtmonodepth",
+            "project CPU configuration rtmonodepth.CPU_REALTIME (paper: channels 64/64/128/256, 3 convs per stage)",
+            depth_kwargs=dict(rtmonodepth.CPU_REALTIME)),
+]}
+
+# The papers' KITTI Eigen abs_rel (monocular, median-scaled) as the survey's Table I quotes them: (abs_rel, paper
+# resolution, source). Their networks start from ImageNet weights (PackNet: from scratch) and train for hours on a
+# GPU on ~40k frames; ours train for minutes from scratch on a small set, so the column is context, not a target.
+PAPER = {
+    "sfmlearner": (0.183, "416x128", "Zhou et al. CVPR 2017; 0.183 is the authors' updated KITTI-only model "
+                   "(github.com/tinghuiz/SfMLearner README: smoothness 0.5, without the explainability term)"),
+    "monodepth2": (0.115, "640x192", "Godard et al. ICCV 2019, monocular ResNet-18"),
+    "featdepth": (0.104, "1024x320", "Shu et al. ECCV 2020 (FeatDepth)"),
+    "packnet": (0.111, "640x192", "Guizilini et al. CVPR 2020 (PackNet-SfM, monocular)"),
+    "ddv": (0.110, "640x192", "Johnston & Carneiro CVPR 2020, as the survey's Table I gives it"),
+    "diffnet": (0.102, "640x192", "Zhou, Greenwood & Taylor BMVC 2021 (DIFFNet)"),
+    "rtmonodepth": (0.125, "640x192", "Feng et al. ICIP 2024 (RT-MonoDepth)"),
+}
+
+# Monodepth2 ablations: name -> (label, the loss_ablation variant it applies to the Monodepth2 system).
+ABLATIONS = {
+    "no_min_reprojection": "- min-reprojection (average over sources)",
+    "no_automask": "- auto-masking",
+    "no_full_res_multiscale": "- full-res multi-scale",
+    "feature_metric": "+ feature-metric (FeatDepth)",
+}
+
+
+def ablation_recipe(name: str) -> Recipe:
+    """The Monodepth2 system with one ``loss_ablation.VARIANTS`` change (no stereo: the training mix has none)."""
+    switches, extras, use_stereo = VARIANTS[name]
+    if use_stereo:
+        raise ValueError(f"ablation {name!r} needs stereo, which the training data has not")
+    base = SYSTEMS["monodepth2"]
+    return Recipe(f"ablation:{name}", ABLATIONS[name], base.depth_net, dict(base.depth_kwargs), base.pose_net,
+                  dict(base.pose_kwargs), base.init_depth, dict(extras), dict(switches),
+                  {"num_layers": 18} if extras.get("featurenet_mode", "off") != "off" else {}, base.variant)
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+
+def mean_std(values: Sequence[float]) -> dict:
+    """``{"mean", "std", "n"}`` of per-seed values; ``std`` is the sample std (ddof 1), None for one value."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("no values to aggregate")
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else None, "n": int(v.size)}
+
+
+def aggregate(per_seed: Sequence[dict[str, float]]) -> dict[str, dict]:
+    """Per metric (the keys all per-seed dicts share), :func:`mean_std` over the seeds."""
+    keys = [k for k in per_seed[0] if all(k in d for d in per_seed)] if per_seed else []
+    return {k: mean_std([d[k] for d in per_seed]) for k in keys}
+
+
+def compare(a: Sequence[float], b: Sequence[float], k: float = NOISE_K) -> dict:
+    """Is ``mean(a)`` clearly lower or higher than ``mean(b)``? Clearly = apart by more than ``k`` combined sample
+    stds, ``k * sqrt(std_a^2 + std_b^2)`` (a side with one value adds 0). ``noise_known`` is False when neither
+    side has two values: the verdict then rests on the sign of the difference alone."""
+    sa, sb = mean_std(a), mean_std(b)
+    margin = k * math.hypot(sa["std"] or 0.0, sb["std"] or 0.0)
+    diff = sa["mean"] - sb["mean"]
+    return {"diff": diff, "margin": margin, "lower": diff < -margin, "higher": diff > margin,
+            "noise_known": sa["std"] is not None or sb["std"] is not None}
+
+
+def beats_untrained(trained_abs_rel: Sequence[float], untrained_abs_rel: Sequence[float], k: float = NOISE_K) -> bool:
+    """True when the trained network's abs_rel is below its untrained network's by more than ``k`` combined std."""
+    return compare(trained_abs_rel, untrained_abs_rel, k)["lower"]
+
+
+# -------------------------------------------------------------------------------------------------- data
+
+
+def real_roots(real_data: Path) -> tuple[Path | None, Path | None, str]:
+    """(kitti_raw root, kitti_odometry root, note); both None, with the reason, when the folder lacks a piece."""
+    shown = os.path.relpath(real_data, REPO)
+    try:
+        raw, odom = check_real_root(real_data)
+    except RealDataError as e:
+        why = str(e).split(": ", 1)[-1] if str(e).startswith("--real ") else str(e)
+        return None, None, (f"no real data at {shown} ({why}): trained on the synthetic world only, no real-drive "
+                            "evaluation")
+    return raw, odom, (f"real data from {shown}: KITTI odometry {ODOM_SEQUENCE} frames "
+                       f"{ODOM_TRAIN_FRAMES[0]}-{ODOM_TRAIN_FRAMES[1]} in training, raw drive {RAW_DRIVE} evaluated")
+
+
+def training_set(height: int, width: int, train_frames: int, odom_root: Path | None) -> MixDataset:
+    """The one training set: the synthetic world (seed 0, ``WORLD``) plus, with ``odom_root``, the odometry frames
+    (grey camera 0, speeds from the GT poses). Odometry frames are decoded into the dataset's cache here, so that
+    no run's CPU budget pays for the decoding."""
+    parts = [{"source": "synthetic", "num_frames": train_frames, "seed": 0, "world": WORLD}]
+    if odom_root is not None:
+        parts.append({"source": "kitti_odometry", "data_dir": str(odom_root), "sequences": [ODOM_SEQUENCE],
+                      "camera": 0, "frames": list(ODOM_TRAIN_FRAMES)})
+    mix = MixDataset(parts, height, width, load_depth_gt=False, augment=True)
+    for part in mix.parts:
+        if isinstance(part, KittiOdometryDataset):
+            for i in range(len(part)):
+                part[i]
+    return mix
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class Context:
+    """What every run shares: settings, the training set, the evaluation sets and a scratch folder."""
+
+    args: argparse.Namespace
+    train: MixDataset
+    heldout: SyntheticDataset
+    real_frames: list | None
+    tmp: Path
+    untrained_cache: dict = field(default_factory=dict)
+
+
+def build_networks(recipe: Recipe, seed: int):
+    """Depth net, pose net and FeatureNet (or None) of ``recipe`` as seed ``seed`` initialises them."""
+    torch.manual_seed(seed)
+    depth_net = build_depth_net(recipe.depth_net, **recipe.depth_kwargs)
+    if recipe.init_depth is not None:
+        set_initial_depth(depth_net, recipe.init_depth, MIN_DEPTH, MAX_DEPTH)
+    pose_net = build_pose_net(recipe.pose_net, **recipe.pose_kwargs)
+    extras = ExtraLossConfig(**recipe.extras)
+    featurenet = build_featurenet(extras.featurenet_mode, kwargs=recipe.featurenet_kwargs)
+    return depth_net, pose_net, featurenet
+
+
+def evaluate(depth_net, recipe: Recipe, ctx: Context) -> dict:
+    """``{"synthetic": ..., "real": ... or None}``, each ``{"median_scaled", "unscaled" (metric recipes) or None,
+    "ratio_mean", "ratio_std"}``. The real drive goes through the runtime's torch backend from a bundle, as
+    ``real_data`` scores every model."""
+    gts, preds = heldout_predictions(depth_net, ctx.heldout)
+    med = evaluate_depth(gts, preds, median_scaling=True, crop=None)
+    out = {"synthetic": {"median_scaled": med.metrics, "ratio_mean": med.ratio_mean, "ratio_std": med.ratio_std,
+                         "unscaled": evaluate_depth(gts, preds, median_scaling=False, crop=None).metrics
+                         if recipe.metric else None},
+           "real": None}
+    if ctx.real_frames is not None:
+        path = ctx.tmp / "model.safetensors"
+        save_bundle(path, depth_net, BundleMeta(depth_net=recipe.depth_net, height=ctx.args.height,
+                                                width=ctx.args.width, min_depth=MIN_DEPTH, max_depth=MAX_DEPTH,
+                                                depth_kwargs=recipe.depth_kwargs,
+                                                scale_policy="metric" if recipe.metric else "relative"))
+        model = backend_model(recipe.label, path, "torch", threads=ctx.args.threads)
+        try:
+            row, _ = score_depth_model(ctx.real_frames, model)
+        finally:
+            if model.close is not None:
+                model.close()
+        out["real"] = {k: row[k] for k in ("median_scaled", "unscaled", "ratio_mean", "ratio_std")}
+    return out
+
+
+def run_one(recipe: Recipe, seed: int, ctx: Context) -> dict:
+    """Untrained scores (cached per network and seed), then train for the budget, then trained scores."""
+    args = ctx.args
+    depth_net, pose_net, featurenet = build_networks(recipe, seed)
+    ukey = (recipe.depth_net, json.dumps(recipe.depth_kwargs, sort_keys=True, default=list), recipe.init_depth,
+            recipe.metric, seed)
+    if ukey not in ctx.untrained_cache:
+        ctx.untrained_cache[ukey] = evaluate(depth_net, recipe, ctx)
+    # Evaluating (a bundle check builds a network) draws from torch's RNG, and the augmentation draws from it too:
+    # re-seed so that every recipe of this seed trains on the same batches with the same flips and jitter.
+    torch.manual_seed(seed)
+    loader = DataLoader(ctx.train, batch_size=args.batch_size, shuffle=True, num_workers=0, drop_last=True,
+                        generator=torch.Generator().manual_seed(seed))
+    trained = train_for_budget(depth_net, pose_net, loader, budget_cpu_s=args.budget_cpu_s, lr=args.lr,
+                               extras=ExtraLossConfig(**recipe.extras), featurenet=featurenet, **recipe.switches)
+    return {"seed": seed, "steps": trained.steps, "cpu_s": round(trained.cpu_s, 1),
+            "wall_s": round(trained.wall_s, 1), "last_losses": trained.history[-1] if trained.history else
+            {"loss": trained.last_loss}, "trained": evaluate(depth_net, recipe, ctx),
+            "untrained": ctx.untrained_cache[ukey]}
+
+
+def complexity(recipe: Recipe, args, cache: dict) -> dict:
+    """Params, GFLOPs (train size and 640x192) and ONNX Runtime CPU ms (1 thread, train size) of the depth net;
+    measured once per network (``cache``), so two systems sharing a network show the same numbers."""
+    key = (recipe.depth_net, json.dumps(recipe.depth_kwargs, sort_keys=True, default=list))
+    if key not in cache:
+        cache[key] = _complexity(recipe, args)
+    return cache[key]
+
+
+def _complexity(recipe: Recipe, args) -> dict:
+    small = measure("depth", recipe.depth_net, recipe.depth_kwargs, args.height, args.width)
+    full = measure("depth", recipe.depth_net, recipe.depth_kwargs, 192, 640)
+    ms = (depth_latency_ms(recipe.depth_net, recipe.depth_kwargs, args.height, args.width, args.latency_runs)
+          if args.latency_runs > 0 else None)
+    return {"params_m": round(small["params_m"], 3), "gflops_train_size": round(small["gflops"], 3),
+            "gflops_640x192": round(full["gflops"], 2), "cpu_ms_train_size": None if ms is None else round(ms, 2)}
+
+
+def summarize_runs(runs: list[dict]) -> dict:
+    """Per evaluation set: mean +- std over seeds of the trained and untrained metrics, and the untrained check."""
+    out = {}
+    for where in EVAL_SETS:
+        if any(r["trained"][where] is None for r in runs):
+            out[where] = None
+            continue
+        entry = {}
+        for kind in ("trained", "untrained"):
+            entry[kind] = aggregate([r[kind][where]["median_scaled"] for r in runs])
+            if all(r[kind][where]["unscaled"] for r in runs):
+                entry[f"{kind}_unscaled"] = aggregate([r[kind][where]["unscaled"] for r in runs])
+        t = [r["trained"][where]["median_scaled"]["abs_rel"] for r in runs]
+        u = [r["untrained"][where]["median_scaled"]["abs_rel"] for r in runs]
+        entry["vs_untrained"] = compare(t, u) | {"beats_untrained": beats_untrained(t, u)}
+        out[where] = entry
+    return out
+
+
+# --------------------------------------------------------------------------------------------- output
+
+
+def fmt(stat: dict | None, digits: int = 3) -> str:
+    """"0.316+-0.012" (one seed: "0.316")."""
+    if stat is None:
+        return "-"
+    s = f"{stat['mean']:.{digits}f}"
+    return s if stat["std"] is None else f"{s}+-{stat['std']:.{digits}f}"
+
+
+def accuracy_table(rows: list[dict], where: str) -> str:
+    """Table I layout for one evaluation set: method, the paper's abs_rel beside ours, the 7 metrics (mean +- std
+    over seeds), the untrained network's abs_rel and whether training beat it by > 2 std (flagged where not)."""
+    head = (f"{'method':<44} {'paper (res)':>17} " + " ".join(f"{m:>13}" for m in METRIC_NAMES)
+            + f" {'untrained':>13}  {'beats untrained':<16}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        s = r["summary"][where]
+        paper = r.get("paper")
+        paper_s = f"{paper['abs_rel']:.3f} ({paper['resolution']})" if paper else "-"
+        if s is None:
+            continue
+        verdict = s["vs_untrained"]
+        flag = "yes" if verdict["beats_untrained"] else "NO  <- flagged"
+        flag += "" if verdict["noise_known"] else " (1 seed)"
+        lines.append(f"{r['label']:<44} {paper_s:>17} " + " ".join(f"{fmt(s['trained'][m]):>13}" for m in METRIC_NAMES)
+                     + f" {fmt(s['untrained']['abs_rel']):>13}  {flag:<16}")
+        if "trained_unscaled" in s:
+            lines.append(f"{'  (same, unscaled: metres as predicted)':<44} {'':>17} "
+                         + " ".join(f"{fmt(s['trained_unscaled'][m]):>13}" for m in METRIC_NAMES)
+                         + f" {fmt(s['untrained_unscaled']['abs_rel']):>13}")
+    return "\n".join(lines)
+
+
+def cost_table(rows: list[dict]) -> str:
+    head = (f"{'method':<44} {'params M':>9} {'GFLOPs@train':>12} {'GFLOPs@640x192':>14} {'CPU ms':>7} "
+            f"{'steps':>11}  network")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        c = r["complexity"]
+        ms = "-" if c["cpu_ms_train_size"] is None else f"{c['cpu_ms_train_size']:.1f}"
+        steps = fmt(mean_std([run["steps"] for run in r["runs"]]), 0)
+        lines.append(f"{r['label']:<44} {c['params_m']:>9.2f} {c['gflops_train_size']:>12.2f} "
+                     f"{c['gflops_640x192']:>14.1f} {ms:>7} {steps:>11}  {r['variant']}")
+    return "\n".join(lines)
+
+
+def ablation_table(baseline: dict, rows: list[dict], where: str) -> str:
+    head = (f"{'Monodepth2 variant':<44} {'abs_rel':>13} {'a1':>13} {'vs baseline':>12}  verdict (> 2 std)")
+    lines = [head, "-" * len(head)]
+    base = [r["trained"][where]["median_scaled"]["abs_rel"] for r in baseline["runs"]]
+    for r in [baseline, *rows]:
+        s = r["summary"][where]
+        if s is None:
+            return ""
+        vals = [run["trained"][where]["median_scaled"]["abs_rel"] for run in r["runs"]]
+        c = compare(vals, base)
+        verdict = ("-" if r is baseline else "n/a: 1 seed, no noise estimate" if not c["noise_known"]
+                   else "worse" if c["higher"] else "better" if c["lower"] else "within noise")
+        label = "baseline (Monodepth2)" if r is baseline else r["label"]
+        lines.append(f"{label:<44} {fmt(s['trained']['abs_rel']):>13} {fmt(s['trained']['a1']):>13} "
+                     f"{c['diff']:>+12.3f}  {verdict}")
+    return "\n".join(lines)
+
+
+def report(result: dict) -> str:
+    s = result["settings"]
+    out = [f"Table I (ours): {s['width']}x{s['height']}, {s['budget_cpu_s']:g} CPU-s of training per run, "
+           f"{s['seeds']} seed(s), one run at a time, 1 torch thread; mean+-std over seeds (sample std).",
+           f"Training data: {result['data']['train']}", result["data"]["real_note"]]
+    titles = {"synthetic": f"Held-out synthetic world (seed {HELDOUT_SEED}, {s['heldout_frames']} frames, exact GT, "
+                           "80 m, no crop), median-scaled",
+              "real": f"Real KITTI raw drive ({result['data'].get('real_frames', 0)} frames, LiDAR GT, Garg crop, "
+                      "80 m), median-scaled"}
+    for where in EVAL_SETS:
+        if all(r["summary"][where] is None for r in result["systems"]):
+            continue
+        out += ["", titles[where], accuracy_table(result["systems"], where)]
+    out += ["", "Cost (depth net; CPU ms = ONNX Runtime, 1 thread, at the training size; steps in the budget):",
+            cost_table(result["systems"])]
+    if result["ablations"]:
+        baseline = result["ablation_baseline"]
+        for where in EVAL_SETS:
+            if baseline["summary"][where] is None:
+                continue
+            out += ["", f"Monodepth2 ablations, {titles[where]}:",
+                    ablation_table(baseline, result["ablations"], where)]
+    flagged = [(r["label"], w) for r in result["systems"] for w in EVAL_SETS
+               if r["summary"][w] is not None and not r["summary"][w]["vs_untrained"]["beats_untrained"]]
+    out += ["", "Flagged (does not beat its untrained network by > 2 std): "
+            + ("; ".join(f"{label} on {w}" for label, w in flagged) if flagged else "none")]
+    out += ["Paper column: KITTI Eigen test split, monocular, median-scaled, as published (see the JSON for sources);"
+            " not comparable to ours in data, size or training time."]
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+QUICK = {"budget_cpu_s": 1.0, "seeds": 2, "train_frames": 24, "heldout_frames": 6, "latency_runs": 2,
+         "real_stride": 13}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma list from {list(SYSTEMS)}")
+    ap.add_argument("--ablations", default=",".join(ABLATIONS),
+                    help=f"comma list from {list(ABLATIONS)}, or 'none'")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every trained row (>= 2 for a std)")
+    ap.add_argument("--budget-cpu-s", type=float, default=1200.0, help="CPU seconds of training per run")
+    ap.add_argument("--height", type=int, default=64)
+    ap.add_argument("--width", type=int, default=192)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--train-frames", type=int, default=600, help="synthetic training frames")
+    ap.add_argument("--heldout-frames", type=int, default=60)
+    ap.add_argument("--real-data", type=Path, default=DEFAULT_REAL,
+                    help="folder with kitti_raw/ and kitti_odometry/ (absent: synthetic only)")
+    ap.add_argument("--real-stride", type=int, default=2, help="every n-th frame of the raw drive is scored")
+    ap.add_argument("--latency-runs", type=int, default=20, help="ONNX Runtime runs per network (0: no latency)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"a smoke run: defaults become {QUICK} (flags given explicitly still win)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    return ap
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.quick:  # parse again with the quick defaults, so that flags given explicitly still win
+        ap.set_defaults(**QUICK)
+        args = ap.parse_args(argv)
+    args.systems = [s for s in args.systems.split(",") if s.strip()]
+    args.ablations = [] if args.ablations.strip() in ("", "none") else [a for a in args.ablations.split(",") if a]
+    for given, known, what in ((args.systems, SYSTEMS, "systems"), (args.ablations, ABLATIONS, "ablations")):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            ap.error(f"unknown {what} {unknown}; choose from {list(known)}")
+    if args.seeds < 1:
+        ap.error("--seeds must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    raw_root, odom_root, real_note = real_roots(args.real_data)
+    systems = [SYSTEMS[s] for s in args.systems]
+    ablations = [ablation_recipe(a) for a in args.ablations]
+    recipes = systems + ([SYSTEMS["monodepth2"]] if ablations else []) + ablations
+    unique: dict[str, Recipe] = {}
+    for r in recipes:
+        unique.setdefault(r.key(), r)  # the first name wins: FeatDepth before "+ feature-metric"
+    print(f"{len(unique)} trainings x {args.seeds} seed(s) x {args.budget_cpu_s:g} CPU-s = "
+          f"{len(unique) * args.seeds * args.budget_cpu_s / 3600:.2f} CPU-hours of training, plus evaluation. "
+          + real_note, flush=True)
+
+    t0 = time.perf_counter()
+    train = training_set(args.height, args.width, args.train_frames, odom_root)
+    heldout = SyntheticDataset(args.height, args.width, num_frames=args.heldout_frames, seed=HELDOUT_SEED,
+                               world=WORLD, load_depth_gt=True)
+    real_frames = load_raw_frames(raw_root, stride=args.real_stride)[0] if raw_root is not None else None
+    runs_by_key: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = Context(args, train, heldout, real_frames, Path(tmp))
+        for key, recipe in unique.items():
+            runs_by_key[key] = []
+            for seed in range(args.seeds):
+                run = run_one(recipe, seed, ctx)
+                runs_by_key[key].append(run)
+                syn = run["trained"]["synthetic"]["median_scaled"]["abs_rel"]
+                real = run["trained"]["real"]
+                print(f"  {recipe.label} seed {seed}: {run['steps']} steps in {run['cpu_s']} CPU-s; abs_rel "
+                      f"synthetic {syn:.3f} (untrained {run['untrained']['synthetic']['median_scaled']['abs_rel']:.3f})"
+                      + (f", real {real['median_scaled']['abs_rel']:.3f}" if real else ""), flush=True)
+
+    measured: dict = {}
+
+    def row(recipe: Recipe, with_paper: bool) -> dict:
+        runs = runs_by_key[recipe.key()]
+        out = {"name": recipe.name, "label": recipe.label, "variant": recipe.variant,
+               "recipe": {k: v for k, v in asdict(recipe).items() if k not in ("name", "label", "variant")},
+               "runs": runs, "summary": summarize_runs(runs)}
+        if with_paper:
+            abs_rel, res, source = PAPER[recipe.name]
+            out["paper"] = {"abs_rel": abs_rel, "resolution": res, "source": source}
+            out["complexity"] = complexity(recipe, args, measured)
+        return out
+
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "load_avg": os.getloadavg(), "torch_threads": args.threads},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "budget_rule": (f"every (system, seed) trains in this one process, one after another, with "
+                        f"{args.threads} torch thread(s), until the training loop has used {args.budget_cpu_s:g} "
+                        "process CPU-seconds (data loading included; evaluation and set-up excluded)"),
+        "data": {"train": f"synthetic world seed 0 ({args.train_frames} frames, {WORLD})"
+                          + (f" + KITTI odometry {ODOM_SEQUENCE} frames {ODOM_TRAIN_FRAMES[0]}-"
+                             f"{ODOM_TRAIN_FRAMES[1]} (grey camera 0)" if odom_root is not None else ""),
+                 "train_samples": len(train), "real_used": raw_root is not None, "real_note": real_note,
+                 "real_frames": len(real_frames) if real_frames is not None else 0},
+        "systems": [row(r, True) for r in systems],
+        "ablation_baseline": row(SYSTEMS["monodepth2"], False) if ablations else None,
+        "ablations": [row(r, False) | {"ablation": r.name.split(":", 1)[1]} for r in ablations],
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    print("\n" + report(result))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(args.out, json.dumps(result, indent=2, default=list).encode())
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""benchmarks/table1.py, our own Table I: a tiny end-to-end run writes the rows, the paper column and the per-seed
+statistics; the statistics and the "beats its untrained network" flag are pure functions checked on hand-made
+numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import table1  # noqa: E402
+
+
+def test_mean_std_is_the_mean_and_sample_std_over_seeds():
+    s = table1.mean_std([0.30, 0.50, 0.40])
+    assert s["mean"] == pytest.approx(0.40)
+    assert s["std"] == pytest.approx(0.10)  # ddof 1: sqrt((0.01 + 0.01 + 0) / 2)
+    assert s["n"] == 3
+    assert table1.mean_std([0.25]) == {"mean": 0.25, "std": None, "n": 1}
+    with pytest.raises(ValueError):
+        table1.mean_std([])
+
+
+def test_aggregate_gives_each_shared_metric_its_mean_and_std():
+    per_seed = [{"abs_rel": 0.2, "a1": 0.7, "only_here": 1.0}, {"abs_rel": 0.4, "a1": 0.5}]
+    agg = table1.aggregate(per_seed)
+    assert set(agg) == {"abs_rel", "a1"}
+    assert agg["abs_rel"]["mean"] == pytest.approx(0.3)
+    assert agg["abs_rel"]["std"] == pytest.approx(math.sqrt(0.02))
+    assert agg["a1"]["mean"] == pytest.approx(0.6)
+
+
+def test_a_system_beats_its_untrained_network_only_by_more_than_two_combined_std():
+    untrained = [0.60, 0.61, 0.59]  # std 0.01
+    assert table1.beats_untrained([0.30, 0.32, 0.31], untrained)
+    # 0.04 lower on average, but the trained seeds scatter by 0.05: within 2 * hypot(0.05, 0.01) = 0.102.
+    assert not table1.beats_untrained([0.51, 0.56, 0.61], untrained)
+    # Worse than untrained is never "beats".
+    assert not table1.beats_untrained([0.70, 0.71, 0.72], untrained)
+    c = table1.compare([0.51, 0.56, 0.61], untrained)
+    assert c["diff"] == pytest.approx(-0.04)
+    assert c["margin"] == pytest.approx(2 * math.hypot(0.05, 0.01))
+    assert c["noise_known"] and not c["lower"] and not c["higher"]
+
+
+def test_with_one_seed_each_the_verdict_rests_on_the_sign_and_says_so():
+    c = table1.compare([0.30], [0.31])
+    assert c["lower"] and c["margin"] == 0.0 and not c["noise_known"]
+    assert not table1.beats_untrained([0.31], [0.31])
+
+
+def test_feature_metric_ablation_and_featdepth_share_their_training_runs():
+    assert table1.ablation_recipe("feature_metric").key() == table1.SYSTEMS["featdepth"].key()
+    assert table1.ablation_recipe("no_automask").key() != table1.SYSTEMS["monodepth2"].key()
+    assert set(table1.PAPER) == set(table1.SYSTEMS)
+
+
+def test_quick_sets_defaults_but_explicit_flags_win():
+    args = table1.parse_args(["--quick", "--seeds", "3"])
+    assert args.budget_cpu_s == table1.QUICK["budget_cpu_s"]
+    assert args.seeds == 3
+    with pytest.raises(SystemExit):
+        table1.parse_args(["--systems", "monodepth3"])
+
+
+def test_tiny_run_without_real_data_writes_rows_paper_column_and_seed_statistics(tmp_path, capsys):
+    out = tmp_path / "table1.json"
+    rc = table1.main(["--systems", "rtmonodepth", "--ablations", "no_automask", "--seeds", "2",
+                      "--budget-cpu-s", "0.5", "--height", "64", "--width", "192", "--train-frames", "12",
+                      "--heldout-frames", "3", "--latency-runs", "0", "--real-data", str(tmp_path / "absent"),
+                      "--out", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+
+    assert not result["data"]["real_used"] and "synthetic world only" in result["data"]["real_note"]
+    assert "synthetic world only" in printed and "Real KITTI raw drive" not in printed
+    [row] = result["systems"]
+    assert row["name"] == "rtmonodepth"
+    assert row["paper"]["abs_rel"] == 0.125 and row["paper"]["resolution"] == "640x192"
+    assert row["complexity"]["params_m"] > 0 and row["complexity"]["gflops_640x192"] > 0
+    assert [r["seed"] for r in row["runs"]] == [0, 1] and all(r["steps"] >= 1 for r in row["runs"])
+
+    syn = row["summary"]["synthetic"]
+    assert row["summary"]["real"] is None
+    abs_rel = [r["trained"]["synthetic"]["median_scaled"]["abs_rel"] for r in row["runs"]]
+    assert syn["trained"]["abs_rel"]["mean"] == pytest.approx(sum(abs_rel) / 2)
+    assert syn["trained"]["abs_rel"]["std"] == pytest.approx(abs(abs_rel[0] - abs_rel[1]) / math.sqrt(2))
+    untrained = [r["untrained"]["synthetic"]["median_scaled"]["abs_rel"] for r in row["runs"]]
+    assert syn["vs_untrained"]["beats_untrained"] == table1.beats_untrained(abs_rel, untrained)
+    if not syn["vs_untrained"]["beats_untrained"]:
+        assert "flagged" in printed
+
+    [ablation] = result["ablations"]
+    assert ablation["ablation"] == "no_automask" and len(ablation["runs"]) == 2
+    assert ablation["recipe"]["switches"] == {"automask": False}
+    assert result["ablation_baseline"]["name"] == "monodepth2"
+    assert "- auto-masking" in printed and "0.125 (640x192)" in printed
