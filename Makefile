@@ -78,8 +78,15 @@ train-default-gpu: $(STAMP)
 	$(BIN)/python -m monodepth_training.train_default_gpu device --stage $(GPU_STAGE) \
 		--out runs/default_model_gpu.out
 
+# The shipped default model's speed on this machine (CPU backends, then through the node over DDS), and its accuracy
+# on the real KITTI drives when ../shared/data/real is there. Each prints a table and writes benchmarks/results/.
+DEFAULT_MODELS := --fp32 monodepth_ros/models/default.onnx --int8 monodepth_ros/models/default.int8.onnx
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/inference.py --onnx monodepth_ros/models/default.onnx \
+		monodepth_ros/models/default.int8.onnx --threads 2
+	$(BIN)/python benchmarks/node_throughput.py $(DEFAULT_MODELS) --threads 2
+	@if [ -d ../shared/data/real ]; then $(BIN)/python benchmarks/real_data.py --real ../shared/data/real; \
+	else echo "bench: ../shared/data/real not found: real-data benchmark skipped"; fi
 
 clean:
 	rm -rf build install log .pytest_cache .ruff_cache
