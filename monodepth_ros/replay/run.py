@@ -66,9 +66,10 @@ def run_replay(cfg: ReplayConfig) -> dict:
             raise ReplayError(f"--through-node: the CompressedImage topic {cfg.image_topic} must be named "
                               "<image>/compressed (image_transport naming) for the node to subscribe to it")
         params = node_parameters(cfg, model_path, info, compressed and cfg.through_node)
-        # Depth in model units (a relative model, or the node told to skip scaling) is scored median-scaled.
-        median_scaling = cfg.median_scaling and (info.scale_policy == "relative"
-                                                 or params["scale_policy"] == "relative")
+        # Depth in model units (the applied policy is relative: a relative model by default, or the node told to skip
+        # scaling) is scored median-scaled. Any other policy publishes metres, and metres are scored as published:
+        # a relative model under ground_plane or fixed is judged on the scale it gets, not rescued by the GT median.
+        median_scaling = cfg.median_scaling and params["scale_policy"] == "relative"
         n_frames = min(img_t.count, cfg.max_frames or img_t.count)
         scorer = Scorer(cfg, median_scaling, float(info.max_depth * info.scale), n_frames)
         bag_out = cfg.out_dir / "replay_bag"

@@ -267,6 +267,7 @@ def test_in_process_and_through_node_publish_the_same_depth(world, synth_bag, tm
     medians = [float(np.nanmedian(d)) for d in ours.values()]
     if "scale_policy:=ground_plane" in node_params:
         assert np.ptp(medians) > 0.01 * np.mean(medians)  # the road's scale moved: state was carried, not reset
+        assert not reports[False]["settings"]["median_scaling"]  # metres from the road: scored as published
     if "scale_policy:=relative" in node_params:
         assert reports[False]["settings"]["median_scaling"]  # model units are scored median-scaled
         assert max(medians) < 50.0 / 5  # model units: 5x below metres for this model
