@@ -27,6 +27,8 @@ from monodepth_training.networks import build_depth_net, build_pose_net, predict
 from monodepth_training.networks.export_wrapper import DisparityHead
 from torch import nn
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # test/training/conftest.py
+
 NETS = ("packnet", "ddv", "diffnet", "sfmlearner")
 # Reduced widths that keep each topology (same blocks, fewer channels / bins) so CPU tests stay fast.
 SMALL = {"packnet": {"version": "slim"}, "ddv": {"num_layers": 18, "num_bins": 16},
@@ -35,15 +37,6 @@ SMALL = {"packnet": {"version": "slim"}, "ddv": {"num_layers": 18, "num_bins": 1
 PAPER_PARAMS_M = {"packnet": 128.0, "diffnet": 10.87}
 # TorchScript-export extras: shape bookkeeping on constant shapes, all in TensorRT's ONNX operator matrix.
 SHAPE_OPS = {"Shape", "ConstantOfShape", "Gather"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The CI box's cores are shared: one intra-op thread per test process avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _seeded(name: str, **kwargs) -> nn.Module:

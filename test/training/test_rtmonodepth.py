@@ -22,6 +22,8 @@ from monodepth_training.quantize import fp32_node_names, quantize_int8
 from monodepth_ros.backends import OnnxRuntimeBackend, create_backend, read_onnx_model_meta
 from monodepth_ros.bundle import BundleMeta
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # test/training/conftest.py
+
 REPO = Path(__file__).resolve().parents[2]
 H, W = 96, 320
 # The paper's layout at a quarter of its widths: same topology (3 convs per stage, no BatchNorm), cheap on a CPU.
@@ -30,15 +32,6 @@ PAPER_QUARTER = {"width": 0.25}
 # shuffle is DepthToSpace) and the input normalisation, luma step and disparity scaling around it.
 EXPECTED_OPS = {"Conv", "LeakyRelu", "Resize", "Add", "Concat", "Sigmoid", "DepthToSpace", "Sub", "Div", "Mul",
                 "ReduceSum", "Expand", "Reshape", "Transpose", "Constant", "Identity"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The cores are shared: one intra-op thread per test process avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _net(**kwargs) -> torch.nn.Module:

@@ -24,6 +24,8 @@ from torch.utils.data import default_collate
 
 from monodepth_ros.bundle import read_meta
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # test/training/conftest.py
+
 REPO = Path(__file__).resolve().parents[2]
 H, W = 64, 96  # the smallest size whose deepest feature map (H/32) still takes reflection padding
 
@@ -109,16 +111,6 @@ def _config(tmp_path: Path, every_n_steps: int = 2, tiny: bool = False, **traine
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a CPU shared with other jobs, OpenMP threads spin-waiting on each other made a
-    step 5-10x slower than a single thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
