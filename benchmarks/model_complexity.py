@@ -39,9 +39,9 @@ VARIANTS = [
     ("depth", "ddv", {"num_layers": 18, "dilate_last": False}, "DDV ResNet-18 (undilated)"),
     ("depth", "monodepth2", {"num_layers": 50}, "Monodepth2 ResNet-50"),
     ("depth", "monodepth2", {"num_layers": 18, "width": 0.375, "input_color": "grey"},
-     "Monodepth2 R18 x0.375 (default model)"),
+     "Monodepth2 R18 x0.375 (previous default)"),
     ("depth", "rtmonodepth", rtmonodepth.PAPER_SMALL, "RT-MonoDepth-S"),
-    ("depth", "rtmonodepth", {**rtmonodepth.CPU_REALTIME, "input_color": "grey"}, "RT CPU (default_model_rt)"),
+    ("depth", "rtmonodepth", {**rtmonodepth.CPU_REALTIME, "input_color": "grey"}, "RT CPU (default model)"),
 ]
 # Published parameter counts (millions) for the same configuration, and where they come from.
 PAPER = {

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from monodepth_ros.datasets import kitti
 from monodepth_ros.evaluation.priors import fit_camera_height, flat_road_depth
@@ -318,7 +319,8 @@ def test_benchmark_on_the_real_drives_prints_every_row_with_finite_numbers(tmp_p
     table = capsys.readouterr().out
     report = json.loads(report_path.read_text())
     names = [r["name"] for r in report["depth"]]
-    assert names == ["flat-road prior (h=1.65 m)", "untrained monodepth2", "default model", "default model INT8",
+    default_net = yaml.safe_load((REPO / "config/train/default_model.yaml").read_text())["model"]["depth_net"]
+    assert names == ["flat-road prior (h=1.65 m)", f"untrained {default_net}", "default model", "default model INT8",
                      "tiny.safetensors"]
     for r in report["depth"]:
         assert r["name"] in table

@@ -1,6 +1,6 @@
 """The RT-MonoDepth-style real-time network ("rtmonodepth"): output contract at the model sizes, gradients, grey
 input, initial depth, ONNX export with parity and TensorRT-safe operators, ONNX Runtime INT8, bundle round trip,
-a training step, and its training config (default_model_rt.yaml) as a one-network change of default_model.yaml."""
+a training step, and the default model's config as a one-network change of the previous slim-ResNet recipe."""
 
 from __future__ import annotations
 
@@ -227,11 +227,11 @@ def test_two_training_steps_of_the_lightning_module_stay_finite():
     assert not torch.equal(before, first)
 
 
-def test_realtime_config_changes_only_the_depth_network_of_the_default_model():
+def test_default_model_is_the_previous_slim_resnet_recipe_with_only_the_realtime_depth_network():
     def load(name):
         return yaml.safe_load((REPO / "config" / "train" / name).read_text())
 
-    base, rt = load("default_model.yaml"), load("default_model_rt.yaml")
+    base, rt = load("default_model_resnet.yaml"), load("default_model.yaml")
     assert rt["model"].pop("depth_net") == "rtmonodepth"
     kwargs = rt["model"].pop("depth_kwargs")
     assert kwargs == {**{k: list(v) if isinstance(v, tuple) else v for k, v in CPU_REALTIME.items()},
@@ -242,5 +242,5 @@ def test_realtime_config_changes_only_the_depth_network_of_the_default_model():
     assert rt["seed_everything"] == base["seed_everything"]
     # the trainer differs only in where it writes
     as_text = yaml.safe_dump(rt["trainer"])
-    assert "runs/default_model/" not in as_text and yaml.safe_load(
-        as_text.replace("runs/default_model_rt", "runs/default_model")) == base["trainer"]
+    assert "runs/default_model_resnet" not in as_text and yaml.safe_load(
+        as_text.replace("runs/default_model", "runs/default_model_resnet")) == base["trainer"]

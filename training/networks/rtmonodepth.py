@@ -10,8 +10,9 @@ stage (the registry defaults); RT-MonoDepth-S has (64, 64, 128, 192) with two.
 
 ``channels``, ``convs`` and ``width`` choose the size. On a CPU the cost sits at high resolution: the H/2 level
 (three 64-channel encoder convs and the decoder's conv after the concatenation) is more than half of the paper
-network's FLOPs. The project's real-time model (``CPU_REALTIME``, config ``default_model_rt.yaml``) therefore
-spends little at H/2 and H/4 and more at H/8 and H/16: ``channels=(16, 32, 64, 128), convs=(1, 2, 3, 3)``.
+network's FLOPs. The project's real-time model (``CPU_REALTIME``: the shipped default model,
+``config/train/default_model.yaml``) therefore spends little at H/2 and H/4 and more at H/8 and H/16:
+``channels=(16, 32, 64, 128), convs=(1, 2, 3, 3)``.
 
 Where this network departs from the paper, and why:
 
@@ -42,7 +43,7 @@ from monodepth_training.networks.registry import register_depth_net
 from monodepth_training.networks.resnet_encoder import scaled_channels
 from torch import nn
 
-# The project's real-time configuration for CPUs (config/train/default_model_rt.yaml, the complexity table).
+# The project's real-time configuration for CPUs: the shipped default model (config/train/default_model.yaml).
 CPU_REALTIME = {"channels": (16, 32, 64, 128), "convs": (1, 2, 3, 3), "batch_norm": True}
 # RT-MonoDepth-S in the paper (the registry defaults are RT-MonoDepth).
 PAPER_SMALL = {"channels": (64, 64, 128, 192), "convs": (2, 2, 2, 2)}
