@@ -7,7 +7,9 @@ backend throughput (``create_backend(...).infer_disp`` in this process, before t
 - ``delivery_ratio`` = output rate / min(input rate, bare backend rate): the share of achievable frames the
   node delivers;
 - ``capacity_ratio`` = bare inference time / node processing time (pair received -> cloud published, p50,
-  from the node's /diagnostics): node throughput capacity over bare backend throughput; 1 - it = overhead.
+  from the node's /diagnostics): node throughput capacity over bare backend throughput; 1 - it = overhead;
+- in the same run, every model's bare latency on every CPU backend, and the ratios: node vs bare, node vs the
+  eager PyTorch loop (``--eager-bundle``), OpenVINO vs ONNX Runtime, INT8 vs fp32.
 
     python benchmarks/node_throughput.py --fp32 model.onnx --int8 model_int8.onnx
     python benchmarks/node_throughput.py --tiny-model   # a small generated ONNX model, no trained model needed
@@ -112,6 +114,25 @@ def eager_pytorch(bundle: str, frames: list[np.ndarray], threads: int, n: int = 
         depth_of(frames[i % len(frames)])
         times.append(time.perf_counter() - t0)
     return {"eager_ms_p50": float(np.median(times) * 1e3)}
+
+
+def backend_ratios(models: list[tuple[str, str]], frames: list[np.ndarray], threads: int) -> tuple[list, list]:
+    """Bare latency of every model on every CPU backend here (ONNX Runtime, and OpenVINO when installed), on the
+    run's frames, and the lines of :func:`inference.ratio_lines` (OpenVINO vs ONNX Runtime, INT8 vs fp32) for
+    them: the runtime ratios side by side with the node's, in one run."""
+    from inference import ratio_lines
+
+    from monodepth_ros.backends import openvino_unavailable_reason, read_onnx_model_meta
+
+    kinds = ["onnxruntime"] + (["openvino"] if openvino_unavailable_reason() is None else [])
+    rows = []
+    for _, path in models:
+        meta = read_onnx_model_meta(path)
+        for kind in kinds:
+            ms = bare_backend(path, frames, threads, kind=kind)["bare_ms_p50"]
+            rows.append({"model": Path(path).name, "backend": kind, "precision": meta.precision,
+                         "resolution": f"{meta.width}x{meta.height}", "median_ms": ms})
+    return rows, ratio_lines(rows)
 
 
 def soak_stats(sent: list[int], arrivals: dict[int, float], t0_ns: int, rss: list[tuple[float, float]]) -> dict:
@@ -318,6 +339,15 @@ def main(argv=None) -> int:
             row |= eager | {"node_over_eager": row["node_processing_p50_ms"] / eager["eager_ms_p50"]}
         row["loadavg_1min_after"] = os.getloadavg()[0]
         rows.append(row)
+    print("[bare] every model on every CPU backend ...", flush=True)
+    bare_rows, ratios = backend_ratios(models, frames, args.threads)
+    for r in rows:
+        ratios.append(f"node vs bare ({r['backend']}), {r['model']}: processing {r['node_processing_p50_ms']:.1f} ms "
+                      f"for {r['bare_ms_p50']:.1f} ms of inference, {1 / r['capacity_ratio']:.2f}x")
+        if eager is not None:
+            ratios.append(f"node vs eager PyTorch (test_simple.py), {r['model']}: {r['node_processing_p50_ms']:.1f} vs "
+                          f"{r['eager_ms_p50']:.1f} ms, {r['node_over_eager']:.2f}x (the node also builds the cloud "
+                          f"and the messages)")
     if tmp is not None:
         tmp.cleanup()
 
@@ -332,6 +362,8 @@ def main(argv=None) -> int:
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(f.format(r[c]) for c, f in cols) + " |")
+    for line in ratios:
+        print(line)
     for r in rows:
         if len(r["per_minute"]) >= 2:  # a soak (--duration >= 120): stability over time
             p99 = [m["latency_p99_ms"] for m in r["per_minute"]]
@@ -349,6 +381,8 @@ def main(argv=None) -> int:
         "note": "latency = image stamp -> PointCloud2 received by the benchmark process; CPU% 100 = one core; "
                 "the benchmark subscribes to points only, so the node skips depth/colored (lazy)",
         "rows": rows,
+        "bare_by_backend": bare_rows,
+        "ratios": ratios,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,3 +31,17 @@ def test_eager_monodepth2_gives_the_runtimes_depth_at_the_frame_size(tmp_path):
     np.testing.assert_allclose(eager, runtime, rtol=1e-4)
     timing = node_throughput.eager_pytorch(str(bundle), [rgb] * 6, threads=1, n=3)
     assert timing["eager_ms_p50"] > 0
+
+
+def test_backend_ratios_time_every_model_on_every_cpu_backend(tmp_path):
+    from tiny_depth_model import make_tiny_depth_model
+
+    from monodepth_ros.backends import openvino_unavailable_reason
+
+    model = str(make_tiny_depth_model(tmp_path / "tiny.onnx", 64, 160))
+    frames = [np.random.default_rng(i).integers(0, 255, (64, 160, 3), dtype=np.uint8) for i in range(3)]
+    rows, lines = node_throughput.backend_ratios([("fp32", model)], frames, threads=1)
+    kinds = ["onnxruntime"] + (["openvino"] if openvino_unavailable_reason() is None else [])
+    assert [r["backend"] for r in rows] == kinds and all(r["median_ms"] > 0 for r in rows)
+    assert {r["precision"] for r in rows} == {"fp32"} and rows[0]["resolution"] == "160x64"
+    assert len(lines) == len(kinds) - 1  # OpenVINO vs ONNX Runtime when both exist; no INT8 model given
