@@ -349,7 +349,14 @@ def _start_training(tmp_path: Path, cfg: Path, log: Path, new_session: bool = Fa
            "OMP_NUM_THREADS": "1"}
     args = [*TRAIN_CMD, "fit", "--config", str(cfg), *_with_recorders(tmp_path, log)]
     return subprocess.Popen(args, env=env, cwd=tmp_path, stdout=(tmp_path / "stdout.txt").open("w"),
-                            stderr=(tmp_path / "stderr.txt").open("w"), start_new_session=new_session)
+                            stderr=(tmp_path / "stderr.txt").open("w"), start_new_session=new_session,
+                            preexec_fn=_sigint_as_in_a_terminal)
+
+
+def _sigint_as_in_a_terminal() -> None:
+    """A trainer started from a terminal gets Ctrl-C; one started by a shell in the background (`make test-all &`,
+    nohup) inherits SIGINT ignored, and ignores it too, rightly. The tests play the terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _stderr(tmp_path: Path) -> str:
