@@ -64,7 +64,7 @@ from monodepth_ros.pipeline import (
     process_frame,
     scale_policy_from_params,
 )
-from monodepth_ros.rectify import Calibration, Rectifier, rectified_camera_info
+from monodepth_ros.rectify import Calibration, Rectifier, published_camera_info
 from monodepth_ros.scale_policy import GroundPlaneScale, choose_scale_policy, publishes_metres
 from monodepth_ros.sync import LatestSlot, StampSynchronizer
 
@@ -402,8 +402,7 @@ class DepthNodeCore:
         header = img_msg.header
         self.pub_depth.publish(depth_to_image_msg(out.depth, header))
         # A distorted camera's frame is published in its rectified geometry: D = 0, K = P's 3x3, R = identity.
-        info_src = rectified_camera_info(info_msg, rectified.calib) if calib.distorted else info_msg
-        self.pub_info.publish(rescaled_camera_info(info_src, out.K, out.depth.shape))
+        self.pub_info.publish(rescaled_camera_info(published_camera_info(info_msg, calib), out.K, out.depth.shape))
         self.frames_rectified += rectified.rectified
         # Lazy like depth_image_proc: the cloud and the colour picture cost milliseconds, build them for listeners.
         if self.pub_points.get_subscription_count() > 0:

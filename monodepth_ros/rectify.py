@@ -31,7 +31,7 @@ import numpy as np
 from monodepth_ros.geometry import validate_intrinsics
 
 __all__ = ["DISTORTION_MODELS", "RECTIFY_MODES", "UnknownDistortionModel", "Calibration", "RectifiedFrame",
-           "rectify_maps", "Rectifier", "rectified_camera_info"]
+           "rectify_maps", "Rectifier", "published_camera_info"]
 
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")  # sensor_msgs/distortion_models.hpp
 RECTIFY_MODES = ("auto", "off")
@@ -199,11 +199,16 @@ class Rectifier:
         return RectifiedFrame(rgb=rect, calib=calib.rectified(), rectified=True, valid=valid)
 
 
-def rectified_camera_info(info, calib: Calibration) -> SimpleNamespace:
-    """A CameraInfo-like object (header, size, distortion_model, d, r, k, p) describing the rectified image of
-    ``info`` by ``calib`` (:meth:`Calibration.rectified`), for :func:`monodepth_ros.msgs.camera_info.
-    rescaled_camera_info` to resize into the published camera_info."""
-    return SimpleNamespace(header=info.header, width=calib.width, height=calib.height,
-                           distortion_model=calib.model, d=[float(v) for v in calib.D],
-                           r=[float(v) for v in calib.R.ravel()], k=[float(v) for v in calib.K.ravel()],
-                           p=[float(v) for v in calib.P.ravel()])
+def published_camera_info(info, calib: Calibration):
+    """The camera_info describing what is published for a frame of ``info``, whose calibration is ``calib``
+    (:meth:`Calibration.from_camera_info`), for :func:`monodepth_ros.msgs.camera_info.rescaled_camera_info` to
+    resize: ``info`` itself when D is zero; for a distorted camera (rectified, or taken as rectified under
+    ``rectify: off``) a CameraInfo-like object (header, size, distortion_model, d, r, k, p) of the rectified
+    image (:meth:`Calibration.rectified`: D = 0, K = P's 3x3, R = identity)."""
+    if not calib.distorted:
+        return info
+    rect = calib.rectified()
+    return SimpleNamespace(header=info.header, width=rect.width, height=rect.height,
+                           distortion_model=rect.model, d=[float(v) for v in rect.D],
+                           r=[float(v) for v in rect.R.ravel()], k=[float(v) for v in rect.K.ravel()],
+                           p=[float(v) for v in rect.P.ravel()])

@@ -19,7 +19,7 @@ from monodepth_ros.pipeline import (
     process_frame,
     scale_policy_from_params,
 )
-from monodepth_ros.rectify import Calibration, Rectifier, rectified_camera_info
+from monodepth_ros.rectify import Calibration, Rectifier, published_camera_info
 from monodepth_ros.replay.config import ReplayRun, output_topics
 from monodepth_ros.replay.report import percentiles_ms, progress, rate_hz
 
@@ -27,10 +27,10 @@ __all__ = ["run_in_process", "serialize_outputs"]
 
 
 def serialize_outputs(frame: BagFrame, out: FrameOutput, params: FrameParams,
-                      keys: Collection[str], rectified: Calibration | None = None) -> dict[str, bytes]:
+                      keys: Collection[str], calib: Calibration | None = None) -> dict[str, bytes]:
     """The outputs ``keys`` (from depth, depth_info, points, colored) of one frame as the node builds them,
-    CDR-serialised; the others are not built. ``rectified``: the calibration the frame was rectified to (a
-    distorted camera), whose camera_info (D = 0) is published instead of the bag's, as the node does."""
+    CDR-serialised; the others are not built. ``calib``: the frame's calibration; a distorted camera's
+    camera_info is published in its rectified geometry (D = 0), as the node does."""
     from builtin_interfaces.msg import Time
     from rclpy.serialization import serialize_message
     from std_msgs.msg import Header
@@ -44,8 +44,8 @@ def serialize_outputs(frame: BagFrame, out: FrameOutput, params: FrameParams,
     info = frame.info_msg  # a rosbags message: give the rclpy builder the fields it reads, with an rclpy header
     info = SimpleNamespace(header=header, width=info.width, height=info.height,
                            distortion_model=info.distortion_model, d=info.d, r=info.r, p=info.p)
-    if rectified is not None:
-        info = rectified_camera_info(info, rectified)
+    if calib is not None:
+        info = published_camera_info(info, calib)
     build = {
         "depth": lambda: depth_to_image_msg(out.depth, header),
         "depth_info": lambda: rescaled_camera_info(info, out.K, out.depth.shape),
@@ -74,10 +74,8 @@ def run_in_process(run: ReplayRun) -> tuple[list[dict], dict]:
         for frame in progress(frames, run.n_frames, "replay (in-process)", cfg.quiet):
             t0 = time.perf_counter()
             calib = Calibration.from_camera_info(frame.info_msg, image_size=(frame.rgb.shape[1], frame.rgb.shape[0]))
-            rectified = None
             try:  # the node's steps: rectify a distorted camera, infer, then the per-frame pipeline
-                camera, rect = prepare_camera(frame.rgb, calib, run.params["rectify"], rectifier)
-                rectified = rect.calib if calib.distorted else None
+                camera, _ = prepare_camera(frame.rgb, calib, run.params["rectify"], rectifier)
                 out = process_frame(camera, backend.infer_disp(camera.rgb), params, policy)
             except FrameRejected as e:  # the node would skip it too (and say so in its log)
                 out = None
@@ -90,7 +88,7 @@ def run_in_process(run: ReplayRun) -> tuple[list[dict], dict]:
             if out is not None:
                 for kind, _ in out.problems:
                     problems[kind] = problems.get(kind, 0) + 1
-                for key, raw in serialize_outputs(frame, out, params, keys, rectified).items():
+                for key, raw in serialize_outputs(frame, out, params, keys, calib).items():
                     run.writer.write(topics[key], frame.stamp_ns, raw)
             run.scorer.score(frame, None if out is None else out.depth)
             per_frame.append({"index": frame.index, "stamp_ns": frame.stamp_ns, "latency_ms": frame_s[-1] * 1e3,

@@ -17,7 +17,7 @@ from monodepth_ros.rectify import (
     Calibration,
     Rectifier,
     UnknownDistortionModel,
-    rectified_camera_info,
+    published_camera_info,
     rectify_maps,
 )
 from monodepth_ros.scale_policy import FixedScale
@@ -206,7 +206,9 @@ def test_published_camera_info_is_the_rectified_one_at_the_depth_size():
     info = camera_info(K, D, "rational_polynomial", R=cv2.Rodrigues(np.array([0.0, 0.02, 0.0]))[0])
     info.header = Header(frame_id="cam")
     calib = Calibration.from_camera_info(info)
-    out = rescaled_camera_info(rectified_camera_info(info, calib.rectified()), P_RECT[:, :3], (H, W))
+    plain = camera_info(K, np.zeros(5), "plumb_bob")
+    assert published_camera_info(plain, Calibration.from_camera_info(plain)) is plain  # D = 0: published as given
+    out = rescaled_camera_info(published_camera_info(info, calib), P_RECT[:, :3], (H, W))
     assert out.distortion_model == "plumb_bob" and list(out.d) == [0.0] * 5
     np.testing.assert_array_equal(np.array(out.r).reshape(3, 3), np.eye(3))
     np.testing.assert_allclose(np.array(out.k).reshape(3, 3), P_RECT[:, :3])
