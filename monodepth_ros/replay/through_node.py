@@ -171,13 +171,12 @@ def run_through_node(run: ReplayRun) -> tuple[list[dict], dict]:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-    from monodepth_ros.ros_env import apply_ros_env, cleanup_stale_shm, ros_env
+    from monodepth_ros.ros_env import apply_ros_env, cleanup_stale_shm
 
     domain = pick_domain(cfg)
     # Loopback discovery + the package's Fast DDS profile for this process (read when rclpy creates the DDS
     # participant); the domain goes to rclpy.init explicitly so that a caller's ROS_DOMAIN_ID stays untouched.
-    env = ros_env(domain)
-    apply_ros_env(domain, skip=("ROS_DOMAIN_ID",))
+    env = apply_ros_env(domain, skip=("ROS_DOMAIN_ID",))  # what it set, for the report
     cleanup_stale_shm()
     topics = output_topics(cfg.image_topic)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
