@@ -149,7 +149,7 @@ def _same_architecture(kind: str, path: os.PathLike | str, net: nn.Module, sourc
 
 
 def init_from_bundle(path: str | os.PathLike, depth_net: nn.Module, pose_net: nn.Module | None = None) -> list[str]:
-    """Start training from a bundle's weights (fine-tuning, e.g. the shipped default model on a user's own bag).
+    """Start training from a bundle's weights (fine-tuning, e.g. a bundle trained before on a user's own bag).
 
     ``depth_net`` / ``pose_net`` are registry-built networks; the bundle must name the same architectures with the
     same constructor arguments (defaults included, paths aside: :func:`portable_kwargs`). Its depth weights, and

@@ -56,9 +56,10 @@ class MonoDepthModule(L.LightningModule):
             plain init. From scratch on the synthetic world this is what lets monocular training learn on a CPU
             budget (docs/training.md); with ImageNet-pretrained encoders it matters less.
         init_from: a model bundle (``.safetensors``) to start from instead of random weights: fine-tuning, e.g.
-            the shipped default model on your own bag. Its architectures must equal ``depth_net``/``pose_net`` and
-            their kwargs (:func:`monodepth_training.bundle_io.init_from_bundle`). The optimiser, schedule and step
-            count start fresh; to continue an interrupted run use ``--ckpt_path last`` instead.
+            a model trained before (``make train-default``'s bundle) on your own bag. Its architectures must equal
+            ``depth_net``/``pose_net`` and their kwargs (:func:`monodepth_training.bundle_io.init_from_bundle`).
+            The optimiser, schedule and step count start fresh; to continue an interrupted run use
+            ``--ckpt_path last`` instead.
     """
 
     def __init__(
