@@ -4,8 +4,8 @@
         image:=/camera/image_raw camera_info:=/camera/camera_info rviz:=true
 
 Parameters come from config/depth_node.yaml (another file: params_file:=...). The node-option arguments
-(rectify:=, scale_policy:=, camera_height_m:= ... see OVERRIDE_ARGS) override that file only when given: left
-empty (the default) they set nothing, so the params file stays the one source of the defaults.
+(rectify:=, scale_policy:=, camera_height_m:=, validity_threshold:= ... see OVERRIDE_ARGS) override that file only
+when given: left empty (the default) they set nothing, so the params file stays the one source of the defaults.
 
 managed:=true starts the lifecycle variant (depth_node_managed) instead. It comes up *unconfigured* and does nothing
 until something drives it: a lifecycle manager (e.g. nav2_lifecycle_manager with ``/<namespace>/depth_node`` in its
@@ -44,8 +44,8 @@ from monodepth_ros.node_params import PARAM_BY_NAME, coerce_value
 
 # Node options with a launch argument of their own; empty (the default) = the params file's value.
 OVERRIDE_ARGS = ("rectify", "scale_policy", "fixed_scale", "camera_height_m", "camera_pitch_deg", "camera_roll_deg",
-                 "scan_frame_id", "output_resolution", "decimation", "max_depth", "backend", "threads", "qos",
-                 "use_compressed")
+                 "scan_frame_id", "output_resolution", "decimation", "max_depth", "validity_threshold", "backend",
+                 "threads", "qos", "use_compressed")
 # Topics the shipped depth.rviz displays (default namespace "camera") -> the launch argument naming each.
 RVIZ_TOPICS = {"/camera/points": "points", "/camera/depth/colored": "depth_colored", "/camera/image_raw": "image",
                "/camera/scan": "scan"}
@@ -181,7 +181,8 @@ def generate_launch_description():
         DeclareLaunchArgument("points", default_value="points", description="Output point cloud topic"),
         DeclareLaunchArgument("depth_colored", default_value="depth/colored", description="Output colour depth"),
         DeclareLaunchArgument("depth_confidence", default_value="depth/confidence",
-                              description="Output validity image (mono8: 255 = depth published, 0 = NaN)"),
+                              description="Output confidence image (mono8: 0 = NaN, else the model's validity "
+                                          "1..255, 255 without a validity output)"),
         DeclareLaunchArgument("scan", default_value="scan",
                               description="Output LaserScan topic (see scan_frame_id)"),
         *[DeclareLaunchArgument(name, default_value="",

@@ -7,8 +7,9 @@ pair to one inference worker thread, and publishes what the pure functions compu
 Topics (relative, so ``__ns`` and remaps work): subscribes ``image`` (or ``image/compressed`` with
 ``use_compressed``) and ``camera_info``; publishes ``depth`` (32FC1 metres, REP 118), ``depth/camera_info``,
 ``points`` (PointCloud2), ``depth/colored`` (rgb8, when ``publish_colored``), ``depth/confidence`` (mono8:
-255 where a depth is published, 0 where it is NaN), ``scan`` (LaserScan, :mod:`monodepth_ros.scan`) and
-``/diagnostics``. A camera_info with distortion is rectified first (``rectify``, :mod:`monodepth_ros.rectify`).
+0 where the depth is NaN, else the model's validity, 255 for a model without one), ``scan`` (LaserScan,
+:mod:`monodepth_ros.scan`) and ``/diagnostics``. A camera_info with distortion is rectified first (``rectify``,
+:mod:`monodepth_ros.rectify`).
 
 The node's work lives in :class:`DepthNodeCore`, written once and used by two nodes: :class:`DepthNode` here (a
 plain node that loads its model and starts at construction) and the managed (lifecycle) node of
@@ -33,6 +34,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -59,6 +61,7 @@ from monodepth_ros.pipeline import (
     frame_cloud,
     frame_colored,
     frame_confidence,
+    frame_invalid_share,
     frame_scan,
     prepare_camera,
     process_frame,
@@ -157,6 +160,10 @@ class DepthNodeCore:
             raise ModelStartupError("invalid parameters: " + "; ".join(bad))
         self.backend = self._load_backend()
         self.info = self.backend.info
+        if not self.info.has_validity:
+            self.get_logger().warning(
+                "sky is not masked: the model has no validity output, so sky gets a depth (a phantom wall in "
+                "depth and points); validity_threshold has no effect")
         self.ground = GroundPlaneScale()  # ground-plane state, kept across frames and parameter changes
         try:
             self._configure_policy()
@@ -181,6 +188,7 @@ class DepthNodeCore:
         self.got_info = False
         self.stamp_offset_s: float | None = None  # last stamp found off this node's clock (latency not measured)
         self.last_scale: float | None = None  # depth = last_scale / disp, for /diagnostics
+        self.last_invalid_share: float | None = None  # share of the last frame masked by the validity output
         self.rectifier = Rectifier()  # rectification maps per calibration; used by the worker thread only
         self.frames_rectified = 0
         self.scans_out = 0
@@ -386,18 +394,20 @@ class DepthNodeCore:
         if rectified.note:
             self.get_logger().warning(rectified.note)
         try:
-            disp = self.backend.infer_disp(camera.rgb)  # (h, w) scaled disparity at model resolution
+            # (h, w) scaled disparity and validity (None without that output) at model resolution, one run
+            disp, valid = self.backend.infer_outputs(camera.rgb)
         except Exception as e:  # noqa: BLE001 - a runtime failure inside the backend
             self.report_problem("inference", f"backend {self.backend_name} failed: {e}")
             return
         try:
-            out = process_frame(camera, disp, params, policy)
+            out = process_frame(camera, disp, params, policy, valid)
         except FrameRejected as e:
             self.report_problem(e.kind, str(e))
             return
         for kind, message in out.problems:
             self.report_problem(kind, message)
         self.last_scale = out.scale
+        self.last_invalid_share = frame_invalid_share(out, params)
 
         header = img_msg.header
         self.pub_depth.publish(depth_to_image_msg(out.depth, header))
@@ -537,6 +547,9 @@ class DepthNodeCore:
             "processing_p99_ms": f"{self.proc_time.percentile_ms(99):.1f}",
             "scale": f"{self.last_scale:.4f}" if self.last_scale is not None else "n/a",
             "ground_plane_fresh": str(self.ground.fresh),
+            # share of the last frame's pixels masked as sky by the validity output; n/a for a model without one
+            "validity_masked_share": f"{self.last_invalid_share:.3f}" if self.last_invalid_share is not None
+            else "n/a",
             "last_problem": self.last_problem,
         }
         values.update({f"problems.{k}": str(v) for k, v in sorted(self.problems.items())})
@@ -562,8 +575,9 @@ class DepthNode(DepthNodeCore, Node):
 
 def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = None) -> int:
     """Initialise rclpy, build the node with ``make_node`` and spin it until shutdown. Returns the process exit code
-    (:mod:`monodepth_ros.cli_common`): 2 when the model or a parameter cannot be used, 1 on another start-up
-    failure (e.g. a value outside a declared range, refused by rclpy), 0 after a normal shutdown."""
+    (:mod:`monodepth_ros.cli_common`): 2 when the model or a parameter cannot be used (including a value outside a
+    declared range or of the wrong type, refused by rclpy), 1 on another start-up failure, 0 after a normal
+    shutdown."""
     rclpy.init(args=sys.argv if argv is None else argv)
     try:
         node = make_node()
@@ -571,7 +585,8 @@ def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = 
         rclpy.logging.get_logger(name).fatal(f"{name} cannot start: {type(e).__name__}: {e}")
         rclpy.try_shutdown()
         # The exit-code table of every monodepth command: a bad model or parameter is bad input.
-        return EXIT_BAD_INPUT if isinstance(e, ModelStartupError) else EXIT_FAILURE
+        bad_input = (ModelStartupError, InvalidParameterValueException, InvalidParameterTypeException)
+        return EXIT_BAD_INPUT if isinstance(e, bad_input) else EXIT_FAILURE
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

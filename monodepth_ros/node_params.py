@@ -70,6 +70,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               lo=0.0, hi=1000.0),
     ParamSpec("max_depth", 80.0, "Depth above this (and sky) becomes NaN, metres (model units for relative).",
               lo=0.01, hi=10000.0),
+    ParamSpec("validity_threshold", 0.5, "Depth becomes NaN where the model's validity output (probability of a "
+              "surface, 0 = sky) is below this; 0 = no masking. No effect for a model without that output.",
+              lo=0.0, hi=1.0),
     ParamSpec("decimation", 1, "Point cloud keeps every n-th row and column.", lo=1, hi=16),
     ParamSpec("cloud_rgb", True, "Add packed rgb to the point cloud."),
     ParamSpec("publish_colored", True, "Publish depth/colored (rgb8 visualisation)."),

@@ -6,10 +6,11 @@ depth_image_proc's ``point_cloud_xyz``: the node does the ROS plumbing (paramete
 thread, publishing) and hands each frame to :func:`process_frame`.
 
     raw image + camera_info --(rectified when D != 0, :func:`prepare_camera`)--> rgb, K (pinhole)
-    disp (h, w) at model size --(scale policy)--> scale
+    disp (h, w) at model size --(sky masked by valid, scale policy)--> scale
     disp --resize to the output size, bilinear--> 1 / disp * scale --[min_depth, max_depth] else NaN--> depth
+    valid (h, w), when the model has it --resize, bilinear--> confidence --< validity_threshold: NaN--> depth
     depth + K_out --> organised cloud (:func:`frame_cloud`), colour picture (:func:`frame_colored`),
-                      laser scan (:func:`frame_scan`)
+                      laser scan (:func:`frame_scan`), confidence image (:func:`frame_confidence`)
 """
 
 from __future__ import annotations
@@ -27,9 +28,18 @@ from monodepth_ros.scale_policy import GroundPlaneScale, make_scale_policy
 from monodepth_ros.scan import Scan, depth_to_scan
 from monodepth_ros.visualize import colorize_depth
 
-__all__ = ["CameraFrame", "FrameParams", "FrameOutput", "FrameRejected", "depth_from_disp", "prepare_camera",
-           "process_frame", "frame_cloud", "frame_colored", "frame_confidence", "frame_scan", "configure_ground",
-           "scale_policy_from_params"]
+__all__ = ["CameraFrame", "FrameParams", "FrameOutput", "FrameRejected", "resize_model_output", "depth_from_disp",
+           "invalid_pixels", "mask_invalid", "prepare_camera", "process_frame", "frame_cloud", "frame_colored",
+           "frame_confidence", "frame_invalid_share", "frame_scan", "configure_ground", "scale_policy_from_params"]
+
+
+def resize_model_output(x: np.ndarray, out_hw: tuple[int, int] | None) -> np.ndarray:
+    """A model output map (h, w) float32 -> (H, W) = ``out_hw``, bilinear: the one resize of the network's
+    per-pixel outputs (disparity, validity) to the published size. Unchanged when ``out_hw`` is None or equal."""
+    x = np.asarray(x, dtype=np.float32)
+    if out_hw is None or tuple(out_hw) == x.shape:
+        return x
+    return cv2.resize(x, (int(out_hw[1]), int(out_hw[0])), interpolation=cv2.INTER_LINEAR)
 
 
 def depth_from_disp(
@@ -46,15 +56,30 @@ def depth_from_disp(
     non-finite, and where the depth falls outside [min_depth, max_depth] (sky, and the far range the model
     cannot resolve).
     """
-    disp = np.asarray(disp, dtype=np.float32)
-    if out_hw is not None and tuple(out_hw) != disp.shape:
-        disp = cv2.resize(disp, (int(out_hw[1]), int(out_hw[0])), interpolation=cv2.INTER_LINEAR)
+    disp = resize_model_output(disp, out_hw)
     with np.errstate(divide="ignore", invalid="ignore"):
         depth = np.float32(scale) / disp
     # NaN disparity fails every comparison; disp <= 0 or inf gives a non-positive or non-finite depth.
     valid = (disp > 0) & (depth > 0) & np.isfinite(depth) & (depth >= min_depth) & (depth <= max_depth)
     depth[~valid] = np.nan
     return depth
+
+
+def invalid_pixels(valid: np.ndarray, threshold: float) -> np.ndarray:
+    """Validity (H, W) in [0, 1] (the model's probability of a surface, 0 = sky) -> (H, W) bool, True where it
+    is below ``threshold`` or NaN: the pixels masked as no surface. All False when ``threshold`` is 0."""
+    valid = np.asarray(valid, dtype=np.float32)
+    if threshold <= 0:
+        return np.zeros(valid.shape, dtype=bool)
+    return ~(valid >= np.float32(threshold))
+
+
+def mask_invalid(depth: np.ndarray, valid: np.ndarray, threshold: float) -> np.ndarray:
+    """Depth (H, W) float32 -> a new (H, W) float32 array, NaN where :func:`invalid_pixels` of the validity
+    ``valid`` (H, W, same size) at ``threshold`` is True."""
+    if depth.shape != np.shape(valid):
+        raise ValueError(f"depth {depth.shape} and validity {np.shape(valid)} must have the same size")
+    return np.where(invalid_pixels(valid, threshold), np.float32(np.nan), depth).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -84,6 +109,7 @@ class FrameParams:
     scan_height: int = 1
     scan_range_min: float = 0.1
     scan_range_max: float = 80.0
+    validity_threshold: float = 0.5
 
     @classmethod
     def from_params(cls, p: Mapping) -> FrameParams:
@@ -95,13 +121,16 @@ class FrameParams:
 class FrameOutput:
     """What one frame publishes: depth (H_out, W_out) float32 (metres; model units for relative) with NaN
     where invalid, its intrinsics K (3, 3), the image at its size (H_out, W_out, 3) for the cloud's colour,
-    the scale used, and ``(kind, message)`` problems worth reporting that did not stop the frame."""
+    the scale used, ``(kind, message)`` problems worth reporting that did not stop the frame, and
+    ``confidence`` (H_out, W_out) float32 in [0, 1], the model's validity at the output size (None when the
+    model has no validity output)."""
 
     depth: np.ndarray
     K: np.ndarray
     rgb: np.ndarray
     scale: float
     problems: tuple[tuple[str, str], ...] = ()
+    confidence: np.ndarray | None = None
 
 
 class FrameRejected(ValueError):
@@ -127,12 +156,17 @@ def prepare_camera(rgb: np.ndarray, calib: Calibration, rectify: str, rectifier:
     return camera, rf
 
 
-def process_frame(camera: CameraFrame, disp: np.ndarray, params: FrameParams, policy) -> FrameOutput:
+def process_frame(camera: CameraFrame, disp: np.ndarray, params: FrameParams, policy,
+                  valid: np.ndarray | None = None) -> FrameOutput:
     """One frame: the model's scaled disparity (h, w) for ``camera`` -> :class:`FrameOutput`.
 
+    ``valid`` (h, w) in [0, 1]: the model's validity output (None when it has none). It is resized with the
+    disparity, and the depth is NaN where it is below ``params.validity_threshold`` (0: nothing masked), in the
+    published depth and in the relative depth the scale policy sees (a ground-plane fit never sees sky).
     ``policy`` is a scale-policy object (:mod:`monodepth_ros.scale_policy`); a ground-plane policy keeps its
     state between calls. Raises :class:`FrameRejected` when the camera_info does not fit the image, K is not a
-    pinhole matrix, the model output holds no finite value, or the policy has no scale it can stand behind.
+    pinhole matrix, the model output holds no finite value, or the policy has no scale it can stand behind;
+    ValueError when ``valid`` is not the size of ``disp``.
     """
     H, W = camera.rgb.shape[:2]
     if camera.info_size and all(camera.info_size) and tuple(camera.info_size) != (W, H):
@@ -151,6 +185,10 @@ def process_frame(camera: CameraFrame, disp: np.ndarray, params: FrameParams, po
         problems.append(("model_output", f"model output has {int(bad.sum())} NaN/inf pixels (set to NaN)"))
 
     h, w = disp.shape
+    if valid is not None:
+        valid = np.asarray(valid, dtype=np.float32)
+        if valid.shape != disp.shape:
+            raise ValueError(f"validity {valid.shape} and disparity {disp.shape} must have the same size")
     K_model = scale_intrinsics(K, w / W, h / H)
     valid_model = None
     if camera.valid is not None:  # a model pixel is valid when all the camera pixels it averages are
@@ -161,22 +199,28 @@ def process_frame(camera: CameraFrame, disp: np.ndarray, params: FrameParams, po
         rel_depth = depth_from_disp(disp)
         if valid_model is not None:
             rel_depth[~valid_model] = np.nan
+        if valid is not None:
+            rel_depth = mask_invalid(rel_depth, valid, params.validity_threshold)
     est = policy.estimate(rel_depth, K_model)
     if est.scale is None:
         raise FrameRejected(policy.name, est.note or "no scale for this frame")
     if est.note:
         problems.append((policy.name, est.note))
     if params.output_resolution == "input":
-        depth = depth_from_disp(disp, (H, W), est.scale, params.min_depth, params.max_depth)
-        K_out, rgb_out, valid_out = K, camera.rgb, camera.valid
+        out_hw, K_out, rgb_out, valid_out = (H, W), K, camera.rgb, camera.valid
     else:
         from monodepth_ros.backends.base import resize_rgb
 
-        depth = depth_from_disp(disp, None, est.scale, params.min_depth, params.max_depth)
-        K_out, rgb_out, valid_out = K_model, resize_rgb(camera.rgb, h, w), valid_model
+        out_hw, K_out, rgb_out, valid_out = (h, w), K_model, resize_rgb(camera.rgb, h, w), valid_model
+    depth = depth_from_disp(disp, out_hw, est.scale, params.min_depth, params.max_depth)
     if valid_out is not None:
         depth[~valid_out] = np.nan
-    return FrameOutput(depth=depth, K=K_out, rgb=rgb_out, scale=float(est.scale), problems=tuple(problems))
+    confidence = None
+    if valid is not None:
+        confidence = np.clip(resize_model_output(valid, out_hw), 0.0, 1.0)
+        depth = mask_invalid(depth, confidence, params.validity_threshold)
+    return FrameOutput(depth=depth, K=K_out, rgb=rgb_out, scale=float(est.scale), problems=tuple(problems),
+                       confidence=confidence)
 
 
 def frame_cloud(out: FrameOutput, params: FrameParams) -> tuple[np.ndarray, list]:
@@ -199,11 +243,25 @@ def frame_colored(out: FrameOutput, params: FrameParams) -> np.ndarray:
 
 
 def frame_confidence(out: FrameOutput) -> np.ndarray:
-    """The ``depth/confidence`` image (H_out, W_out) uint8: 255 where a depth is published, 0 where it is NaN
-    (outside [min_depth, max_depth], a non-finite model output). A validity mask, so a consumer can tell "no
-    measurement" from a depth without testing for NaN; a monocular network has no calibrated per-pixel
-    uncertainty to put in between, and sky is not detected yet (docs/node.md, "Known limits")."""
-    return np.where(np.isfinite(out.depth), np.uint8(255), np.uint8(0))
+    """The ``depth/confidence`` image (H_out, W_out) uint8: 0 where the depth is NaN (masked as sky by the
+    validity output, outside [min_depth, max_depth], a non-finite model output); where a depth is published,
+    the model's validity ``round(255 * valid)`` clipped to [1, 255] when it has a validity output, else 255.
+
+    So 0 always means "no measurement", and a published pixel says how sure the network is that it shows a
+    surface (not sky). It is not a calibrated depth uncertainty: a monocular network has none to give."""
+    published = np.isfinite(out.depth)
+    if out.confidence is None:
+        return np.where(published, np.uint8(255), np.uint8(0))
+    level = np.clip(np.rint(np.nan_to_num(out.confidence, nan=0.0) * 255.0), 1, 255).astype(np.uint8)
+    return np.where(published, level, np.uint8(0))
+
+
+def frame_invalid_share(out: FrameOutput, params: FrameParams) -> float | None:
+    """The share in [0, 1] of the frame's output pixels that the validity output masks at
+    ``params.validity_threshold`` (:func:`invalid_pixels`), or None without a validity output."""
+    if out.confidence is None:
+        return None
+    return float(np.mean(invalid_pixels(out.confidence, params.validity_threshold)))
 
 
 def configure_ground(ground: GroundPlaneScale, p: Mapping) -> GroundPlaneScale:

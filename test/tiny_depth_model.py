@@ -4,7 +4,8 @@ Its disparity is what a camera ``camera_height_m`` above a flat road sees (``dis
 below the horizon, ``1 / (10 * max_depth)`` above it), in relative units (``k`` = ``rel_factor``) so that
 ``fixed`` with the stored scale ``1 / k`` and ``ground_plane`` both give metric depth. One deliberate trap:
 a pure-white image gives NaN disparity (``0 * sqrt(negative)``), to test the node's NaN handling with a real
-ONNX Runtime session. Optionally ``extra_convs`` 3x3 convolutions make it cost something (benchmarks).
+ONNX Runtime session. Optionally ``extra_convs`` 3x3 convolutions make it cost something (benchmarks), and
+``validity`` adds the second output ``valid`` (1 on the road below the horizon, 0 on the "sky" rows above it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from monodepth_ros.geometry import denormalize_intrinsics
 KITTI_K_NORM = [[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]]
 
 
+def road_rows(height: int, K: np.ndarray) -> np.ndarray:
+    """(height,) bool: the rows of the road, at least one row below the horizon ``cy``; the others are "sky"."""
+    return np.arange(height, dtype=np.float64) - K[1, 2] >= 1.0
+
+
 def road_disparity(height: int, width: int, K: np.ndarray, camera_height_m: float, rel_factor: float,
                    max_depth: float) -> np.ndarray:
     """Relative disparity (height, width) float32 of a flat road seen by a level camera with intrinsics K."""
@@ -26,21 +32,28 @@ def road_disparity(height: int, width: int, K: np.ndarray, camera_height_m: floa
     fy, cy = K[1, 1], K[1, 2]
     ground = (v - cy) / (fy * camera_height_m) / rel_factor
     sky = 1.0 / (10.0 * max_depth) / rel_factor
-    col = np.where(v - cy >= 1.0, ground, sky)
+    col = np.where(road_rows(height, K), ground, sky)
     return np.repeat(col[:, None], width, axis=1).astype(np.float32)
 
 
+def road_validity(height: int, width: int, K: np.ndarray) -> np.ndarray:
+    """Validity (height, width) float32 of the same scene: 1.0 on the road rows, 0.0 on the sky rows above."""
+    return np.repeat(road_rows(height, K)[:, None], width, axis=1).astype(np.float32)
+
+
 def save_disparity_graph(path: str | Path, nodes: list, inits: list, height: int, width: int, meta: dict,
-                         name: str = "tiny_depth") -> Path:
-    """Write ONNX nodes (input ``rgb`` (1, 3, H, W) -> output ``disp`` (1, 1, H, W)) with the ``monodepth_ros``
-    metadata ``meta`` to ``path``, checked; the one way the tests' hand-made models are saved."""
+                         name: str = "tiny_depth", extra_outputs: tuple[str, ...] = ()) -> Path:
+    """Write ONNX nodes (input ``rgb`` (1, 3, H, W) -> output ``disp`` (1, 1, H, W), then ``extra_outputs``
+    of the same shape, e.g. ``("valid",)``) with the ``monodepth_ros`` metadata ``meta`` to ``path``, checked;
+    the one way the tests' hand-made models are saved."""
     import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         nodes, name,
         [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, height, width])],
-        [helper.make_tensor_value_info("disp", TensorProto.FLOAT, [1, 1, height, width])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, height, width])
+         for n in ("disp", *extra_outputs)],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name=name)
@@ -64,11 +77,13 @@ def make_tiny_depth_model(
     max_depth: float = 100.0,
     extra_convs: int = 0,
     scale_policy: str = "fixed",
+    validity: bool = False,
 ) -> Path:
     """Write the model to ``path`` (.onnx) with the ``monodepth_ros`` metadata; returns the path.
 
     ``K_model``: pixel intrinsics (3, 3) at the model size used for the road; default ``K_norm`` denormalised.
     Pass the ones the node will derive (``scale_intrinsics`` of the camera's K) to get an exactly planar road.
+    ``validity``: add the output ``valid`` (:func:`road_validity`) and ``validity_output: "valid"`` to the metadata.
     """
     from onnx import helper, numpy_helper
 
@@ -108,7 +123,14 @@ def make_tiny_depth_model(
         "intrinsics_norm": [list(map(float, r)) for r in K_norm], "source_sha256": "0" * 64,
         "depth_net": "tiny_road",
     }
-    return save_disparity_graph(path, nodes, inits, height, width, meta)
+    if not validity:
+        return save_disparity_graph(path, nodes, inits, height, width, meta)
+    # A constant of the scene, computed from the input (times zero) so that it is a real graph output.
+    inits.append(numpy_helper.from_array(road_validity(height, width, K)[None, None], "road_valid"))
+    nodes += [helper.make_node("Mul", ["gray", "zero"], ["no_gain"]),
+              helper.make_node("Add", ["road_valid", "no_gain"], ["valid"])]
+    meta["validity_output"] = "valid"
+    return save_disparity_graph(path, nodes, inits, height, width, meta, extra_outputs=("valid",))
 
 
 def make_content_depth_model(path: str | Path, height: int, width: int, K_model: np.ndarray,

@@ -4,6 +4,10 @@ Output convention, decided once for every exported format: the graph's output ``
 Monodepth2 *scaled disparity* in 1/model-units, in [1/max_depth, 1/min_depth]; ``depth = scale / disp``
 (metres when ``scale_policy`` is ``fixed`` or ``metric``; relative units, to be median-scaled, when it is
 ``relative``). The input ``rgb`` (1, 3, H, W) float32 is RGB in [0, 1]; mean/std normalisation is inside.
+Optionally a second output ``valid`` (1, 1, H, W) float32 in [0, 1], named by the metadata's ``validity_output``:
+the network's probability that the pixel shows a surface (1) rather than sky / no surface (0). Without it
+(``validity_output`` None, every model exported before it existed) nothing is masked as sky; other extra outputs
+of a graph are ignored.
 
 Where the metadata lives:
 - ONNX: model ``metadata_props`` key ``monodepth_ros`` (JSON of :class:`ModelMeta`) AND a sidecar
@@ -29,6 +33,7 @@ MODEL_FORMAT = "monodepth_ros.model"
 MODEL_FORMAT_VERSION = 1
 INPUT_NAME = "rgb"
 OUTPUT_NAME = "disp"
+VALIDITY_OUTPUT_NAME = "valid"
 OUTPUT_CONVENTION = "depth = scale / disp"
 PRECISIONS = ("fp32", "fp16", "int8")
 # "grey": the graph takes the luma of its RGB input first, so a mono8 camera (fed as three equal channels) and a
@@ -62,6 +67,7 @@ class ModelMeta:
     opset: int = 0
     precision: str = "fp32"
     input_color: str = "rgb"
+    validity_output: str | None = None  # VALIDITY_OUTPUT_NAME when the graph has the validity output
     quantization: dict[str, Any] | None = None  # the INT8 recipe that was kept, with its accuracy report
     producer: dict[str, str] = field(default_factory=dict)  # library versions that wrote the file
     tensorrt: dict[str, Any] | None = None  # engines only: version, device_name, compute_capability, ...
@@ -94,6 +100,10 @@ class ModelMeta:
             raise ModelLoadError(f"{where}: precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.input_color not in INPUT_COLORS:
             raise ModelLoadError(f"{where}: input_color must be one of {INPUT_COLORS}, got {self.input_color!r}")
+        if self.validity_output not in (None, VALIDITY_OUTPUT_NAME):
+            raise ModelLoadError(
+                f"{where}: validity_output must be null or {VALIDITY_OUTPUT_NAME!r}, got {self.validity_output!r}"
+            )
         return self
 
     @property
@@ -135,6 +145,7 @@ class ModelMeta:
             scale=float(self.scale),
             name=name,
             source_sha256=self.source_sha256,
+            has_validity=self.validity_output is not None,
         )
 
 
@@ -154,6 +165,7 @@ def model_meta_from_bundle(
         intrinsics_norm=bundle.intrinsics_norm, source_sha256=source_sha256,
         depth_net=bundle.depth_net, opset=int(opset), precision="fp32", producer=dict(producer or {}),
         input_color=str(bundle.depth_kwargs.get("input_color", "rgb")),
+        validity_output=VALIDITY_OUTPUT_NAME if bundle.depth_kwargs.get("validity_head") else None,
     )
 
 
@@ -208,7 +220,10 @@ def check_io_against_meta(
     outputs: list[tuple[str, list | tuple]],
     model_path: str | os.PathLike = "model",
 ) -> None:
-    """Compare a graph's (name, shape) inputs and outputs with the metadata; raise ModelLoadError on mismatch."""
+    """Compare a graph's (name, shape) inputs and outputs with the metadata; raise ModelLoadError on mismatch.
+
+    The graph must have ``meta.output`` and, when the metadata names one, ``meta.validity_output``, both
+    (1, 1, H, W); other outputs are tolerated."""
     if [n for n, _ in inputs] != [meta.input]:
         raise ModelLoadError(
             f"{model_path}: graph inputs {[n for n, _ in inputs]} do not match the metadata input {meta.input!r}"
@@ -217,8 +232,16 @@ def check_io_against_meta(
         raise ModelLoadError(
             f"{model_path}: graph outputs {[n for n, _ in outputs]} lack the metadata output {meta.output!r}"
         )
+    if meta.validity_output is not None and meta.validity_output not in [n for n, _ in outputs]:
+        raise ModelLoadError(
+            f"{model_path}: graph outputs {[n for n, _ in outputs]} lack the metadata validity_output "
+            f"{meta.validity_output!r}: metadata and graph do not match"
+        )
     _check_dims("input", meta.input, inputs[0][1], meta.input_shape, model_path)
     _check_dims("output", meta.output, dict(outputs)[meta.output], meta.output_shape, model_path)
+    if meta.validity_output is not None:
+        _check_dims("output", meta.validity_output, dict(outputs)[meta.validity_output], meta.output_shape,
+                    model_path)
 
 
 def check_model_file(path: str | os.PathLike, suffixes: tuple[str, ...] | None = None) -> Path:

@@ -44,9 +44,11 @@ class OnnxRuntimeBackend(DepthBackend):
         self.threads = threads
         self.providers = self._sess.get_providers()
         self.precision = self.meta.precision
+        self._outputs = [self.meta.output] + ([self.meta.validity_output] if self.meta.validity_output else [])
 
-    def _run_disp(self, x: np.ndarray) -> np.ndarray:
-        return self._sess.run([self.meta.output], {self.meta.input: x})[0]
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outs = self._sess.run(self._outputs, {self.meta.input: x})  # one run: disp, then valid if the model has it
+        return outs[0], outs[1] if len(outs) > 1 else None
 
     def __repr__(self) -> str:
         return (

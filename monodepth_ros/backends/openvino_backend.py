@@ -48,9 +48,10 @@ def openvino_unavailable_reason(device: str = DEFAULT_DEVICE) -> str | None:
     return None
 
 
-def _port_name(port, wanted: str) -> str:
+def _port_name(port, *wanted: str | None) -> str:
+    # A port may carry several tensor names: report the one the metadata asks for, when it is among them.
     names = port.get_names()
-    return wanted if wanted in names else port.get_any_name()
+    return next((w for w in wanted if w in names), port.get_any_name())
 
 
 def _port_shape(port) -> list:
@@ -83,10 +84,11 @@ class OpenVINOBackend(DepthBackend):
             model = core.read_model(str(path))
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses from its C++ frontend
             raise ModelLoadError(f"OpenVINO cannot read ONNX model {path} (corrupt or unsupported?): {e}") from e
+        wanted = (self.meta.output, self.meta.validity_output)
         check_io_against_meta(
             self.meta,
             [(_port_name(p, self.meta.input), _port_shape(p)) for p in model.inputs],
-            [(_port_name(p, self.meta.output), _port_shape(p)) for p in model.outputs],
+            [(_port_name(p, *wanted), _port_shape(p)) for p in model.outputs],
             path,
         )
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
@@ -98,6 +100,7 @@ class OpenVINOBackend(DepthBackend):
             raise RuntimeError(f"OpenVINO cannot compile {path} for {device}: {e}") from e
         self._request = self._compiled.create_infer_request()
         self._output = self._compiled.output(self.meta.output)
+        self._valid = self._compiled.output(self.meta.validity_output) if self.meta.validity_output else None
         super().__init__(self.meta.to_model_info(name=Path(path).name))
         self.path = path
         self.device = device
@@ -110,12 +113,13 @@ class OpenVINOBackend(DepthBackend):
         """``INFERENCE_NUM_THREADS`` of the compiled model (what OpenVINO actually uses; 0 = its default)."""
         return int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
 
-    def _run_disp(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self._request is None:
             raise RuntimeError(f"{self!r} was closed")
-        # share_inputs: x is a fresh contiguous array; the output is copied (the request reuses its buffer).
+        # share_inputs: x is a fresh contiguous array; the outputs are copied (the request reuses its buffers).
         out = self._request.infer({self.meta.input: x}, share_inputs=True)
-        return np.array(out[self._output], dtype=np.float32, copy=True)
+        disp = np.array(out[self._output], dtype=np.float32, copy=True)
+        return disp, None if self._valid is None else np.array(out[self._valid], dtype=np.float32, copy=True)
 
     def close(self) -> None:
         self._request = None

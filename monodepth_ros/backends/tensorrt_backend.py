@@ -149,42 +149,46 @@ class TensorRTBackend(DepthBackend):
         self.meta, self.path, self.precision = meta, engine_path, meta.precision
         self._context = self._engine.create_execution_context()
         self._stream = check_cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._out_host = np.empty(meta.output_shape, np.float32)
         self._in_nbytes = int(np.prod(meta.input_shape)) * 4
         self._d_in = check_cuda(cudart.cudaMalloc(self._in_nbytes), "cudaMalloc")
-        self._d_out = check_cuda(cudart.cudaMalloc(self._out_host.nbytes), "cudaMalloc")
+        # The outputs read back each frame: disp, and valid when the sidecar names it (same shape, host + device).
+        read = [meta.output] + ([meta.validity_output] if meta.validity_output else [])
+        self._out_host = {n: np.empty(meta.output_shape, np.float32) for n in read}
+        self._d_out: dict[str, Any] = {}
+        for n in read:
+            self._d_out[n] = check_cuda(cudart.cudaMalloc(self._out_host[n].nbytes), "cudaMalloc")
+            self._context.set_tensor_address(n, int(self._d_out[n]))
         self._extra: list[Any] = []
-        for n, shape in outputs:  # outputs other than disp still need memory to write to
-            if n != meta.output:
+        for n, shape in outputs:  # other outputs are not read but still need memory to write to
+            if n not in self._out_host:
                 ptr = check_cuda(cudart.cudaMalloc(max(4, int(np.prod(shape)) * 4)), "cudaMalloc")
                 self._extra.append(ptr)
                 self._context.set_tensor_address(n, int(ptr))
         self._context.set_tensor_address(meta.input, int(self._d_in))
-        self._context.set_tensor_address(meta.output, int(self._d_out))
 
-    def _run_disp(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         cudart = self._cudart
         x = np.ascontiguousarray(x, dtype=np.float32)
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         check_cuda(cudart.cudaMemcpyAsync(self._d_in, x.ctypes.data, self._in_nbytes, h2d, self._stream), "H2D")
         if not self._context.execute_async_v3(int(self._stream)):  # TensorRT takes the raw cudaStream_t handle
             raise RuntimeError("TensorRT execute_async_v3 failed")
-        check_cuda(
-            cudart.cudaMemcpyAsync(self._out_host.ctypes.data, self._d_out, self._out_host.nbytes, d2h, self._stream),
-            "D2H",
-        )
+        for n, host in self._out_host.items():
+            check_cuda(cudart.cudaMemcpyAsync(host.ctypes.data, self._d_out[n], host.nbytes, d2h, self._stream), "D2H")
         check_cuda(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-        return self._out_host.copy()
+        valid = self.meta.validity_output
+        return self._out_host[self.meta.output].copy(), self._out_host[valid].copy() if valid else None
 
     def close(self) -> None:
         cudart = getattr(self, "_cudart", None)
         if cudart is None:
             return
-        for attr in ("_d_in", "_d_out"):
-            ptr = getattr(self, attr, None)
-            if ptr is not None:
-                cudart.cudaFree(ptr)
-                setattr(self, attr, None)
+        if getattr(self, "_d_in", None) is not None:
+            cudart.cudaFree(self._d_in)
+            self._d_in = None
+        for ptr in getattr(self, "_d_out", {}).values():
+            cudart.cudaFree(ptr)
+        self._d_out = {}
         for ptr in getattr(self, "_extra", []):
             cudart.cudaFree(ptr)
         self._extra = []

@@ -167,7 +167,10 @@ def node_parameters(cfg: ReplayConfig, model_path: Path, info, compressed: bool 
     to the node process as ``-p``; in-process runs :mod:`monodepth_ros.pipeline` with them.
 
     The replay's own settings: the model's full range as min/max depth, so the node masks nothing a valid
-    model output can produce (scoring needs a number at every pixel); output at the input resolution;
+    model output can produce (scoring needs a number at every pixel); ``validity_threshold`` stays the node's
+    (a model with a validity output masks sky as the robot would; a masked pixel with GT is scored as the
+    model's far limit, see :func:`monodepth_ros.replay.scoring.pred_at_gt_resolution`; ``--node-param
+    validity_threshold:=0`` scores the raw depth); output at the input resolution;
     reliable QoS, so that drops are the node's, not DDS's; and for a relative model ``scale_policy:=relative``
     (scored median-scaled), since the node's default refuses to publish its unknown scale as metres. Raises
     ReplayError for a bad or unsafe ``--node-param`` (e.g. ``scale_policy:=metric`` with a relative model).

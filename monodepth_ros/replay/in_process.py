@@ -76,7 +76,8 @@ def run_in_process(run: ReplayRun) -> tuple[list[dict], dict]:
             calib = Calibration.from_camera_info(frame.info_msg, image_size=(frame.rgb.shape[1], frame.rgb.shape[0]))
             try:  # the node's steps: rectify a distorted camera, infer, then the per-frame pipeline
                 camera, _ = prepare_camera(frame.rgb, calib, run.params["rectify"], rectifier)
-                out = process_frame(camera, backend.infer_disp(camera.rgb), params, policy)
+                disp, valid = backend.infer_outputs(camera.rgb)  # valid: None for a model without it
+                out = process_frame(camera, disp, params, policy, valid)
             except FrameRejected as e:  # the node would skip it too (and say so in its log)
                 out = None
                 problems[e.kind] = problems.get(e.kind, 0) + 1

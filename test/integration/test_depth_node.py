@@ -15,10 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tiny_depth_model import make_content_depth_model, make_tiny_depth_model
+from tiny_depth_model import make_content_depth_model, make_tiny_depth_model, road_validity
 
 from monodepth_ros.geometry import backproject, denormalize_intrinsics, scale_intrinsics
 from monodepth_ros.msgs.pointcloud import pointcloud2_to_array, unpack_rgb
+from monodepth_ros.pipeline import resize_model_output
 from monodepth_ros.visualize import colorize_depth
 
 pytestmark = [pytest.mark.ros, pytest.mark.rosdistro]  # rosdistro: `make test-jazzy` runs it on Jazzy too
@@ -320,6 +321,8 @@ def test_invalid_parameter_values_are_rejected_with_a_reason(node):
     assert not r.successful and "fixed_scale > 0" in r.reason
     (r,) = c.set_params(model_path="/tmp/other.onnx")
     assert not r.successful and "read-only" in r.reason
+    (r,) = c.set_params(validity_threshold=1.5)
+    assert not r.successful and "validity_threshold" in r.reason
 
 
 def test_ground_plane_policy_recovers_metric_scale_from_camera_height(node):
@@ -423,6 +426,41 @@ def test_diagnostics_report_rates_latency_drops_and_backend(node):
         assert key in values
     assert 0 < float(values["latency_p50_ms"]) <= float(values["latency_p99_ms"]) < 5000
     assert values["latency_clock"] == "ok"
+    # The tiny model has no validity output: nothing is masked as sky, the log said so once at start.
+    assert values["validity_masked_share"] == "n/a"
+    assert proc.log_path.read_text().count("sky is not masked: the model has no validity output") == 1
+
+
+def test_sky_is_nan_where_the_model_validity_says_so_and_the_threshold_is_live(ros_subprocess_env, tmp_path):
+    """The tiny model with its validity output: its sky rows (1000 m, inside max_depth here so that only the
+    validity can mask them) are NaN in depth and 0 in depth/confidence, the road is published at full confidence,
+    and validity_threshold 0, set live, publishes the sky again. /diagnostics reports the masked share."""
+    model = make_tiny_depth_model(tmp_path / "valid.onnx", height=H_M, width=W_M, K_model=K_MODEL,
+                                  camera_height_m=CAMERA_HEIGHT_M, rel_factor=REL_FACTOR, validity=True)
+    sky = resize_model_output(road_validity(H_M, W_M, K_MODEL), (H_IN, W_IN)) < 0.5  # the pipeline's rule
+    assert sky[: H_IN // 3].all() and not sky[-H_IN // 4:].any()
+    keys = ("depth", "confidence")
+    with connected_node(ros_subprocess_env, model, tmp_path / "node.log", "/sky", "qos:=reliable",
+                        "max_depth:=2000.0", "diagnostics_period_s:=0.2") as (proc, c):
+        c.warm_up(proc)
+        assert "sky is not masked" not in proc.log_path.read_text()
+        ns, _ = c.send_good(40)
+        depth_msg, conf_msg = c.wait_outputs(ns, proc, keys=keys)
+        depth = depth_array(depth_msg)
+        conf = np.frombuffer(bytes(conf_msg.data), np.uint8).reshape(H_IN, W_IN)
+        np.testing.assert_array_equal(np.isnan(depth), sky)
+        np.testing.assert_array_equal(conf[sky], 0)
+        assert (conf[-H_IN // 4:] == 255).all() and np.isfinite(depth[-H_IN // 4:]).all()
+        assert c.spin_until(lambda: c.latest_diag_values().get("validity_masked_share", "n/a") != "n/a", 3.0, proc)
+        assert float(c.latest_diag_values()["validity_masked_share"]) == pytest.approx(sky.mean(), abs=1e-3)
+
+        assert all(r.successful for r in c.set_params(validity_threshold=0.0))
+        ns, _ = c.send_good(41)
+        depth_msg, conf_msg = c.wait_outputs(ns, proc, keys=keys)
+        depth = depth_array(depth_msg)
+        conf = np.frombuffer(bytes(conf_msg.data), np.uint8).reshape(H_IN, W_IN)
+        assert np.isfinite(depth).all() and np.nanmax(depth[sky]) == pytest.approx(1000.0, rel=0.01)
+        assert (conf[: H_IN // 3] == 1).all()  # published, validity 0: the lowest level that is not "no depth"
 
 
 def test_backend_openvino_parameter_runs_openvino_with_the_threads_asked(tiny_model, ros_subprocess_env, tmp_path):
@@ -496,16 +534,24 @@ def test_compressed_images_are_decoded_and_undecodable_ones_reported(tiny_model,
         assert proc.poll() is None
 
 
-@pytest.mark.parametrize("content", [None, b"not an onnx model"], ids=["missing", "broken"])
-def test_startup_with_unusable_model_exits_nonzero_with_a_clear_message(content, ros_subprocess_env, tmp_path):
-    model = tmp_path / "model.onnx"
-    if content is not None:
+@pytest.mark.parametrize("content, params, message", [
+    (None, [], "cannot load model"),
+    (b"not an onnx model", [], "cannot load model"),
+    ("tiny", ["validity_threshold:=1.5"], "Parameter validity_threshold out of range"),  # refused by rclpy
+    ("tiny", ["min_depth:=90.0"], "min_depth (90.0) must be below max_depth"),  # refused by the node's check
+], ids=["missing", "broken", "validity_threshold", "min_above_max"])
+def test_startup_with_unusable_model_or_parameter_exits_2_with_a_clear_message(content, params, message, tiny_model,
+                                                                                 ros_subprocess_env, tmp_path):
+    model = tiny_model if content == "tiny" else tmp_path / "model.onnx"
+    if isinstance(content, bytes):
         model.write_bytes(content)
-    cmd = [sys.executable, "-m", "monodepth_ros.depth_node", "--ros-args", "-p", f"model_path:={model}"]
+    cmd = [sys.executable, "-m", "monodepth_ros.depth_node", "--ros-args", "-p", f"model_path:={model}",
+           *sum((["-p", p] for p in params), [])]
     res = subprocess.run(cmd, env=ros_subprocess_env, capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert res.returncode == 2  # bad input (cli_common exit codes)
     out = res.stdout + res.stderr
-    assert "cannot load model" in out and str(model) in out
+    assert res.returncode == 2, out  # bad input (cli_common exit codes)
+    assert message in out and "cannot start" in out
+    assert content == "tiny" or str(model) in out
     assert "Traceback" not in out
 
 

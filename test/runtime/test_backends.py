@@ -16,9 +16,12 @@ import torch
 from monodepth_training.bundle_io import save_bundle
 from monodepth_training.export import export_onnx, synthetic_frames
 from monodepth_training.networks.registry import build_depth_net
+from tiny_depth_model import make_tiny_depth_model, road_rows
 
 import monodepth_ros.backends as backends
 from monodepth_ros.backends import (
+    DepthBackend,
+    ModelInfo,
     ModelLoadError,
     OnnxRuntimeBackend,
     OpenVINOBackend,
@@ -27,8 +30,16 @@ from monodepth_ros.backends import (
     read_onnx_meta,
     tensorrt_unavailable_reason,
 )
-from monodepth_ros.backends.model_meta import META_KEY, ModelMeta, read_sidecar, sidecar_path, write_sidecar
+from monodepth_ros.backends.model_meta import (
+    META_KEY,
+    ModelMeta,
+    check_io_against_meta,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 from monodepth_ros.bundle import BundleMeta
+from monodepth_ros.geometry import denormalize_intrinsics
 
 H, W = 64, 192
 
@@ -163,6 +174,8 @@ def test_model_without_metadata_is_rejected(model, tmp_path):
         ({"scale_policy": "absolute"}, "scale_policy must be one of"),
         ({"min_depth": 50.0, "max_depth": 10.0}, "min_depth < max_depth"),
         ({"surprise": 1}, "unknown fields"),
+        ({"validity_output": "valid"}, "lack the metadata validity_output 'valid'"),  # the graph has no such output
+        ({"validity_output": "sky"}, "validity_output must be null or 'valid'"),
     ],
 )
 def test_metadata_that_is_invalid_or_disagrees_with_the_graph_is_rejected(model, tmp_path, changes, message):
@@ -223,3 +236,66 @@ def test_runtime_backends_do_not_import_torch(model):
         "assert 'torch' not in sys.modules and 'monodepth_training' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ---- the validity output ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("validity")
+    return {"valid": make_tiny_depth_model(d / "valid.onnx", validity=True),
+            "plain": make_tiny_depth_model(d / "plain.onnx")}
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", pytest.param(
+    "openvino", marks=pytest.mark.skipif(_OV_REASON is not None, reason=str(_OV_REASON)))])
+def test_infer_outputs_gives_the_validity_map_of_a_model_with_one_and_none_otherwise(tiny_models, kind):
+    cls = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVINOBackend}[kind]
+    rgb = np.random.default_rng(5).integers(0, 200, (64, 192, 3), dtype=np.uint8)
+    b = cls(tiny_models["valid"])
+    assert b.info.has_validity and b.meta.validity_output == "valid"
+    disp, valid = b.infer_outputs(rgb)
+    assert disp.shape == valid.shape == (32, 96) and valid.dtype == np.float32
+    road = road_rows(32, denormalize_intrinsics(np.array(b.meta.intrinsics_norm), 96, 32))
+    assert road.any() and not road.all()
+    np.testing.assert_array_equal(valid[road], 1.0)  # the road rows below the horizon
+    np.testing.assert_array_equal(valid[~road], 0.0)  # the "sky" rows above it
+    np.testing.assert_array_equal(b.infer_disp(rgb), disp)  # the disparity alone is the same run's
+    plain = cls(tiny_models["plain"])
+    assert not plain.info.has_validity
+    disp_plain, none = plain.infer_outputs(rgb)
+    assert none is None
+    np.testing.assert_array_equal(disp_plain, disp)
+
+
+def test_metadata_written_before_the_validity_output_loads_without_one(tiny_models):
+    raw = json.loads(onnx.load(str(tiny_models["plain"])).metadata_props[0].value)
+    assert "validity_output" not in raw  # as every model exported before the field existed
+    assert ModelMeta.from_json(json.dumps(raw)).validity_output is None
+    assert OnnxRuntimeBackend(tiny_models["plain"]).meta.validity_output is None
+
+
+def test_a_validity_output_of_the_wrong_shape_is_a_mismatch():
+    meta = ModelMeta(height=32, width=96, min_depth=0.1, max_depth=100.0, scale_policy="fixed", scale=5.0,
+                     mean=[0.0] * 3, std=[1.0] * 3, intrinsics_norm=None, source_sha256="0" * 64,
+                     validity_output="valid")
+    inputs = [("rgb", [1, 3, 32, 96])]
+    check_io_against_meta(meta, inputs, [("disp", [1, 1, 32, 96]), ("valid", [1, 1, 32, 96])])
+    with pytest.raises(ModelLoadError, match=r"output 'valid' has shape \[1, 1, 16, 48\].*do not match"):
+        check_io_against_meta(meta, inputs, [("disp", [1, 1, 32, 96]), ("valid", [1, 1, 16, 48])])
+    meta.validity_output = None  # without the field, extra outputs are tolerated as before
+    check_io_against_meta(meta, inputs, [("disp", [1, 1, 32, 96]), ("valid", [1, 1, 16, 48])])
+
+
+def test_a_backend_implementing_only_run_disp_gives_no_validity():
+    """The torch backend of older trainers implements only ``_run_disp``: ``infer_outputs`` must still work."""
+
+    class Constant(DepthBackend):
+        def _run_disp(self, x):
+            return np.full((1, 1, *x.shape[2:]), 0.25, np.float32)
+
+    info = ModelInfo(height=16, width=32, min_depth=0.1, max_depth=100.0, scale_policy="fixed")
+    disp, valid = Constant(info).infer_outputs(np.zeros((8, 8, 3), np.uint8))
+    assert disp.shape == (16, 32) and valid is None and np.all(disp == 0.25)
+    with pytest.raises(TypeError, match="must implement _run"):
+        class Nothing(DepthBackend):  # noqa: F841 - refused as it is defined
+            pass

@@ -89,6 +89,17 @@ def test_nan_disparity_passes_through_like_onnx_runtime(tiny):
     np.testing.assert_allclose(ov_b.infer_disp(rgb), ort_b.infer_disp(rgb), rtol=1e-6, atol=1e-7)
 
 
+@needs_openvino
+def test_validity_output_matches_onnx_runtime(tmp_path):
+    model = make_tiny_depth_model(tmp_path / "valid.onnx", validity=True)
+    ov_b, ort_b = OpenVINOBackend(model), OnnxRuntimeBackend(model)
+    rgb = np.random.default_rng(2).integers(0, 200, (64, 192, 3), dtype=np.uint8)
+    (d_ov, v_ov), (d_ort, v_ort) = ov_b.infer_outputs(rgb), ort_b.infer_outputs(rgb)
+    np.testing.assert_allclose(d_ov, d_ort, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(v_ov, v_ort)
+    assert set(np.unique(v_ov)) == {0.0, 1.0}  # road and sky rows both present
+
+
 # ---- threads and errors --------------------------------------------------------------------------------------
 @needs_openvino
 @pytest.mark.parametrize("threads", [1, 2])

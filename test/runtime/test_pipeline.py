@@ -17,6 +17,7 @@ from monodepth_ros.pipeline import (
     frame_cloud,
     frame_colored,
     frame_confidence,
+    frame_invalid_share,
     process_frame,
     scale_policy_from_params,
 )
@@ -83,8 +84,8 @@ def test_process_frame_masks_depth_beyond_the_range():
     out = process_frame(CameraFrame(np.zeros((H, W, 3), np.uint8), K), disp, FrameParams(max_depth=80.0),
                         FixedScale(1.0))
     assert np.isnan(out.depth[:, : W // 2 - 2]).all() and np.isfinite(out.depth[:, W // 2 + 2:]).all()
-    conf = frame_confidence(out)
-    assert conf.dtype == np.uint8 and set(np.unique(conf)) == {0, 255}
+    conf = frame_confidence(out)  # a model without a validity output: 255 wherever a depth is published
+    assert out.confidence is None and conf.dtype == np.uint8 and set(np.unique(conf)) == {0, 255}
     np.testing.assert_array_equal(conf == 255, np.isfinite(out.depth))
 
 
@@ -197,3 +198,83 @@ def test_cloud_and_colour_picture_follow_the_depth():
     points, fields = frame_cloud(out, FrameParams(cloud_rgb=False))
     assert "rgb" not in {f[0] for f in fields}
     assert frame_colored(out, FrameParams()).shape == (H, W, 3)
+
+
+# ---- the validity output ---------------------------------------------------------------------------------------
+def column_ramp() -> np.ndarray:
+    """Validity (h, w) rising linearly from 0 (left column) to 1 (right column)."""
+    return np.broadcast_to(np.arange(w, dtype=np.float32) / (w - 1), (h, w)).copy()
+
+
+def ramp_at_input_resolution() -> np.ndarray:
+    """The bilinear (half-pixel centres) 2x upsampling of :func:`column_ramp`, written out: a linear ramp stays
+    linear inside and is clamped at the borders. (H, W) float64."""
+    x_in = np.clip((np.arange(W) + 0.5) * (w / W) - 0.5, 0, w - 1)
+    return np.broadcast_to(x_in / (w - 1), (H, W))
+
+
+@pytest.mark.parametrize("resolution", ["model", "input"])
+def test_depth_is_nan_exactly_where_the_validity_is_below_the_threshold(resolution):
+    valid = column_ramp()
+    params = FrameParams(output_resolution=resolution, validity_threshold=0.5)
+    out = process_frame(CameraFrame(np.zeros((H, W, 3), np.uint8), K), np.full((h, w), 0.5, np.float32), params,
+                        FixedScale(1.0), valid)
+    expected_valid = valid if resolution == "model" else ramp_at_input_resolution()
+    masked = expected_valid < 0.5
+    assert 0.4 < masked.mean() < 0.6
+    np.testing.assert_array_equal(np.isnan(out.depth), masked)
+    np.testing.assert_allclose(out.depth[~masked], 2.0)
+    np.testing.assert_allclose(out.confidence, expected_valid, atol=1e-6)  # the validity at the output size
+    assert frame_invalid_share(out, params) == pytest.approx(masked.mean())
+
+
+def test_a_validity_threshold_of_zero_masks_nothing():
+    params = FrameParams(validity_threshold=0.0)
+    out = process_frame(CameraFrame(np.zeros((H, W, 3), np.uint8), K), np.full((h, w), 0.5, np.float32), params,
+                        FixedScale(1.0), np.zeros((h, w), np.float32))
+    assert np.isfinite(out.depth).all() and frame_invalid_share(out, params) == 0.0
+    assert frame_invalid_share(process_frame(CameraFrame(np.zeros((H, W, 3), np.uint8), K),
+                                             np.full((h, w), 0.5, np.float32), params, FixedScale(1.0)),
+                               params) is None  # no validity output: nothing to report
+
+
+def test_confidence_is_zero_where_nan_and_the_validity_where_published():
+    valid = column_ramp()
+    disp = np.full((h, w), 0.5, np.float32)
+    disp[: h // 4] = 1e-4  # 10 km: beyond max_depth, NaN whatever the validity says
+    out = process_frame(CameraFrame(np.zeros((H, W, 3), np.uint8), K), disp,
+                        FrameParams(output_resolution="model", validity_threshold=0.25), FixedScale(1.0), valid)
+    conf = frame_confidence(out)
+    assert conf.dtype == np.uint8 and conf.shape == (h, w)
+    published = np.isfinite(out.depth)
+    np.testing.assert_array_equal(conf[~published], 0)
+    np.testing.assert_array_equal(conf[published], np.round(255 * valid[published]))
+    assert not published[: h // 4].any() and (conf[h // 4:, -1] == 255).all()
+    # Published with a validity that rounds to 0 (threshold 0): 1, never 0, which means "no depth".
+    out0 = process_frame(CameraFrame(np.zeros((H, W, 3), np.uint8), K), np.full((h, w), 0.5, np.float32),
+                         FrameParams(output_resolution="model", validity_threshold=0.0), FixedScale(1.0), valid)
+    conf0 = frame_confidence(out0)
+    assert (conf0[:, 0] == 1).all() and conf0.min() == 1 and conf0.max() == 255
+
+
+def test_the_ground_plane_fit_never_sees_what_the_validity_output_masks():
+    """The whole road region marked as no surface: the policy finds no road (and falls back), where the same
+    frame without the validity output gives the road's scale."""
+    frame, disp = CameraFrame(np.zeros((H, W, 3), np.uint8), K), road_disp(1.65, 0.2)
+    params = FrameParams(max_depth=1e4)
+    no_road = np.zeros((h, w), np.float32)
+
+    def policy():
+        return GroundPlanePolicy(GroundPlaneScale(alpha=1.0), fallback=1.0, fallback_source="the model's scale")
+
+    assert process_frame(frame, disp, params, policy()).scale == pytest.approx(0.2, rel=0.03)
+    masked = process_frame(frame, disp, params, policy(), no_road)
+    assert masked.scale == 1.0 and "using the model's scale 1" in masked.problems[0][1]
+    off = FrameParams(max_depth=1e4, validity_threshold=0.0)
+    assert process_frame(frame, disp, off, policy(), no_road).scale == pytest.approx(0.2, rel=0.03)
+
+
+def test_a_validity_map_of_another_size_than_the_disparity_is_refused():
+    with pytest.raises(ValueError, match="validity .* and disparity .* must have the same size"):
+        process_frame(CameraFrame(np.zeros((H, W, 3), np.uint8), K), np.full((h, w), 0.5, np.float32),
+                      FrameParams(), FixedScale(1.0), np.ones((h // 2, w), np.float32))

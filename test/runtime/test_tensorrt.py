@@ -199,3 +199,22 @@ def test_engine_from_another_tensorrt_version_is_rebuilt_at_load(real_onnx, capl
     assert "engine built with TensorRT 9.0.0" in caplog.text
     assert read_sidecar(path).tensorrt["version"] != "9.0.0"
     rebuilt.close()
+
+
+@pytest.mark.tensorrt
+@needs_trt
+def test_engine_of_a_model_with_a_validity_output_returns_both_outputs_like_onnxruntime(tmp_path):
+    from tiny_depth_model import make_tiny_depth_model
+
+    onnx_path = make_tiny_depth_model(tmp_path / "valid.onnx", validity=True)
+    ref = OnnxRuntimeBackend(onnx_path)
+    backend = TensorRTBackend(onnx_path, precision="fp32")
+    try:
+        assert read_sidecar(backend.path).validity_output == "valid" and backend.info.has_validity
+        rgb = np.random.default_rng(4).integers(0, 200, (32, 96, 3), dtype=np.uint8)
+        (d_ref, v_ref), (d_trt, v_trt) = ref.infer_outputs(rgb), backend.infer_outputs(rgb)
+        np.testing.assert_allclose(d_trt, d_ref, rtol=2e-3)
+        np.testing.assert_allclose(v_trt, v_ref, atol=1e-6)
+        assert v_ref.min() == 0.0 and v_ref.max() == 1.0
+    finally:
+        backend.close()
