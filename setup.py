@@ -63,6 +63,7 @@ setup(
             "monodepth-replay = monodepth_ros.replay:main",
             "monodepth-train = monodepth_training.cli:main",
             "monodepth-export = monodepth_training.export.cli:main",
+            "monodepth-fit-validity = monodepth_training.validity:main",
         ],
         # Extension point: inference backends that need more than the runtime (e.g. torch) register here,
         # so the runtime can offer them without importing the trainer.

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 from monodepth_training.bundle_io import load_bundle
-from monodepth_training.networks.export_wrapper import DisparityHead
+from monodepth_training.networks.export_wrapper import ExportHead
 
 from monodepth_ros.backends.base import DepthBackend
 from monodepth_ros.backends.model_meta import model_meta_from_bundle
@@ -19,7 +19,8 @@ from monodepth_ros.bundle import file_sha256
 
 
 class TorchBackend(DepthBackend):
-    """Depth backend over a ``.safetensors`` bundle, running :class:`DisparityHead` under inference mode.
+    """Depth backend over a ``.safetensors`` bundle, running its :class:`ExportHead` under inference mode (the
+    validity output too when the network has one).
 
     ``device``: a torch device string ("cpu", "cuda", "cuda:1"). ``threads`` sets torch's intra-op thread
     count when given (a process-wide setting). Other keyword arguments are accepted and ignored so every
@@ -30,17 +31,19 @@ class TorchBackend(DepthBackend):
 
     def __init__(self, model_path: str | os.PathLike, device: str = "cpu", threads: int | None = None, **_):
         depth_net, _pose, meta = load_bundle(model_path, map_location=device)
-        super().__init__(model_meta_from_bundle(meta, file_sha256(model_path)).to_model_info(name=meta.depth_net))
+        model_meta = model_meta_from_bundle(meta, file_sha256(model_path))
+        super().__init__(model_meta.to_model_info(name=meta.depth_net))
         if threads:
             torch.set_num_threads(int(threads))
         self.device = torch.device(device)
         self.meta = meta
-        self.head = DisparityHead(depth_net, meta.min_depth, meta.max_depth).to(self.device).eval()
+        self.head = ExportHead(depth_net, meta.min_depth, meta.max_depth).to(self.device).eval()
 
-    def _run_disp(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         with torch.inference_mode():
-            disp = self.head(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device))
-        return disp.float().cpu().numpy()
+            out = self.head(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device))
+        disp, valid = out if isinstance(out, tuple) else (out, None)
+        return disp.float().cpu().numpy(), None if valid is None else valid.float().cpu().numpy()
 
     def close(self) -> None:
         self.head = None

@@ -8,7 +8,7 @@ Recipes are tried from fastest to most conservative until the held-out accuracy 
 3. ``per_channel_mixed`` -- per-channel, and the sensitive layers stay fp32: the first conv (it sees the raw
    image) and the disparity head (last conv before the sigmoid).
 
-In every recipe the ops after the final Sigmoid (the affine map to [1/max_depth, 1/min_depth]) stay fp32: 8 bits
+In every recipe the ops after the disparity Sigmoid (the affine map to [1/max_depth, 1/min_depth]) stay fp32: 8 bits
 over a 1/depth range spanning 1000x would leave only a handful of levels for everything beyond ~10 m.
 
 Activations are QUInt8 and weights QInt8 (ONNX Runtime's advice for x86 with VNNI; ``symmetric=True`` gives
@@ -27,8 +27,17 @@ from typing import Any
 import numpy as np
 
 from monodepth_ros.backends.calibration import CalibrationBatches
-from monodepth_ros.backends.model_meta import META_KEY, ModelMeta, read_onnx_model_meta, sidecar_path, write_sidecar
+from monodepth_ros.backends.model_meta import (
+    META_KEY,
+    OUTPUT_NAME,
+    ModelMeta,
+    read_onnx_model_meta,
+    sidecar_path,
+    write_sidecar,
+)
 from monodepth_ros.bundle import atomic_write_bytes
+
+VALIDITY_REPORT_THRESHOLD = 0.5  # the node's default validity_threshold
 
 RECIPES: tuple[dict[str, Any], ...] = (
     {"name": "per_tensor", "per_channel": False, "keep_fp32": "tail"},
@@ -65,12 +74,15 @@ def int8_accuracy_report(
 
     ``frames``: RGB uint8 (h, w, 3); ``gts``: matching GT depth maps in metres (0 = invalid) or None.
     Returns a dict with ``n_frames``, ``abs_rel_int8_vs_fp32`` (depth of INT8 against depth of fp32, mean over
-    frames), ``max_abs_disp_diff``; with GT also ``abs_rel_fp32_gt``, ``abs_rel_int8_gt`` (KITTI protocol with
-    median scaling, :func:`monodepth_ros.evaluation.metrics.evaluate_depth`, no crop) and ``degradation_rel`` =
-    (int8 - fp32) / fp32. ``budget_metric`` names what is compared with ``budget``: ``degradation_rel`` when GT
-    is there, else the stricter proxy ``abs_rel_int8_vs_fp32``; ``budget_met`` is the verdict.
+    frames), ``max_abs_disp_diff``, for models with a validity output ``validity_agreement`` (share of pixels
+    on the same side of the node's default threshold in both); with GT also ``abs_rel_fp32_gt``,
+    ``abs_rel_int8_gt`` (KITTI protocol with median scaling, :func:`monodepth_ros.evaluation.metrics.evaluate_depth`,
+    no crop) and ``degradation_rel`` = (int8 - fp32) / fp32. ``budget_metric`` names what is compared with
+    ``budget``: ``degradation_rel`` when GT is there, else the stricter proxy ``abs_rel_int8_vs_fp32``;
+    ``budget_met`` is the verdict.
     """
     from monodepth_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from monodepth_ros.pipeline import invalid_pixels
 
     if not frames:
         raise ValueError("int8_accuracy_report needs at least one held-out frame")
@@ -82,8 +94,12 @@ def int8_accuracy_report(
         raise ValueError("fp32 and INT8 models have different input sizes")
     rel, max_disp = [], 0.0
     d32s, d8s = [], []
+    agree: list[float] = []
     for i, rgb in enumerate(frames):
-        disp32, disp8 = b32.infer_disp(rgb), b8.infer_disp(rgb)
+        (disp32, valid32), (disp8, valid8) = b32.infer_outputs(rgb), b8.infer_outputs(rgb)
+        if valid32 is not None and valid8 is not None:
+            t = VALIDITY_REPORT_THRESHOLD
+            agree.append(float(np.mean(invalid_pixels(valid32, t) == invalid_pixels(valid8, t))))
         max_disp = max(max_disp, float(np.max(np.abs(disp32 - disp8))))
         rel.append(abs_rel(1.0 / disp32, 1.0 / disp8))
         if gts is not None:
@@ -96,6 +112,8 @@ def int8_accuracy_report(
         "max_abs_disp_diff": max_disp,
         "budget": budget,
     }
+    if agree:  # reported, not budgeted: the depth budget decides the recipe
+        report["validity_agreement"] = float(np.mean(agree))
     if gts is not None:
         from monodepth_ros.evaluation.metrics import evaluate_depth
 
@@ -118,31 +136,38 @@ def int8_accuracy_report(
 
 
 def fp32_node_names(model, which: str) -> list[str]:
-    """Names of nodes to keep in fp32: ``tail`` = everything downstream of the last Sigmoid; ``sensitive`` = tail
-    plus the first Conv and the Conv feeding that Sigmoid. ``model``: onnx.ModelProto."""
+    """Names of nodes to keep in fp32: ``tail`` = the disparity Sigmoid (the last Sigmoid on the way to the
+    graph output ``disp``) and everything after it up to that output; ``sensitive`` = tail plus the first Conv
+    and the Conv feeding that Sigmoid. A validity output (``valid``) is quantised: 8 bits resolve a probability
+    compared with a threshold well. ``model``: onnx.ModelProto."""
     nodes = list(model.graph.node)
     producers = {o: n for n in nodes for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    sigmoids = [n for n in nodes if n.op_type == "Sigmoid"]
     keep: list[str] = []
-    if sigmoids:
-        last = sigmoids[-1]
-        keep.append(last.name)
-        frontier = list(last.output)
-        while frontier:  # walk to the graph output
-            for n in consumers.get(frontier.pop(), []):
-                if n.name not in keep:
-                    keep.append(n.name)
-                    frontier.extend(n.output)
+    sigmoid = None
+    path: list = []  # nodes from the disp output back to the disparity Sigmoid
+    frontier = [OUTPUT_NAME]
+    seen: set[str] = set()
+    while frontier and sigmoid is None:  # breadth-first back from the output: the nearest Sigmoid
+        nxt = []
+        for tensor in frontier:
+            n = producers.get(tensor)
+            if n is None or n.name in seen:
+                continue
+            seen.add(n.name)
+            path.append(n)
+            if n.op_type == "Sigmoid":
+                sigmoid = n
+                break
+            nxt.extend(n.input)
+        frontier = nxt
+    if sigmoid is not None:
+        keep = [n.name for n in reversed(path)]
     if which == "sensitive":
         convs = [n for n in nodes if n.op_type == "Conv"]
         if convs:
             keep.append(convs[0].name)
-        if sigmoids:
-            src = producers.get(sigmoids[-1].input[0])
+        if sigmoid is not None:
+            src = producers.get(sigmoid.input[0])
             if src is not None and src.op_type == "Conv":
                 keep.append(src.name)
     return keep

@@ -4,9 +4,12 @@ Stages (each a real project command, so this is also an end-to-end check of trai
 1. ``monodepth-train fit --config config/train/default_model.yaml`` (resumes from ``last`` if a run exists);
 2. take the bundle of the last step (validation runs on the synthetic world, which says little about real frames,
    so "best" is not the better model for a real camera) and score it against the untrained network;
-3. ``monodepth-export --format onnx`` and ``--format ort-int8`` (calibrated on synthetic training frames,
+3. ``monodepth-fit-validity``: give it a validity (sky) output, fitted with the depth network frozen on the
+   synthetic world's exact sky and the rows below the horizon of the training camera's own frames
+   (:mod:`monodepth_training.validity`); the depth does not change;
+4. ``monodepth-export --format onnx`` and ``--format ort-int8`` (calibrated on synthetic training frames,
    INT8 accuracy checked on held-out frames);
-4. copy ``default.onnx``, ``default.int8.onnx`` and their JSON sidecars into ``monodepth_ros/models/``,
+5. copy ``default.onnx``, ``default.int8.onnx`` and their JSON sidecars into ``monodepth_ros/models/``,
    plus ``default_model.json`` recording how it was made and what it scored.
 """
 
@@ -112,12 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in scores.items():
         print(f"held-out synthetic ({name}): abs_rel {m['abs_rel']:.3f}  rmse {m['rmse']:.3f}  a1 {m['a1']:.3f}")
 
+    valid_bundle = RUN_DIR / "bundles" / "last_validity.safetensors"
+    validity_report = RUN_DIR / "validity.json"
+    _run([str(bin_dir / "monodepth-fit-validity"), "--model", str(bundle), "--out", str(valid_bundle),
+          "--config", str(CONFIG), "--report", str(validity_report)])
+
     export_dir = RUN_DIR / "export"
     shutil.rmtree(export_dir, ignore_errors=True)
     export = str(bin_dir / "monodepth-export")
-    _run([export, "--model", str(bundle), "--format", "onnx", "--out", str(export_dir), "--name", "default"])
-    _run([export, "--model", str(bundle), "--format", "ort-int8", "--out", str(export_dir), "--name", "default",
-          "--calib", "synthetic:64", "--heldout-frames", "24"])
+    _run([export, "--model", str(valid_bundle), "--format", "onnx", "--out", str(export_dir), "--name", "default"])
+    _run([export, "--model", str(valid_bundle), "--format", "ort-int8", "--out", str(export_dir), "--name",
+          "default", "--calib", "synthetic:64", "--heldout-frames", "24"])
 
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     shipped = {}
@@ -135,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                       "320x96, from scratch, CPU",
         "train_seconds_total": trained_seconds(RUN_DIR / "checkpoints" / "last.ckpt"),
         "heldout_synthetic": scores,
+        "validity": {k: v for k, v in json.loads(validity_report.read_text()).items() if k in
+                     ("config", "camera_frames", "heldout_synthetic")},
         "files": shipped,
     }
     atomic_write_bytes(MODELS_DIR / "default_model.json", (json.dumps(record, indent=2) + "\n").encode())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from monodepth_training import validity as fit_validity_cli
 from monodepth_training.export import cli as export_cli
 
 from monodepth_ros import demo
@@ -19,6 +20,7 @@ CLIS = {
     "monodepth-eval": evaluate,
     "monodepth-replay": replay_cli,
     "monodepth-export": export_cli,
+    "monodepth-fit-validity": fit_validity_cli,
     "monodepth-synth": synth_cli,
     "python -m monodepth_ros.evaluation.kitti_gt": kitti_gt,
     "monodepth-demo": demo,
@@ -74,6 +76,7 @@ def test_an_unknown_option_exits_2_with_one_line(prog, capsys):
     ("monodepth-replay", ["--bag", "{tmp}/missing_bag", "--out", "{tmp}/out"]),
     ("monodepth-replay", ["--bag", "{tmp}/missing_bag", "--out", "{tmp}/out", "--max-depth", "-1"]),
     ("monodepth-export", ["--model", "{tmp}/missing.safetensors", "--format", "onnx", "--out", "{tmp}/out"]),
+    ("monodepth-fit-validity", ["--model", "{tmp}/missing.safetensors", "--out", "{tmp}/o.safetensors"]),
     ("monodepth-synth", ["--out", "{tmp}/k", "--date", "yesterday", "--frames", "3", "--size", "32x16"]),
     ("python -m monodepth_ros.evaluation.kitti_gt", ["--data", "{tmp}", "--split", "{tmp}/s.txt", "--out",
                                                      "{tmp}/gt.npz"]),

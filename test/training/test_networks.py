@@ -102,6 +102,7 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
 
 
 def test_two_frame_encoder_duplicates_and_halves_first_conv(tmp_path):
+    torch.manual_seed(0)  # the result must not depend on what ran before
     src = ResnetEncoder(18)
     randomise_bn(src)
     path = tmp_path / "r18.pth"
@@ -114,7 +115,8 @@ def test_two_frame_encoder_duplicates_and_halves_first_conv(tmp_path):
     src.eval(), pose_enc.eval()
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
-        torch.testing.assert_close(pose_enc(torch.cat([x, x], 1))[-1], src(x)[-1], rtol=1e-4, atol=1e-5)
+        # (w x + w x) / 2 and w x round differently in float32: ~1e-5 after 18 layers of O(1) features
+        torch.testing.assert_close(pose_enc(torch.cat([x, x], 1))[-1], src(x)[-1], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("hw", [(64, 192), (96, 320)])
@@ -181,7 +183,7 @@ def test_registry_lists_builds_and_reports_unknowns():
     net = build_depth_net("monodepth2", num_layers=34, scales=(0, 1))
     assert net.registry_name == "monodepth2"
     assert net.registry_kwargs == {"num_layers": 34, "pretrained_path": None, "scales": (0, 1), "width": 1.0,
-                                   "input_color": "rgb"}
+                                   "input_color": "rgb", "validity_head": False}
     assert list(net.encoder.num_ch_enc) == [64, 64, 128, 256, 512]
     with pytest.raises(ValueError, match=r"unknown depth network 'nope'; registered: \[.*'monodepth2'"):
         build_depth_net("nope")

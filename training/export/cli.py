@@ -71,7 +71,8 @@ def _export(args) -> int:
     out_dir = Path(args.out)
     res = export_onnx(Path(args.model), out_dir, opset=args.opset, name=args.name)
     print(f"ONNX: {res.path}  ({res.meta.width}x{res.meta.height}, opset {res.meta.opset}, {res.seconds:.1f} s)")
-    print(f"parity vs PyTorch (2 random + 2 synthetic frames): max |d disp| = {res.parity_max_abs_diff:.2e} "
+    what = "max |d disp|, |d valid|" if res.meta.validity_output else "max |d disp|"
+    print(f"parity vs PyTorch (2 random + 2 synthetic frames): {what} = {res.parity_max_abs_diff:.2e} "
           f"(tolerance {PARITY_ATOL:g})")
     if args.format == "onnx":
         return EXIT_OK

@@ -1,7 +1,8 @@
 """Model bundle -> ONNX (fp32), checked against PyTorch.
 
 The ONNX contract (see :mod:`monodepth_ros.backends.model_meta`): input ``rgb`` (1, 3, H, W) float32 RGB in
-[0, 1], output ``disp`` (1, 1, H, W) scaled disparity, ``depth = scale / disp``. Static shapes, no GridSample,
+[0, 1], output ``disp`` (1, 1, H, W) scaled disparity, ``depth = scale / disp``, and ``valid`` (1, 1, H, W) for a
+network with a validity head (probability of a surface, not sky). Static shapes, no GridSample,
 only operators TensorRT's ONNX parser supports. Opset 18: the torch.export-based exporter of torch 2.13 emits
 18 and cannot convert ``Pad`` down to 17 (the issue asks for >= 17; TensorRT 10 parses up to opset 20+).
 """
@@ -23,6 +24,7 @@ from monodepth_ros.backends.model_meta import (
     INPUT_NAME,
     META_KEY,
     OUTPUT_NAME,
+    VALIDITY_OUTPUT_NAME,
     ModelMeta,
     model_meta_from_bundle,
     sidecar_path,
@@ -71,8 +73,14 @@ def _quiet_loggers(*names: str):
             lg.setLevel(level)
 
 
-def check_graph(model, expect_hw: tuple[int, int]) -> None:
-    """Raise ExportError unless the graph has only TensorRT-safe ops, fully static shapes and the agreed I/O.
+def output_names(with_validity: bool) -> list[str]:
+    """The graph's outputs, in order: ``disp`` [, ``valid``]."""
+    return [OUTPUT_NAME, VALIDITY_OUTPUT_NAME] if with_validity else [OUTPUT_NAME]
+
+
+def check_graph(model, expect_hw: tuple[int, int], with_validity: bool = False) -> None:
+    """Raise ExportError unless the graph has only TensorRT-safe ops, fully static shapes and the agreed I/O
+    (outputs :func:`output_names`, each (1, 1, H, W)).
 
     ``model``: onnx.ModelProto (after shape inference, so value_info covers intermediate tensors).
     """
@@ -97,8 +105,9 @@ def check_graph(model, expect_hw: tuple[int, int]) -> None:
     outs = [(o.name, dims(o)) for o in model.graph.output]
     if ins != [(INPUT_NAME, [1, 3, H, W])]:
         raise ExportError(f"graph inputs {ins}, expected [({INPUT_NAME!r}, [1, 3, {H}, {W}])]")
-    if outs != [(OUTPUT_NAME, [1, 1, H, W])]:
-        raise ExportError(f"graph outputs {outs}, expected [({OUTPUT_NAME!r}, [1, 1, {H}, {W}])]")
+    want = [(name, [1, 1, H, W]) for name in output_names(with_validity)]
+    if outs != want:
+        raise ExportError(f"graph outputs {outs}, expected {want}")
     dynamic = [vi.name for vi in model.graph.value_info if any(not isinstance(d, int) or d <= 0 for d in dims(vi))]
     if dynamic:
         raise ExportError(f"tensors with dynamic or unknown shapes in the graph: {dynamic[:10]}")
@@ -111,7 +120,8 @@ def export_module_onnx(
     source_sha256: str,
     opset: int = DEFAULT_OPSET,
 ) -> tuple[Path, ModelMeta]:
-    """Export a disparity head ``rgb01 (1, 3, H, W) -> disp (1, 1, H, W)`` to ``out_path`` with metadata.
+    """Export an :class:`~monodepth_training.networks.export_wrapper.ExportHead` ``rgb01 (1, 3, H, W) -> disp
+    (1, 1, H, W)`` [``, valid (1, 1, H, W)``] to ``out_path`` with metadata.
 
     Runs onnx.checker (full_check) and strict shape inference, checks ops/shapes, embeds the metadata and writes
     the model and its sidecar atomically.
@@ -123,11 +133,12 @@ def export_module_onnx(
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
     H, W = bundle_meta.height, bundle_meta.width
     head = head.eval()
+    with_validity = bool(getattr(head, "with_validity", False))
     example = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(0))
     # The exporter prints progress lines on stdout and its graph passes log at INFO: keep the CLI readable.
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), _quiet_loggers("onnx_ir", "onnxscript"):
         program = torch.onnx.export(
-            head, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            head, (example,), None, input_names=[INPUT_NAME], output_names=output_names(with_validity),
             opset_version=opset, dynamo=True, external_data=False, verbose=False, optimize=True,
         )
     model = program.model_proto
@@ -135,16 +146,18 @@ def export_module_onnx(
     if real_opset < MIN_OPSET:
         raise ExportError(f"exported opset {real_opset} < {MIN_OPSET}")
 
-    meta = model_meta_from_bundle(
-        bundle_meta, source_sha256, opset=int(real_opset), producer=_versions()
-    ).validate("export metadata")
+    meta = model_meta_from_bundle(bundle_meta, source_sha256, opset=int(real_opset), producer=_versions())
+    if (meta.validity_output is not None) != with_validity:
+        raise ExportError(f"the bundle's depth_kwargs say validity_head={meta.validity_output is not None} but the "
+                          f"network {'has' if with_validity else 'has no'} validity head")
+    meta.validate("export metadata")
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {META_KEY: meta.to_json()})
     model.producer_name = "monodepth_ros"
 
     onnx.checker.check_model(model, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    check_graph(inferred, (H, W))
+    check_graph(inferred, (H, W), with_validity)
 
     out_path = Path(out_path)
     atomic_write_bytes(out_path, model.SerializeToString())
@@ -153,12 +166,12 @@ def export_module_onnx(
 
 
 def load_disparity_head(bundle_path: str | os.PathLike):
-    """Bundle -> (DisparityHead in eval mode, BundleMeta). Torch is only needed here and below."""
+    """Bundle -> (ExportHead in eval mode, BundleMeta). Torch is only needed here and below."""
     from monodepth_training.bundle_io import load_bundle
-    from monodepth_training.networks.export_wrapper import DisparityHead
+    from monodepth_training.networks.export_wrapper import ExportHead
 
     depth_net, _pose, meta = load_bundle(bundle_path, map_location="cpu")
-    return DisparityHead(depth_net, meta.min_depth, meta.max_depth).eval(), meta
+    return ExportHead(depth_net, meta.min_depth, meta.max_depth).eval(), meta
 
 
 @dataclass
@@ -194,5 +207,6 @@ def export_onnx(
     if not diff < atol:  # never leave a model behind that does not compute what the bundle computes
         out_path.unlink(missing_ok=True)
         sidecar_path(out_path).unlink(missing_ok=True)
-        raise ExportError(f"ONNX Runtime disagrees with PyTorch: max |d disp| = {diff:.3g} >= {atol:g}; removed")
+        raise ExportError(f"ONNX Runtime disagrees with PyTorch: max |d disp| (or |d valid|) = {diff:.3g} >= {atol:g}; "
+                          "removed")
     return ExportResult(path=out_path, meta=meta, parity_max_abs_diff=diff, seconds=export_s)

@@ -23,7 +23,8 @@ def parity_inputs(height: int, width: int, n_random: int = 2, n_synthetic: int =
 
 
 def torch_vs_onnx_max_diff(head, onnx_path: str | os.PathLike, inputs: list[np.ndarray]) -> float:
-    """Max |disp_torch - disp_onnxruntime| over ``inputs`` ((1, 3, H, W) float32 each), ORT on CPU."""
+    """Max |disp_torch - disp_onnxruntime| over ``inputs`` ((1, 3, H, W) float32 each), ORT on CPU; for a head
+    with a validity output (an ``ExportHead`` returning (disp, valid)), the max over both outputs."""
     import torch
 
     from monodepth_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -32,7 +33,11 @@ def torch_vs_onnx_max_diff(head, onnx_path: str | os.PathLike, inputs: list[np.n
     worst = 0.0
     with torch.no_grad():
         for x in inputs:
-            ref = head(torch.from_numpy(x)).numpy()
-            got = backend._run_disp(x)
-            worst = max(worst, float(np.max(np.abs(ref - got))))
+            ref = head(torch.from_numpy(x))
+            refs = ref if isinstance(ref, tuple) else (ref,)
+            got = backend._run(x)
+            if len(refs) == 2 and got[1] is None:
+                raise ValueError(f"{onnx_path} has no validity output, but its network has a validity head")
+            for r, g in zip(refs, got):
+                worst = max(worst, float(np.max(np.abs(r.numpy() - g))))
     return worst

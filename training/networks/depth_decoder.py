@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from monodepth_training.networks.layers import Conv3x3, ConvBlock, upsample2x
 from monodepth_training.networks.resnet_encoder import scaled_channels
+from monodepth_training.networks.validity import VALID_KEY, ValidityHead
 from torch import nn
 
 DECODER_CHANNELS = (16, 32, 64, 128, 256)
@@ -18,11 +19,12 @@ class DepthDecoder(nn.Module):
     ``num_ch_enc`` are the encoder's 5 channel counts (features at H/2 ... H/32). Each stage i (4 -> 0)
     runs ConvBlock, nearest x2 upsampling, concatenation with encoder feature i-1 (when ``use_skips`` and
     i > 0) and a second ConvBlock; stages whose index is in ``scales`` emit a 3x3 reflection-padded conv +
-    sigmoid. The sigmoid is mapped to disparity later by ``geometry.sigmoid_to_disp``.
+    sigmoid. The sigmoid is mapped to disparity later by ``geometry.sigmoid_to_disp``. ``validity_head`` adds
+    ``("valid", 0)`` (B, 1, H, W) from stage 0's feature (:mod:`monodepth_training.networks.validity`).
     """
 
     def __init__(self, num_ch_enc: Sequence[int], scales: Sequence[int] = (0, 1, 2, 3), use_skips: bool = True,
-                 width: float = 1.0):
+                 width: float = 1.0, validity_head: bool = False):
         super().__init__()
         if len(num_ch_enc) != 5:
             raise ValueError(f"DepthDecoder needs 5 encoder channel counts, got {list(num_ch_enc)}")
@@ -41,6 +43,7 @@ class DepthDecoder(nn.Module):
             self.convs[f"upconv_{i}_1"] = ConvBlock(ch_in, ch_dec[i])
         for s in self.scales:
             self.convs[f"dispconv_{s}"] = Conv3x3(ch_dec[s], 1)
+        self.validity = ValidityHead(ch_dec[0], upscale=1) if validity_head else None
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[tuple[str, int], torch.Tensor]:
         outputs: dict[tuple[str, int], torch.Tensor] = {}
@@ -52,4 +55,6 @@ class DepthDecoder(nn.Module):
             x = self.convs[f"upconv_{i}_1"](x)
             if i in self.scales:
                 outputs[("disp", i)] = torch.sigmoid(self.convs[f"dispconv_{i}"](x))
+        if self.validity is not None:  # x is the full-resolution feature of stage 0
+            outputs[VALID_KEY] = self.validity(x)
         return outputs

@@ -64,14 +64,16 @@ class Monodepth2DepthNet(nn.Module):
     H and W must be multiples of 32. ``width`` < 1 scales every channel count of encoder and decoder (the
     paper's network is width 1; the embedded default model uses a slim one to stay small). ``input_color="grey"``
     puts an RGB -> luma step at the front of the graph, so one model serves grey (mono8) and colour cameras.
+    ``validity_head`` adds the ``("valid", 0)`` output (:mod:`monodepth_training.networks.validity`).
     """
 
     def __init__(self, num_layers: int = 18, pretrained_path: str | os.PathLike | None = None,
-                 scales: Sequence[int] = (0, 1, 2, 3), width: float = 1.0, input_color: str = "rgb"):
+                 scales: Sequence[int] = (0, 1, 2, 3), width: float = 1.0, input_color: str = "rgb",
+                 validity_head: bool = False):
         super().__init__()
         self.input_color = _check_input_color(input_color)
         self.encoder = ResnetEncoder(num_layers, pretrained_path, num_input_images=1, width=width)
-        self.decoder = DepthDecoder(self.encoder.num_ch_enc, scales, width=width)
+        self.decoder = DepthDecoder(self.encoder.num_ch_enc, scales, width=width, validity_head=validity_head)
         self.scales = self.decoder.scales
 
     def forward(self, rgb01: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:

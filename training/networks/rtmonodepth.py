@@ -41,6 +41,7 @@ from monodepth_training.networks.layers import upsample2x
 from monodepth_training.networks.monodepth2 import _check_input_color, normalize_rgb01
 from monodepth_training.networks.registry import register_depth_net
 from monodepth_training.networks.resnet_encoder import scaled_channels
+from monodepth_training.networks.validity import VALID_KEY, ValidityHead
 from torch import nn
 
 # The project's real-time configuration for CPUs: the shipped default model (config/train/default_model.yaml).
@@ -96,10 +97,12 @@ class RTDepthDecoder(nn.Module):
     4x cheaper than after the upsampling), upsamples x2 (nearest), fuses encoder feature s - 1 (addition; at
     s = 1 concatenation when ``concat_finest``) and refines with one 3x3 conv; a 3x3 conv + sigmoid reads
     scale s from it. Scale 0 comes from the H/2 level too: a 3x3 conv to 4 channels + sigmoid, then a x2 pixel
-    shuffle, so each full-resolution pixel has its own learned value.
+    shuffle, so each full-resolution pixel has its own learned value. With ``validity_head`` a
+    :class:`~monodepth_training.networks.validity.ValidityHead` reads the same H/2 feature and adds
+    ``("valid", 0)`` (B, 1, H, W), the probability that a pixel is a surface and not the sky.
     """
 
-    def __init__(self, num_ch_enc: Sequence[int], concat_finest: bool = True):
+    def __init__(self, num_ch_enc: Sequence[int], concat_finest: bool = True, validity_head: bool = False):
         super().__init__()
         if len(num_ch_enc) != NUM_STAGES:
             raise ValueError(f"RTDepthDecoder needs {NUM_STAGES} encoder channel counts, got {list(num_ch_enc)}")
@@ -116,6 +119,7 @@ class RTDepthDecoder(nn.Module):
             ch_in = c[s - 1]
         self.disp["0"] = nn.Conv2d(c[0], 4, 3, padding=1)
         self.to_full_res = nn.PixelShuffle(2)
+        self.validity = ValidityHead(c[0], upscale=2) if validity_head else None
 
     def forward(self, features: Sequence[torch.Tensor]) -> dict[tuple[str, int], torch.Tensor]:
         outputs: dict[tuple[str, int], torch.Tensor] = {}
@@ -128,6 +132,8 @@ class RTDepthDecoder(nn.Module):
         # Sigmoid before the shuffle (they commute): the head conv then feeds the graph's last Sigmoid directly,
         # which is how the INT8 recipes find the disparity head to keep in fp32 (quantize.fp32_node_names).
         outputs[("disp", 0)] = self.to_full_res(torch.sigmoid(self.disp["0"](x)))
+        if self.validity is not None:
+            outputs[VALID_KEY] = self.validity(x)
         return dict(sorted(outputs.items()))
 
 
@@ -138,19 +144,24 @@ class RTMonoDepthNet(nn.Module):
     H and W must be multiples of 16. ``channels`` (4 stages, H/2 ... H/16) and ``convs`` (per stage) default to
     the paper's RT-MonoDepth; RT-MonoDepth-S is ``channels=(64, 64, 128, 192), convs=(2, 2, 2, 2)``. ``width``
     scales every channel count (rounded to a multiple of 8, at least 8). ``input_color="grey"`` puts the
-    RGB -> luma step in front of the graph, as in :class:`monodepth2.Monodepth2DepthNet`.
+    RGB -> luma step in front of the graph, as in :class:`monodepth2.Monodepth2DepthNet`. ``validity_head`` adds
+    the ``("valid", 0)`` output (:mod:`monodepth_training.networks.validity`).
     """
 
     def __init__(self, channels: Sequence[int] = (64, 64, 128, 256), convs: Sequence[int] = (3, 3, 3, 3),
-                 width: float = 1.0, batch_norm: bool = False, concat_finest: bool = True, input_color: str = "rgb"):
+                 width: float = 1.0, batch_norm: bool = False, concat_finest: bool = True, input_color: str = "rgb",
+                 validity_head: bool = False):
         super().__init__()
         self.input_color = _check_input_color(input_color)
         scaled = [scaled_channels(int(ch), width) for ch in channels]
         self.encoder = PyramidEncoder(scaled, convs, batch_norm)
-        self.decoder = RTDepthDecoder(self.encoder.num_ch_enc, concat_finest)
+        self.decoder = RTDepthDecoder(self.encoder.num_ch_enc, concat_finest, validity_head)
         self.scales = tuple(range(NUM_STAGES))
         heads = list(self.decoder.disp.values())
+        own_init = set(self.decoder.validity.modules()) if self.decoder.validity is not None else set()
         for m in self.modules():
+            if m in own_init:  # the validity head initialises itself (a zero last conv: 0.5 everywhere)
+                continue
             # Kaiming init for LeakyReLU keeps activations at unit scale through the plain (residual-free) stack.
             if isinstance(m, nn.Conv2d) and all(m is not h for h in heads):
                 nn.init.kaiming_normal_(m.weight, a=LEAKY_SLOPE, mode="fan_in", nonlinearity="leaky_relu")
