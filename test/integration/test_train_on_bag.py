@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 
 from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
 from monodepth_ros.synthetic.writers import write_bag
@@ -47,6 +48,7 @@ def test_recorded_bag_trains_exports_and_runs_in_the_node(tmp_path, ros_subproce
     bundle = tmp_path / "runs/rosbag/bundles/last.safetensors"
     assert bundle.is_file(), sorted(p.name for p in (tmp_path / "runs/rosbag").rglob("*"))
 
+    from monodepth_ros.backends import read_onnx_model_meta
     from monodepth_ros.bundle import read_meta
 
     meta = read_meta(bundle)
@@ -54,10 +56,18 @@ def test_recorded_bag_trains_exports_and_runs_in_the_node(tmp_path, ros_subproce
     assert meta.intrinsics_norm is not None
     assert meta.intrinsics_norm[0][0] == pytest.approx(world.cfg.K[0, 0] / 192, rel=1e-6)
 
-    _run([BIN / "monodepth-export", "--model", bundle, "--format", "onnx", "--out", tmp_path / "models",
+    # The README's step 3: a sky mask fitted on the synthetic sky and this bag's own frames (a short fit).
+    cfg = tmp_path / "my_bag.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"train": train}}))
+    sky_bundle = tmp_path / "runs/rosbag/bundles/last_sky.safetensors"
+    _run([BIN / "monodepth-fit-validity", "--model", bundle, "--out", sky_bundle, "--config", cfg, "--steps", "20",
+          "--camera-frames", "6", "--report", tmp_path / "validity.json"], cwd=tmp_path, env=env)
+    assert json.loads((tmp_path / "validity.json").read_text())["camera_frames"] == 6
+
+    _run([BIN / "monodepth-export", "--model", sky_bundle, "--format", "onnx", "--out", tmp_path / "models",
           "--name", "mine"], cwd=tmp_path, env=env)
     model = tmp_path / "models" / "mine.onnx"
-    assert model.is_file()
+    assert read_onnx_model_meta(model).validity_output == "valid"
 
     out = tmp_path / "replay"
     _run([BIN / "monodepth-replay", "--bag", bag, "--model", model, "--gt-topic", "/camera/depth_gt",
