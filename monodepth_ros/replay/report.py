@@ -198,6 +198,10 @@ def summary_text(report: dict) -> str:
     lines.append(f"latency ({lat.get('what', '?')}): p50 {_fmt(lat.get('p50'), 1)} ms, p95 {_fmt(lat.get('p95'), 1)}"
                  f" ms, p99 {_fmt(lat.get('p99'), 1)} ms")
     lines.append(f"rate: input {_fmt(rate.get('input'), 2)} Hz, achieved {_fmt(rate.get('achieved'), 2)} Hz")
+    sky = report.get("sky") or {}
+    if sky.get("gt_sky_pixels"):  # the GT marks sky (+inf): how much of it the node did not publish as a surface
+        lines.append(f"sky (GT +inf): {_fmt(100.0 * sky['share_masked'], 1)} % of {sky['gt_sky_pixels']} pixels "
+                     f"published as NaN (validity_threshold; the rest got a depth)")
     return "\n".join(lines)
 
 

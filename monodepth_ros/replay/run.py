@@ -113,6 +113,8 @@ def run_replay(cfg: ReplayConfig) -> dict:
                    "with_gt": sum(f["gt"] for f in per_frame), "scored": len(scorer.per_image),
                    "dropped": n_in - n_depth, "drop_rate": (n_in - n_depth) / n_in if n_in else None,
                    "pred_pixels_filled": scorer.filled_px, "not_scored": scorer.skipped[:20]},
+        "sky": {"gt_sky_pixels": scorer.sky_px, "published_nan": scorer.sky_nan_px,
+                "share_masked": scorer.sky_nan_px / scorer.sky_px if scorer.sky_px else None},
         **timing,
         "output_bag_topics": bag_counts,
         "per_frame": per_frame,

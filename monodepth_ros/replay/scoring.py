@@ -10,7 +10,7 @@ from monodepth_ros.bag.frames import BagFrame
 from monodepth_ros.evaluation.metrics import evaluate_image, summarize
 from monodepth_ros.pipeline import depth_from_disp
 
-__all__ = ["N_PANELS", "pred_at_gt_resolution", "Scorer"]
+__all__ = ["N_PANELS", "pred_at_gt_resolution", "sky_published_nan", "Scorer"]
 
 N_PANELS = 4
 
@@ -32,6 +32,20 @@ def pred_at_gt_resolution(pred_m: np.ndarray, gt_shape: tuple[int, int], fill_m:
     return pred, n_bad
 
 
+def sky_published_nan(pred_m: np.ndarray, gt_m: np.ndarray) -> tuple[int, int]:
+    """(GT sky pixels, of those published as NaN) for one frame: pred_m (H, W) as published (NaN = no depth),
+    gt_m (H_gt, W_gt) with +inf where there is nothing to measure (REP 118 "too far": the synthetic world's sky).
+    The prediction's NaN mask is brought to the GT's size by nearest neighbour."""
+    sky = np.isposinf(np.asarray(gt_m))
+    n_sky = int(sky.sum())
+    if not n_sky:
+        return 0, 0
+    nan = ~np.isfinite(np.asarray(pred_m, dtype=np.float32))
+    if nan.shape != sky.shape:
+        nan = cv2.resize(nan.astype(np.uint8), sky.shape[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+    return n_sky, int((nan & sky).sum())
+
+
 class Scorer:
     """Per-frame scoring with :func:`monodepth_ros.evaluation.metrics.evaluate_image`, summarised at the end; keeps
     a few evenly spaced sample frames for the panel grid."""
@@ -42,6 +56,8 @@ class Scorer:
         self.by_index: dict[int, dict] = {}
         self.samples: list[tuple] = []
         self.filled_px = 0
+        self.sky_px = 0  # GT +inf pixels (sky) of the scored frames, and how many of them were published as NaN
+        self.sky_nan_px = 0
         self._owed = 0
         self.skipped: list[str] = []
         self.sample_at = set(np.linspace(0, max(n_expected - 1, 0), min(N_PANELS, max(n_expected, 1))).round()
@@ -53,6 +69,9 @@ class Scorer:
         if frame.gt_depth_m is None or pred_m is None:
             return
         gt = frame.gt_depth_m
+        n_sky, n_sky_nan = sky_published_nan(pred_m, gt)
+        self.sky_px += n_sky
+        self.sky_nan_px += n_sky_nan
         pred, n_bad = pred_at_gt_resolution(pred_m, gt.shape, self.fill_m)
         self.filled_px += n_bad
         try:

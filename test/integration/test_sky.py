@@ -86,3 +86,30 @@ def test_shipped_model_on_the_real_drive_loses_almost_no_lidar_point_and_masks_a
         row = report["models"][name]["real"]["rows"][0]
         assert row["lidar_marked_invalid"] < 0.001, (name, row)  # real surfaces kept
         assert row["above_lidar_marked_invalid"] > 0.2, (name, row)  # the sky above the LiDAR masked
+
+
+def test_sky_published_nan_counts_gt_sky_that_the_prediction_leaves_empty():
+    from monodepth_ros.replay.scoring import sky_published_nan
+
+    gt = np.full((4, 6), 10.0, np.float32)
+    gt[:2] = np.inf  # two rows of sky
+    pred = np.full((2, 3), 5.0, np.float32)  # half the GT size
+    pred[0, :2] = np.nan  # covers GT rows 0-1, columns 0-3
+    assert sky_published_nan(pred, gt) == (12, 8)
+    assert sky_published_nan(pred, np.ones((4, 6))) == (0, 0)
+
+
+def test_replay_of_a_synthetic_drive_reports_the_sky_the_shipped_model_masks(tmp_path, capsys):
+    from monodepth_ros.replay import cli as replay_cli
+    from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
+    from monodepth_ros.synthetic.writers import write_bag
+
+    bag = write_bag(SyntheticWorld(SynthConfig(width=640, height=192, seed=7)), tmp_path / "drive", 6)
+    rc = replay_cli.main(["--bag", str(bag), "--model", str(MODELS / "default.onnx"), "--gt-topic",
+                          "/camera/depth_gt", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    sky_report = report["sky"]
+    assert sky_report["gt_sky_pixels"] > 0
+    assert 0.25 < sky_report["share_masked"] <= 1.0, sky_report  # about half at the default threshold
+    assert "published as NaN" in capsys.readouterr().out
