@@ -9,8 +9,10 @@ What the head learns from (:func:`fit_validity_head`):
   "bright" alone does not mean "sky";
 - **the camera's own frames** (``--config``: the training config's ``data.train``, the frames the depth net learnt
   from), where only the rows well below the horizon are labelled, as surfaces: a level camera never sees sky
-  there. This is what keeps the head from deleting sunlit road, grass and car roofs on a real camera; those
-  pixels weigh ``surface_weight`` times a sky pixel, because deleting a surface is worse than a phantom wall.
+  there. They show the head the real camera's road, grass and car roofs as surfaces (the only real-world labels
+  it gets; their effect alone was not measured). Surface pixels weigh ``surface_weight`` times a sky pixel,
+  because deleting a surface is worse than a phantom wall (weight 1 behaves like a higher threshold: held-out
+  synthetic recall 0.74 instead of 0.54, surfaces lost 0.04 % instead of 0.01 %).
 
 Nothing else changes: the trunk's weights (and so the published depth) are exactly those of the input bundle.
 The held-out synthetic world (seed 1000) gives the report: sky recall and precision, and the share of surfaces
