@@ -27,7 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from real_data import RAW_DRIVE, RealDataError, check_real_root, load_raw_frames
+from real_data import MODELS_DIR, RAW_DRIVE, REPO, RealDataError, check_real_root, load_raw_frames
 
 from monodepth_ros.backends import create_backend
 from monodepth_ros.bundle import atomic_write_bytes
@@ -35,8 +35,6 @@ from monodepth_ros.evaluation.validity import sky_scores
 from monodepth_ros.pipeline import invalid_pixels, resize_model_output
 from monodepth_ros.synthetic import SynthConfig, SyntheticWorld
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS_DIR = REPO / "monodepth_ros" / "models"
 RESULTS = REPO / "benchmarks" / "results" / "sky.json"
 DEFAULT_OUT = REPO / "out" / "sky"
 HELDOUT_SEED = 1000

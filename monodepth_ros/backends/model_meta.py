@@ -114,6 +114,12 @@ class ModelMeta:
     def output_shape(self) -> tuple[int, int, int, int]:
         return (1, 1, self.height, self.width)
 
+    @property
+    def read_outputs(self) -> tuple[str, ...]:
+        """The graph outputs a backend reads, in the order ``DepthBackend._run`` returns them: the disparity,
+        then the validity when the model has it. Each has :attr:`output_shape`."""
+        return (self.output,) if self.validity_output is None else (self.output, self.validity_output)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
@@ -228,20 +234,14 @@ def check_io_against_meta(
         raise ModelLoadError(
             f"{model_path}: graph inputs {[n for n, _ in inputs]} do not match the metadata input {meta.input!r}"
         )
-    if meta.output not in [n for n, _ in outputs]:
-        raise ModelLoadError(
-            f"{model_path}: graph outputs {[n for n, _ in outputs]} lack the metadata output {meta.output!r}"
-        )
-    if meta.validity_output is not None and meta.validity_output not in [n for n, _ in outputs]:
-        raise ModelLoadError(
-            f"{model_path}: graph outputs {[n for n, _ in outputs]} lack the metadata validity_output "
-            f"{meta.validity_output!r}: metadata and graph do not match"
-        )
+    names = [n for n, _ in outputs]
+    for key, name in zip(("output", "validity_output"), meta.read_outputs):
+        if name not in names:
+            raise ModelLoadError(f"{model_path}: graph outputs {names} lack the metadata {key} {name!r}: metadata "
+                                 "and graph do not match")
     _check_dims("input", meta.input, inputs[0][1], meta.input_shape, model_path)
-    _check_dims("output", meta.output, dict(outputs)[meta.output], meta.output_shape, model_path)
-    if meta.validity_output is not None:
-        _check_dims("output", meta.validity_output, dict(outputs)[meta.validity_output], meta.output_shape,
-                    model_path)
+    for name in meta.read_outputs:
+        _check_dims("output", name, dict(outputs)[name], meta.output_shape, model_path)
 
 
 def check_model_file(path: str | os.PathLike, suffixes: tuple[str, ...] | None = None) -> Path:

@@ -44,7 +44,7 @@ class OnnxRuntimeBackend(DepthBackend):
         self.threads = threads
         self.providers = self._sess.get_providers()
         self.precision = self.meta.precision
-        self._outputs = [self.meta.output] + ([self.meta.validity_output] if self.meta.validity_output else [])
+        self._outputs = list(self.meta.read_outputs)
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         outs = self._sess.run(self._outputs, {self.meta.input: x})  # one run: disp, then valid if the model has it

@@ -48,7 +48,7 @@ def openvino_unavailable_reason(device: str = DEFAULT_DEVICE) -> str | None:
     return None
 
 
-def _port_name(port, *wanted: str | None) -> str:
+def _port_name(port, *wanted: str) -> str:
     # A port may carry several tensor names: report the one the metadata asks for, when it is among them.
     names = port.get_names()
     return next((w for w in wanted if w in names), port.get_any_name())
@@ -84,7 +84,7 @@ class OpenVINOBackend(DepthBackend):
             model = core.read_model(str(path))
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses from its C++ frontend
             raise ModelLoadError(f"OpenVINO cannot read ONNX model {path} (corrupt or unsupported?): {e}") from e
-        wanted = (self.meta.output, self.meta.validity_output)
+        wanted = self.meta.read_outputs
         check_io_against_meta(
             self.meta,
             [(_port_name(p, self.meta.input), _port_shape(p)) for p in model.inputs],

@@ -152,7 +152,7 @@ class TensorRTBackend(DepthBackend):
         self._in_nbytes = int(np.prod(meta.input_shape)) * 4
         self._d_in = check_cuda(cudart.cudaMalloc(self._in_nbytes), "cudaMalloc")
         # The outputs read back each frame: disp, and valid when the sidecar names it (same shape, host + device).
-        read = [meta.output] + ([meta.validity_output] if meta.validity_output else [])
+        read = meta.read_outputs
         self._out_host = {n: np.empty(meta.output_shape, np.float32) for n in read}
         self._d_out: dict[str, Any] = {}
         for n in read:
