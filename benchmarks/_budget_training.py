@@ -1,10 +1,12 @@
 """The one training loop of the benchmark scripts: train a depth + pose network pair until this process has used a
-given number of CPU seconds on it, then predict depth on held-out frames.
+given number of CPU seconds on it (or, on a GPU, a number of wall seconds), then predict depth on held-out frames.
 
 ``architecture_ablation.py``, ``loss_ablation.py`` and ``table1.py`` all train through :func:`train_for_budget`, so a
-"60 CPU-seconds" row means the same loop in each. The budget is process CPU time (``time.process_time``), not wall
-time, because the machine is shared: other processes slow the wall clock, not the work done. Data loading runs in
-this process (no loader workers) and counts against the budget, the same for every network.
+"60 CPU-seconds" row means the same loop in each. On the CPU the budget is process CPU time (``time.process_time``),
+not wall time, because the machine is shared: other processes slow the wall clock, not the work done. Data loading
+runs in this process (no loader workers) and counts against the budget, the same for every network. On a GPU the
+process's CPU time says little about the work done (the GPU does it, loader workers feed it), so the budget there is
+wall time (``budget_wall_s``), and the batches move to the networks' device.
 """
 
 from __future__ import annotations
@@ -36,13 +38,32 @@ class BudgetRun:
     wall_s: float
     last_loss: float
     history: list[dict[str, float]] = field(default_factory=list)
+    # Set on a GPU run: "wall" (the budget was wall time) and the AMP dtype, e.g. "float16".
+    budget_kind: str = "cpu"
+    amp: str | None = None
+
+
+def to_device(batch, device: torch.device):
+    """``batch`` (nested dicts / lists / tuples of tensors and other values) with every tensor on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 def train_for_budget(depth_net: nn.Module, pose_net: nn.Module, loader: DataLoader, *, budget_cpu_s: float,
                      lr: float, extras: ExtraLossConfig | None = None, featurenet: nn.Module | None = None,
                      use_stereo: bool = False, temporal_offsets: Iterable[int] = (-1, 1), history_every: int = 10,
-                     **loss_switches) -> BudgetRun:
-    """Adam (``lr``) on :func:`monodepth_training.losses.total_loss` until ``budget_cpu_s`` CPU seconds are used.
+                     budget_wall_s: float | None = None, amp: bool = False, **loss_switches) -> BudgetRun:
+    """Adam (``lr``) on :func:`monodepth_training.losses.total_loss` until ``budget_cpu_s`` CPU seconds are used
+    (or, with ``budget_wall_s``, until that many wall seconds have passed: the GPU budget).
+
+    The networks' device (where ``depth_net``'s parameters are) decides where the batches go. ``amp`` (CUDA only)
+    runs the networks under float16 autocast with a gradient scaler, as Lightning's ``16-mixed`` does; the loss
+    itself stays float32 (``monodepth2_loss`` turns autocast off).
 
     One optimiser holds the depth, pose and (joint mode) FeatureNet parameters. The loader is re-iterated until the
     budget ends; the budget is checked after each step, so at least one step runs. ``extras`` (the survey's extra
@@ -52,6 +73,9 @@ def train_for_budget(depth_net: nn.Module, pose_net: nn.Module, loader: DataLoad
     """
     extras = extras if extras is not None else ExtraLossConfig()
     offsets = list(temporal_offsets)
+    device = next(depth_net.parameters()).device
+    amp = bool(amp) and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     params = [*depth_net.parameters(), *pose_net.parameters()]
     if featurenet is not None:
         params += list(featurenet.parameters())
@@ -63,19 +87,31 @@ def train_for_budget(depth_net: nn.Module, pose_net: nn.Module, loader: DataLoad
     done = False
     while not done:
         for batch in loader:
-            losses = total_loss(depth_net, pose_net, batch, "color_aug", temporal_offsets=offsets,
-                                use_stereo=use_stereo, min_depth=MIN_DEPTH, max_depth=MAX_DEPTH,
-                                extras=extras.at_step(steps), featurenet=featurenet, **loss_switches)
-            opt.zero_grad()
-            losses["loss"].backward()
-            opt.step()
-            steps, last = steps + 1, float(losses["loss"].detach())
+            if device.type != "cpu":
+                batch = to_device(batch, device)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                losses = total_loss(depth_net, pose_net, batch, "color_aug", temporal_offsets=offsets,
+                                    use_stereo=use_stereo, min_depth=MIN_DEPTH, max_depth=MAX_DEPTH,
+                                    extras=extras.at_step(steps), featurenet=featurenet, **loss_switches)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(losses["loss"]).backward()
+            scaler.step(opt)
+            scaler.update()
+            steps += 1
+            # Reading the loss syncs a GPU: only when it is recorded (the CPU path reads it every step, as before).
+            if device.type == "cpu" or steps % history_every == 0:
+                last = float(losses["loss"].detach())
             if steps % history_every == 0:
                 history.append({k: float(losses[k].detach()) for k in HISTORY_KEYS if k in losses})
-            if time.process_time() - c0 >= budget_cpu_s:
+            spent = (time.perf_counter() - t0) if budget_wall_s is not None else (time.process_time() - c0)
+            if spent >= (budget_wall_s if budget_wall_s is not None else budget_cpu_s):
                 done = True
                 break
-    return BudgetRun(steps, time.process_time() - c0, time.perf_counter() - t0, last, history)
+    if device.type != "cpu":
+        last = float(losses["loss"].detach())
+    return BudgetRun(steps, time.process_time() - c0, time.perf_counter() - t0, last, history,
+                     budget_kind="wall" if budget_wall_s is not None else "cpu",
+                     amp="float16" if amp else None)
 
 
 def heldout_predictions(depth_net: nn.Module, dataset, batch_size: int = 8,
@@ -85,11 +121,12 @@ def heldout_predictions(depth_net: nn.Module, dataset, batch_size: int = 8,
     was in."""
     was_training = depth_net.training
     depth_net.eval()
+    device = next(depth_net.parameters()).device
     gts, preds = [], []
     with torch.no_grad():
         for batch in DataLoader(dataset, batch_size=batch_size):
-            disp = sigmoid_to_disp(depth_net(batch["color"][0])[("disp", 0)], MIN_DEPTH, MAX_DEPTH)
-            preds += list((1.0 / disp)[:, 0].numpy())
+            disp = sigmoid_to_disp(depth_net(batch["color"][0].to(device))[("disp", 0)].float(), MIN_DEPTH, MAX_DEPTH)
+            preds += list((1.0 / disp)[:, 0].cpu().numpy())
             gts += list(batch["depth_gt"][:, 0].numpy())
     depth_net.train(was_training)
     return gts, preds

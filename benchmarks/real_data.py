@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import json
 import os
 import re
@@ -117,6 +118,75 @@ def load_raw_frames(raw_root: Path, drive: str = RAW_DRIVE, stride: int = 2) -> 
         frames.append(DepthFrame(index, rgb, gt))
     K = kitti.cam_intrinsics(kitti.calib_dir_for(raw_root, kitti.SplitEntry(drive, indices[0])), cam=2)
     return frames, K
+
+
+def save_staged_frames(path: Path, frames: list[DepthFrame], height: int, width: int,
+                       jpeg_quality: int | None = 95) -> dict:
+    """Write ``frames`` for a machine without the raw drive (the GPU machine's 64 MiB upload): each RGB already
+    shrunk to the network input ``height`` x ``width`` with :func:`resize_rgb` (the backend's own first step, so a
+    model of that size reads the same pixels), then JPEG-encoded at ``jpeg_quality`` (None: raw, 3x larger; the
+    re-encode's effect on the scores is measured in docs/benchmarks.md), and the LiDAR GT kept sparse at full size
+    (flat pixel index int32 + metres float32, exact). One ``.npz``; KITTI's pixels: keep it git-ignored, never
+    commit it."""
+    import cv2
+
+    from monodepth_ros.backends.base import resize_rgb
+
+    if not frames:
+        raise ValueError("no frames to stage")
+    shape = frames[0].gt_m.shape
+    idx, dep, counts = [], [], []
+    for f in frames:
+        if f.gt_m.shape != shape:
+            raise ValueError(f"frame {f.frame}: GT {f.gt_m.shape}, the first frame's {shape}")
+        flat = f.gt_m.reshape(-1)
+        nz = np.flatnonzero(flat > 0)
+        idx.append(nz.astype(np.int32))
+        dep.append(flat[nz].astype(np.float32))
+        counts.append(nz.size)
+    rgb = np.stack([resize_rgb(f.rgb, height, width) for f in frames])
+    images: dict[str, np.ndarray] = {"rgb": rgb}
+    if jpeg_quality is not None:
+        blobs = []
+        for im in rgb:
+            bgr = cv2.cvtColor(im, cv2.COLOR_RGB2BGR)
+            ok, enc = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+            if not ok:
+                raise RuntimeError("cannot JPEG-encode a staged frame")
+            blobs.append(enc.reshape(-1))
+        images = {"rgb_jpeg": np.concatenate(blobs), "rgb_jpeg_sizes": np.array([b.size for b in blobs], np.int64)}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **images, frame=np.array([f.frame for f in frames], np.int32),
+                        gt_shape=np.array(shape, np.int32), gt_counts=np.array(counts, np.int64),
+                        gt_index=np.concatenate(idx), gt_m=np.concatenate(dep))
+    atomic_write_bytes(path, buf.getvalue())
+    return {"frames": len(frames), "rgb_hw": [height, width], "gt_hw": list(shape), "gt_points": int(sum(counts)),
+            "bytes": Path(path).stat().st_size}
+
+
+def load_staged_frames(path: Path) -> list[DepthFrame]:
+    """The frames :func:`save_staged_frames` wrote: RGB at the network size, dense GT (0 = no point) at full size."""
+    import cv2
+
+    with np.load(path, allow_pickle=False) as z:
+        frame_ids, shape = z["frame"], tuple(int(v) for v in z["gt_shape"])
+        counts, gi, gm = z["gt_counts"], z["gt_index"], z["gt_m"]
+        if "rgb" in z:
+            rgb = list(z["rgb"])
+        else:
+            ends = np.cumsum(z["rgb_jpeg_sizes"])
+            blob = z["rgb_jpeg"]
+            rgb = [cv2.cvtColor(cv2.imdecode(blob[e - n:e], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                   for e, n in zip(ends, z["rgb_jpeg_sizes"])]
+    if len(rgb) != len(frame_ids) or len(counts) != len(rgb) or int(counts.sum()) != len(gi) or len(gi) != len(gm):
+        raise RealDataError(f"{path}: staged frame arrays disagree in length")
+    frames, start = [], 0
+    for i, n in enumerate(counts):
+        gt = np.zeros(shape[0] * shape[1], np.float32)
+        gt[gi[start:start + n]] = gm[start:start + n]
+        start += int(n)
+        frames.append(DepthFrame(int(frame_ids[i]), rgb[i], gt.reshape(shape)))
+    return frames
 
 
 @dataclass

@@ -56,7 +56,15 @@ from monodepth_training.datasets.synthetic import SyntheticDataset
 from monodepth_training.losses import ExtraLossConfig, build_featurenet
 from monodepth_training.networks import rtmonodepth
 from monodepth_training.networks.registry import build_depth_net, build_pose_net, set_initial_depth
-from real_data import RAW_DRIVE, RealDataError, backend_model, check_real_root, load_raw_frames, score_depth_model
+from real_data import (
+    RAW_DRIVE,
+    DepthModel,
+    RealDataError,
+    check_real_root,
+    load_raw_frames,
+    load_staged_frames,
+    score_depth_model,
+)
 from torch.utils.data import DataLoader
 
 from monodepth_ros.bundle import BundleMeta, atomic_write_bytes
@@ -217,17 +225,22 @@ def real_roots(real_data: Path) -> tuple[Path | None, Path | None, str]:
                        f"{ODOM_TRAIN_FRAMES[0]}-{ODOM_TRAIN_FRAMES[1]} in training, raw drive {RAW_DRIVE} evaluated")
 
 
-def training_set(height: int, width: int, train_frames: int, odom_root: Path | None) -> MixDataset:
+def training_set(height: int, width: int, train_frames: int, odom_root: Path | None, cache_all: bool = False,
+                 ) -> MixDataset:
     """The one training set: the synthetic world (seed 0, ``WORLD``) plus, with ``odom_root``, the odometry frames
     (grey camera 0, speeds from the GT poses). Odometry frames are decoded into the dataset's cache here, so that
-    no run's CPU budget pays for the decoding."""
+    no run's CPU budget pays for the decoding. ``cache_all`` (the GPU runs) renders every synthetic frame here too
+    and keeps them all: at 640x192 a render costs ~25 ms of CPU and a shuffled sample needs three, which would
+    starve a GPU; loader workers fork after this, so they share the rendered frames."""
     parts = [{"source": "synthetic", "num_frames": train_frames, "seed": 0, "world": WORLD}]
+    if cache_all:
+        parts[0]["cache_frames"] = train_frames + 2
     if odom_root is not None:
         parts.append({"source": "kitti_odometry", "data_dir": str(odom_root), "sequences": [ODOM_SEQUENCE],
                       "camera": 0, "frames": list(ODOM_TRAIN_FRAMES)})
     mix = MixDataset(parts, height, width, load_depth_gt=False, augment=True)
     for part in mix.parts:
-        if isinstance(part, KittiOdometryDataset):
+        if isinstance(part, KittiOdometryDataset) or cache_all:
             for i in range(len(part)):
                 part[i]
     return mix
@@ -276,7 +289,7 @@ def evaluate(depth_net, recipe: Recipe, ctx: Context) -> dict:
                                                 width=ctx.args.width, min_depth=MIN_DEPTH, max_depth=MAX_DEPTH,
                                                 depth_kwargs=recipe.depth_kwargs,
                                                 scale_policy="metric" if recipe.metric else "relative"))
-        model = backend_model(recipe.label, path, "torch", threads=ctx.args.threads)
+        model = torch_model(recipe.label, path, ctx.args.device, ctx.args.threads)
         try:
             row, _ = score_depth_model(ctx.real_frames, model)
         finally:
@@ -286,10 +299,25 @@ def evaluate(depth_net, recipe: Recipe, ctx: Context) -> dict:
     return out
 
 
+def torch_model(name: str, path: Path, device: str, threads: int) -> DepthModel:
+    """A depth row through the runtime's torch backend on ``device``. Opened directly rather than through
+    ``create_backend`` (``real_data.backend_model``): the same class the ``torch`` entry point names, but with a
+    device, and usable where the package is not installed (the GPU machine runs from the source tree)."""
+    from monodepth_training.inference import TorchBackend
+
+    backend = TorchBackend(path, device=device, threads=threads)
+    return DepthModel(name, backend.info.scale_policy, lambda rgb, size: backend.infer(rgb, out_size=size),
+                      str(path), backend.close)
+
+
 def run_one(recipe: Recipe, seed: int, ctx: Context) -> dict:
     """Untrained scores (cached per network and seed), then train for the budget, then trained scores."""
     args = ctx.args
     depth_net, pose_net, featurenet = build_networks(recipe, seed)
+    device = torch.device(args.device)
+    for net in (depth_net, pose_net, featurenet):
+        if net is not None:
+            net.to(device)
     ukey = (recipe.depth_net, json.dumps(recipe.depth_kwargs, sort_keys=True, default=list), recipe.init_depth,
             recipe.metric, seed)
     if ukey not in ctx.untrained_cache:
@@ -297,11 +325,13 @@ def run_one(recipe: Recipe, seed: int, ctx: Context) -> dict:
     # Evaluating (a bundle check builds a network) draws from torch's RNG, and the augmentation draws from it too:
     # re-seed so that every recipe of this seed trains on the same batches with the same flips and jitter.
     torch.manual_seed(seed)
-    loader = DataLoader(ctx.train, batch_size=args.batch_size, shuffle=True, num_workers=0, drop_last=True,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(ctx.train, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                        drop_last=True, pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
     trained = train_for_budget(depth_net, pose_net, loader, budget_cpu_s=args.budget_cpu_s, lr=args.lr,
-                               extras=ExtraLossConfig(**recipe.extras), featurenet=featurenet, **recipe.switches)
-    return {"seed": seed, "steps": trained.steps, "cpu_s": round(trained.cpu_s, 1),
+                               extras=ExtraLossConfig(**recipe.extras), featurenet=featurenet,
+                               budget_wall_s=args.budget_wall_s, amp=args.amp, **recipe.switches)
+    return {"seed": seed, "steps": trained.steps, "cpu_s": round(trained.cpu_s, 1), "budget_kind": trained.budget_kind,
+            "amp": trained.amp,
             "wall_s": round(trained.wall_s, 1), "last_losses": trained.history[-1] if trained.history else
             {"loss": trained.last_loss}, "trained": evaluate(depth_net, recipe, ctx),
             "untrained": ctx.untrained_cache[ukey]}
@@ -412,8 +442,9 @@ def ablation_table(baseline: dict, rows: list[dict], where: str) -> str:
 
 def report(result: dict) -> str:
     s = result["settings"]
-    out = [f"Table I (ours): {s['width']}x{s['height']}, {s['budget_cpu_s']:g} CPU-s of training per run, "
-           f"{s['seeds']} seed(s), one run at a time, 1 torch thread; mean+-std over seeds (sample std).",
+    seeds = result.get("seeds_run", s["seeds"])
+    out = [f"Table I (ours): {s['width']}x{s['height']}, {budget_label(result)} of training per run, "
+           f"{seeds} seed(s); mean+-std over seeds (sample std).",
            f"Training data: {result['data']['train']}", result["data"]["real_note"]]
     titles = {"synthetic": f"Held-out synthetic world (seed {HELDOUT_SEED}, {s['heldout_frames']} frames, exact GT, "
                            "80 m, no crop), median-scaled",
@@ -423,7 +454,8 @@ def report(result: dict) -> str:
         if all(r["summary"][where] is None for r in result["systems"]):
             continue
         out += ["", titles[where], accuracy_table(result["systems"], where)]
-    out += ["", "Cost (depth net; CPU ms = ONNX Runtime, 1 thread, at the training size; steps in the budget):",
+    out += ["", "Cost (depth net; CPU ms = ONNX Runtime, 1 thread, at the training size, on the machine that wrote "
+            "the table; steps in the budget):",
             cost_table(result["systems"])]
     if result["ablations"]:
         baseline = result["ablation_baseline"]
@@ -447,13 +479,34 @@ QUICK = {"budget_cpu_s": 1.0, "seeds": 2, "train_frames": 24, "heldout_frames": 
          "real_stride": 13}
 
 
+def budget_label(result: dict) -> str:
+    """"1200 CPU-s (one run at a time, 1 torch thread)" or "100 wall-s on NVIDIA H200 (float16 AMP, ...)"."""
+    s = result["settings"]
+    if s.get("budget_wall_s") is None:
+        return f"{s['budget_cpu_s']:g} CPU-s (one run at a time, {s['threads']} torch thread(s))"
+    gpu = result.get("machine", {}).get("gpu") or s["device"]
+    return (f"{s['budget_wall_s']:g} wall-s on {gpu} ({'float16 AMP' if s['amp'] else 'float32'}, batch "
+            f"{s['batch_size']}, {s['workers']} loader workers; {result.get('parallel_note', 'one run at a time')})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma list from {list(SYSTEMS)}")
     ap.add_argument("--ablations", default=",".join(ABLATIONS),
                     help=f"comma list from {list(ABLATIONS)}, or 'none'")
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every trained row (>= 2 for a std)")
+    ap.add_argument("--seed-start", type=int, default=0,
+                    help="first seed (--seeds N runs seeds S..S+N-1): to split one table over processes")
     ap.add_argument("--budget-cpu-s", type=float, default=1200.0, help="CPU seconds of training per run")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda[:N]: train and evaluate on a GPU")
+    ap.add_argument("--budget-wall-s", type=float, default=None,
+                    help="wall seconds of training per run (the budget with --device cuda, required there)")
+    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                    help="float16 autocast + grad scaler on CUDA (default: on with cuda)")
+    ap.add_argument("--deadline-s", type=float, default=None,
+                    help="start no run that would end later than this many wall seconds after the process started "
+                         "(judged by the budget and the slowest evaluation so far); the JSON lists what was skipped")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (0 on the CPU: loading counts)")
     ap.add_argument("--height", type=int, default=64)
     ap.add_argument("--width", type=int, default=192)
     ap.add_argument("--batch-size", type=int, default=4)
@@ -462,11 +515,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--heldout-frames", type=int, default=60)
     ap.add_argument("--real-data", type=Path, default=DEFAULT_REAL,
                     help="folder with kitti_raw/ and kitti_odometry/ (absent: synthetic only)")
+    ap.add_argument("--real-staged", type=Path, default=None,
+                    help="the raw drive's frames as real_data.save_staged_frames wrote them (a machine without "
+                         "the drive); needs --odom-root for the training frames")
+    ap.add_argument("--odom-root", type=Path, default=None,
+                    help="KITTI odometry root (holding sequences/) instead of --real-data's kitti_odometry")
     ap.add_argument("--real-stride", type=int, default=2, help="every n-th frame of the raw drive is scored")
     ap.add_argument("--latency-runs", type=int, default=20, help="ONNX Runtime runs per network (0: no latency)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
     ap.add_argument("--quick", action="store_true",
                     help=f"a smoke run: defaults become {QUICK} (flags given explicitly still win)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="no training: join the runs of these table1 JSONs (same settings, e.g. one per process "
+                         "or seed range) into one table, complexity measured here")
+    ap.add_argument("--parallel-note", default=None,
+                    help="what else shared the machine during the runs (recorded; the default says one at a time)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     return ap
 
@@ -483,48 +546,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         unknown = sorted(set(given) - set(known))
         if unknown:
             ap.error(f"unknown {what} {unknown}; choose from {list(known)}")
-    if args.seeds < 1:
-        ap.error("--seeds must be >= 1")
+    if args.seeds < 1 or args.seed_start < 0:
+        ap.error("--seeds must be >= 1 and --seed-start >= 0")
+    if args.workers < 0:
+        ap.error("--workers must be >= 0")
+    if args.device != "cpu":
+        if not args.device.startswith("cuda"):
+            ap.error(f"--device must be cpu or cuda[:N], got {args.device!r}")
+        if not torch.cuda.is_available():
+            ap.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
+        if args.budget_wall_s is None or args.budget_wall_s <= 0:
+            ap.error("--device cuda needs --budget-wall-s > 0 (CPU seconds do not measure GPU work)")
+    elif args.budget_wall_s is not None and args.budget_wall_s <= 0:
+        ap.error("--budget-wall-s must be > 0")
+    args.amp = (args.device != "cpu") if args.amp is None else bool(args.amp and args.device != "cpu")
+    if args.real_staged is not None and args.odom_root is None:
+        ap.error("--real-staged needs --odom-root (the training frames)")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    raw_root, odom_root, real_note = real_roots(args.real_data)
+def recipes_of(args: argparse.Namespace) -> tuple[list[Recipe], list[Recipe], dict[str, Recipe]]:
+    """(systems, ablations, the unique trainings by key: a system and an ablation training the same recipe share)."""
     systems = [SYSTEMS[s] for s in args.systems]
     ablations = [ablation_recipe(a) for a in args.ablations]
-    recipes = systems + ([SYSTEMS["monodepth2"]] if ablations else []) + ablations
     unique: dict[str, Recipe] = {}
-    for r in recipes:
+    for r in systems + ([SYSTEMS["monodepth2"]] if ablations else []) + ablations:
         unique.setdefault(r.key(), r)  # the first name wins: FeatDepth before "+ feature-metric"
-    print(f"{len(unique)} trainings x {args.seeds} seed(s) x {args.budget_cpu_s:g} CPU-s = "
-          f"{len(unique) * args.seeds * args.budget_cpu_s / 3600:.2f} CPU-hours of training, plus evaluation. "
-          + real_note, flush=True)
+    return systems, ablations, unique
 
-    t0 = time.perf_counter()
-    train = training_set(args.height, args.width, args.train_frames, odom_root)
-    heldout = SyntheticDataset(args.height, args.width, num_frames=args.heldout_frames, seed=HELDOUT_SEED,
-                               world=WORLD, load_depth_gt=True)
-    real_frames = load_raw_frames(raw_root, stride=args.real_stride)[0] if raw_root is not None else None
-    runs_by_key: dict[str, list[dict]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = Context(args, train, heldout, real_frames, Path(tmp))
-        for key, recipe in unique.items():
-            runs_by_key[key] = []
-            for seed in range(args.seeds):
-                run = run_one(recipe, seed, ctx)
-                runs_by_key[key].append(run)
-                syn = run["trained"]["synthetic"]["median_scaled"]["abs_rel"]
-                real = run["trained"]["real"]
-                print(f"  {recipe.label} seed {seed}: {run['steps']} steps in {run['cpu_s']} CPU-s; abs_rel "
-                      f"synthetic {syn:.3f} (untrained {run['untrained']['synthetic']['median_scaled']['abs_rel']:.3f})"
-                      + (f", real {real['median_scaled']['abs_rel']:.3f}" if real else ""), flush=True)
 
+def machine_info(args: argparse.Namespace) -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "load_avg": os.getloadavg(), "torch_threads": args.threads,
+            "torch": torch.__version__}
+    if args.device != "cpu":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def build_result(args: argparse.Namespace, runs_by_key: dict[str, list[dict]], data: dict, machine: dict,
+                 wall_s: float, **extra) -> dict:
+    """The JSON of one table: rows of every requested system and ablation from ``runs_by_key``."""
+    systems, ablations, _ = recipes_of(args)
+    # Rows only for trainings that ran (a deadline may have skipped some); ablations need their baseline.
+    systems = [r for r in systems if runs_by_key.get(r.key())]
+    ablations = [r for r in ablations if runs_by_key.get(r.key()) and runs_by_key.get(SYSTEMS["monodepth2"].key())]
     measured: dict = {}
 
     def row(recipe: Recipe, with_paper: bool) -> dict:
-        runs = runs_by_key[recipe.key()]
+        runs = sorted(runs_by_key[recipe.key()], key=lambda r: r["seed"])
         out = {"name": recipe.name, "label": recipe.label, "variant": recipe.variant,
                "recipe": {k: v for k, v in asdict(recipe).items() if k not in ("name", "label", "variant")},
                "runs": runs, "summary": summarize_runs(runs)}
@@ -534,29 +605,140 @@ def main(argv: list[str] | None = None) -> int:
             out["complexity"] = complexity(recipe, args, measured)
         return out
 
-    result = {
+    if args.budget_wall_s is None:
+        rule = (f"every (system, seed) trains in this one process, one after another, with {args.threads} torch "
+                f"thread(s), until the training loop has used {args.budget_cpu_s:g} process CPU-seconds (data "
+                "loading included; evaluation and set-up excluded)")
+    else:
+        rule = (f"every (system, seed) trains until {args.budget_wall_s:g} wall-seconds have passed in its training "
+                f"loop, on {machine.get('gpu', args.device)} with float16 AMP={args.amp}, batch {args.batch_size}, "
+                f"{args.workers} loader workers per process (evaluation and set-up excluded)")
+    seeds_run = sorted({r["seed"] for runs in runs_by_key.values() for r in runs})
+    return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "load_avg": os.getloadavg(), "torch_threads": args.threads},
+        "machine": machine,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "budget_rule": (f"every (system, seed) trains in this one process, one after another, with "
-                        f"{args.threads} torch thread(s), until the training loop has used {args.budget_cpu_s:g} "
-                        "process CPU-seconds (data loading included; evaluation and set-up excluded)"),
-        "data": {"train": f"synthetic world seed 0 ({args.train_frames} frames, {WORLD})"
-                          + (f" + KITTI odometry {ODOM_SEQUENCE} frames {ODOM_TRAIN_FRAMES[0]}-"
-                             f"{ODOM_TRAIN_FRAMES[1]} (grey camera 0)" if odom_root is not None else ""),
-                 "train_samples": len(train), "real_used": raw_root is not None, "real_note": real_note,
-                 "real_frames": len(real_frames) if real_frames is not None else 0},
+        "budget_rule": rule,
+        "seeds_run": len(seeds_run),
+        "data": data,
         "systems": [row(r, True) for r in systems],
         "ablation_baseline": row(SYSTEMS["monodepth2"], False) if ablations else None,
         "ablations": [row(r, False) | {"ablation": r.name.split(":", 1)[1]} for r in ablations],
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s": wall_s,
+        **extra,
     }
+
+
+def merge(args: argparse.Namespace) -> dict:
+    """One table from the JSONs of several processes (``--merge``): their runs joined per training; the settings
+    that change the trainings must agree. Complexity (params, GFLOPs, CPU ms) is measured here."""
+    parts = [json.loads(Path(p).read_text()) for p in args.merge]
+    same = ("height", "width", "batch_size", "lr", "train_frames", "heldout_frames", "device", "budget_cpu_s",
+            "budget_wall_s", "amp", "workers", "real_stride")
+    first = parts[0]["settings"]
+    for path, part in zip(args.merge, parts):
+        diff = {k: (first.get(k), part["settings"].get(k)) for k in same if part["settings"].get(k) != first.get(k)}
+        if diff:
+            raise SystemExit(f"table1 --merge: {path} was run with other settings: {diff}")
+    runs_by_key: dict[str, list[dict]] = {}
+    systems, ablations = [], []
+    for part in parts:
+        rows = part["systems"] + ([part["ablation_baseline"]] if part["ablation_baseline"] else []) + part["ablations"]
+        for row in rows:
+            recipe = Recipe(row["name"], row["label"], variant=row["variant"], **row["recipe"])
+            seen = {r["seed"] for r in runs_by_key.setdefault(recipe.key(), [])}
+            runs_by_key[recipe.key()] += [r for r in row["runs"] if r["seed"] not in seen]
+        systems += [r["name"] for r in part["systems"] if r["name"] not in systems]
+        ablations += [r["ablation"] for r in part["ablations"] if r["ablation"] not in ablations]
+    merged = argparse.Namespace(**{**first, "systems": [s for s in SYSTEMS if s in systems],
+                                   "ablations": [a for a in ABLATIONS if a in ablations],
+                                   "latency_runs": args.latency_runs, "merge": [str(p) for p in args.merge]})
+    data = dict(parts[0]["data"])
+    machine = dict(parts[0]["machine"])
+    machine["merged_on"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    wall = max(p["wall_s"] for p in parts)
+    extra = {k: parts[0][k] for k in ("parallel_note",) if parts[0].get(k)}
+    if args.parallel_note:
+        extra["parallel_note"] = args.parallel_note
+    extra["skipped"] = [s for p in parts for s in p.get("skipped", [])]
+    return build_result(merged, runs_by_key, data, machine, wall, **extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.merge:
+        result = merge(args)
+    else:
+        result = train_table(args)
     print("\n" + report(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.out, json.dumps(result, indent=2, default=list).encode())
     print(f"\nwrote {args.out}")
     return 0
+
+
+def train_table(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    if args.real_staged is not None:
+        raw_root, odom_root = None, args.odom_root
+        real_note = (f"real data staged: KITTI odometry {ODOM_SEQUENCE} frames {ODOM_TRAIN_FRAMES[0]}-"
+                     f"{ODOM_TRAIN_FRAMES[1]} from {args.odom_root} in training, raw drive {RAW_DRIVE} evaluated "
+                     f"from {args.real_staged.name} (frames pre-shrunk to the network size as the backend would)")
+    else:
+        raw_root, odom_root, real_note = real_roots(args.real_data)
+        if args.odom_root is not None:
+            odom_root = args.odom_root
+    systems, ablations, unique = recipes_of(args)
+    seeds = range(args.seed_start, args.seed_start + args.seeds)
+    budget = f"{args.budget_cpu_s:g} CPU-s" if args.budget_wall_s is None else f"{args.budget_wall_s:g} wall-s"
+    print(f"{len(unique)} trainings x {args.seeds} seed(s) x {budget}, plus evaluation. " + real_note, flush=True)
+
+    t0 = time.perf_counter()
+    # With loader workers (the GPU runs) every synthetic frame is rendered once, before the workers fork.
+    train = training_set(args.height, args.width, args.train_frames, odom_root,
+                         cache_all=args.device != "cpu" or args.workers > 0)
+    heldout = SyntheticDataset(args.height, args.width, num_frames=args.heldout_frames, seed=HELDOUT_SEED,
+                               world=WORLD, load_depth_gt=True)
+    if args.real_staged is not None:  # staged with its own stride (gpu_stage_real), --real-stride does not apply
+        real_frames = load_staged_frames(args.real_staged)
+    else:
+        real_frames = load_raw_frames(raw_root, stride=args.real_stride)[0] if raw_root is not None else None
+    print(f"set-up {time.perf_counter() - t0:.0f} s: {len(train)} training samples", flush=True)
+    runs_by_key: dict[str, list[dict]] = {}
+    skipped: list[dict] = []
+    extra_s: list[float] = []  # each run's wall time beyond its training budget (evaluation, loader start)
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = Context(args, train, heldout, real_frames, Path(tmp))
+        for key, recipe in unique.items():
+            runs_by_key[key] = []
+            for seed in seeds:
+                elapsed = time.perf_counter() - t0
+                need = (args.budget_wall_s or 0.0) + (max(extra_s) if extra_s else 30.0)
+                if args.deadline_s is not None and elapsed + need > args.deadline_s:
+                    skipped.append({"recipe": recipe.name, "seed": seed, "elapsed_s": round(elapsed, 1),
+                                    "needed_s": round(need, 1)})
+                    print(f"  {recipe.label} seed {seed}: skipped, {elapsed:.0f} s + ~{need:.0f} s would pass the "
+                          f"{args.deadline_s:g} s deadline", flush=True)
+                    continue
+                t_run = time.perf_counter()
+                run = run_one(recipe, seed, ctx)
+                extra_s.append(time.perf_counter() - t_run - (args.budget_wall_s or 0.0))
+                runs_by_key[key].append(run)
+                syn = run["trained"]["synthetic"]["median_scaled"]["abs_rel"]
+                real = run["trained"]["real"]
+                print(f"  {recipe.label} seed {seed}: {run['steps']} steps in {run['cpu_s']} CPU-s / "
+                      f"{run['wall_s']} wall-s; abs_rel synthetic {syn:.3f} (untrained "
+                      f"{run['untrained']['synthetic']['median_scaled']['abs_rel']:.3f})"
+                      + (f", real {real['median_scaled']['abs_rel']:.3f}" if real else ""), flush=True)
+    data = {"train": f"synthetic world seed 0 ({args.train_frames} frames, {WORLD})"
+                     + (f" + KITTI odometry {ODOM_SEQUENCE} frames {ODOM_TRAIN_FRAMES[0]}-"
+                        f"{ODOM_TRAIN_FRAMES[1]} (grey camera 0)" if odom_root is not None else ""),
+            "train_samples": len(train), "real_used": real_frames is not None, "real_note": real_note,
+            "real_frames": len(real_frames) if real_frames is not None else 0}
+    runs_by_key = {k: v for k, v in runs_by_key.items() if v}
+    extra = {"parallel_note": args.parallel_note} if args.parallel_note else {}
+    return build_result(args, runs_by_key, data, machine_info(args), round(time.perf_counter() - t0, 1),
+                        skipped=skipped, **extra)
 
 
 if __name__ == "__main__":

@@ -380,3 +380,23 @@ def test_surface_breakdown_separates_road_returns_from_objects():
     assert out["road"]["abs_rel"] == pytest.approx(0.0, abs=1e-6) and out["road"]["pred_over_gt"] == pytest.approx(1.0)
     assert out["other"]["abs_rel"] == pytest.approx(1.0) and out["other"]["pred_over_gt"] == pytest.approx(2.0)
     assert 0.0 < out["other"]["share"] < 1.0 and out["road"]["share"] + out["other"]["share"] == pytest.approx(1.0)
+
+
+def test_staged_frames_keep_the_lidar_gt_exactly_and_the_network_size_pixels(raw_drive, tmp_path):
+    """What the GPU machine reads instead of the raw drive: GT bit-exact, RGB pre-shrunk with the backend's own
+    resize (raw) or within JPEG noise of it."""
+    from monodepth_ros.backends.base import resize_rgb
+
+    root, _ = raw_drive
+    frames, _ = rd.load_raw_frames(root, stride=1)
+    for quality, tol in ((None, 0), (95, 6)):
+        path = tmp_path / f"staged_{quality}.npz"
+        info = rd.save_staged_frames(path, frames, 16, 48, jpeg_quality=quality)
+        staged = rd.load_staged_frames(path)
+        assert info["frames"] == len(frames) == len(staged)
+        assert info["gt_points"] == sum(int((f.gt_m > 0).sum()) for f in frames)
+        for f, s in zip(frames, staged):
+            assert s.frame == f.frame and np.array_equal(s.gt_m, f.gt_m)
+            want = resize_rgb(f.rgb, 16, 48)
+            assert s.rgb.shape == want.shape
+            assert np.abs(s.rgb.astype(int) - want.astype(int)).mean() <= tol

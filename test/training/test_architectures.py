@@ -469,3 +469,17 @@ def test_paper_config_names_registered_networks_at_a_valid_size(config):
     with torch.device("meta"):
         build_depth_net(model["depth_net"], **depth_kwargs)
         build_pose_net(model["pose_net"], **pose_kwargs)
+
+
+def test_explainability_regulariser_runs_in_float32_under_autocast():
+    """CUDA autocast refuses binary_cross_entropy on half-precision masks (the first GPU table run died on it):
+    the regulariser computes in float32 whatever the masks' dtype, with the same value."""
+    from monodepth_training.networks.sfmlearner import explainability_regularization
+
+    torch.manual_seed(0)
+    masks = [torch.rand(2, 1, 8, 8) * 0.9 + 0.05, torch.rand(2, 1, 4, 4) * 0.9 + 0.05]
+    ref = explainability_regularization(masks)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = explainability_regularization([m.bfloat16() for m in masks])
+    assert low.dtype == torch.float32
+    assert torch.allclose(low, ref, rtol=2e-2)

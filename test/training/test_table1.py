@@ -100,3 +100,50 @@ def test_tiny_run_without_real_data_writes_rows_paper_column_and_seed_statistics
     assert ablation["recipe"]["switches"] == {"automask": False}
     assert result["ablation_baseline"]["name"] == "monodepth2"
     assert "- auto-masking" in printed and "0.125 (640x192)" in printed
+
+
+def test_a_table_split_over_processes_merges_into_the_same_rows_and_a_deadline_skips_whole_runs(tmp_path, capsys):
+    """The GPU session's plumbing on the CPU: one process per seed with a wall budget and loader workers, a
+    deadline that leaves a run out (listed, not cut short), then --merge joins the seeds into one row."""
+    common = ["--systems", "rtmonodepth", "--ablations", "none", "--seeds", "1", "--budget-wall-s", "0.5",
+              "--workers", "1", "--height", "64", "--width", "192", "--train-frames", "12", "--heldout-frames", "3",
+              "--latency-runs", "0", "--real-data", str(tmp_path / "absent")]
+    for seed in (0, 1):
+        assert table1.main([*common, "--seed-start", str(seed), "--out", str(tmp_path / f"s{seed}.json")]) == 0
+    s0 = json.loads((tmp_path / "s0.json").read_text())
+    [run] = s0["systems"][0]["runs"]
+    assert run["seed"] == 0 and run["budget_kind"] == "wall" and run["amp"] is None and run["steps"] >= 1
+    assert "wall-s" in capsys.readouterr().out
+
+    assert table1.main([*common, "--seed-start", "2", "--deadline-s", "1", "--out", str(tmp_path / "late.json")]) == 0
+    late = json.loads((tmp_path / "late.json").read_text())
+    assert late["systems"] == [] and [s["seed"] for s in late["skipped"]] == [2]
+
+    out = tmp_path / "merged.json"
+    assert table1.main(["--merge", str(tmp_path / "s0.json"), str(tmp_path / "s1.json"), str(tmp_path / "late.json"),
+                        "--latency-runs", "0", "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    [row] = merged["systems"]
+    assert [r["seed"] for r in row["runs"]] == [0, 1]
+    assert row["summary"]["synthetic"]["trained"]["abs_rel"]["n"] == 2
+    assert merged["seeds_run"] == 2 and [s["seed"] for s in merged["skipped"]] == [2]
+
+
+def test_merge_refuses_tables_run_with_other_settings(tmp_path):
+    base = {"settings": {"height": 64, "width": 192}, "systems": [], "ablation_baseline": None, "ablations": [],
+            "data": {}, "machine": {}, "wall_s": 1.0}
+    other = {**base, "settings": {"height": 96, "width": 320}}
+    for name, part in (("a", base), ("b", other)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(part))
+    with pytest.raises(SystemExit, match="other settings"):
+        table1.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "m.json")])
+
+
+def test_gpu_settings_are_checked_before_anything_trains():
+    with pytest.raises(SystemExit):
+        table1.parse_args(["--device", "tpu"])
+    with pytest.raises(SystemExit):  # staged real frames without the training frames
+        table1.parse_args(["--real-staged", "x.npz"])
+    if not table1.torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            table1.parse_args(["--device", "cuda", "--budget-wall-s", "10"])

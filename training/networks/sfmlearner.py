@@ -210,7 +210,11 @@ def explainability_regularization(masks: Mapping | Iterable[torch.Tensor]) -> to
     values = list(masks.values()) if isinstance(masks, Mapping) else list(masks)
     if not values:
         raise ValueError("explainability_regularization needs at least one mask")
-    total = values[0].new_zeros(())
-    for m in values:  # binary_cross_entropy itself rejects values outside [0, 1]
-        total = total + F.binary_cross_entropy(m, torch.ones_like(m))
+    # CUDA autocast refuses binary_cross_entropy (unsafe in float16); the masks are probabilities, not logits, so
+    # the term runs in float32 with autocast off (found by the first GPU run of the table, benchmarks/table1.py).
+    with torch.autocast(device_type=values[0].device.type, enabled=False):
+        total = values[0].new_zeros((), dtype=torch.float32)
+        for m in values:  # binary_cross_entropy itself rejects values outside [0, 1]
+            m = m.float()
+            total = total + F.binary_cross_entropy(m, torch.ones_like(m))
     return total

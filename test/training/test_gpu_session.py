@@ -1,0 +1,105 @@
+"""The lent-GPU session (benchmarks/gpu_session.py) and its parity check (benchmarks/cuda_parity.py), run here on
+the CPU: the same code up to the device, so that the one device call of an issue does not find a plumbing bug."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import cuda_parity  # noqa: E402
+import gpu_session  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # test/training/conftest.py
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny trained-shape model: bundle + its ONNX export (with the validity output)."""
+    from monodepth_training.bundle_io import BundleMeta, save_bundle
+    from monodepth_training.export import cli as export
+    from monodepth_training.networks.registry import build_depth_net
+
+    d = tmp_path_factory.mktemp("model")
+    kw = {"channels": [8, 8, 16, 16], "convs": [1, 1, 1, 1], "validity_head": True}
+    net = build_depth_net("rtmonodepth", **kw)
+    save_bundle(d / "m.safetensors", net, BundleMeta(depth_net="rtmonodepth", depth_kwargs=kw, height=32, width=96,
+                                                     min_depth=0.1, max_depth=100.0))
+    assert export.main(["--model", str(d / "m.safetensors"), "--format", "onnx", "--out", str(d), "--name", "m"]) == 0
+    return d / "m.safetensors", d / "m.onnx"
+
+
+def test_parity_of_a_model_with_itself_is_float_rounding_and_latency_is_reported(exported, tmp_path):
+    bundle, onnx = exported
+    out = tmp_path / "parity.json"
+    assert cuda_parity.main(["--bundle", str(bundle), "--onnx", str(onnx), "--device", "cpu", "--frames", "3",
+                             "--runs", "4", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["frames"] == {"synthetic": 3} and report["model_hw"] == [32, 96] and report["has_validity"]
+    assert report["parity_tf32_off"]["disp_max_abs"] < 1e-4 and report["parity_tf32_off"]["valid_max_abs"] < 1e-4
+    assert set(report["latency_ms"]) == {"onnxruntime_cpu", "torch_cpu_fp32"}
+    assert all(t["p50"] > 0 and t["runs"] == 4 for t in report["latency_ms"].values())
+
+
+def test_parity_without_a_cuda_device_exits_3_and_measures_nothing(exported, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    bundle, onnx = exported
+    out = tmp_path / "parity.json"
+    assert cuda_parity.main(["--bundle", str(bundle), "--onnx", str(onnx), "--out", str(out)]) == 3
+    assert "no CUDA device" in capsys.readouterr().err and not out.exists()
+
+
+def test_compare_outputs_reports_each_difference_and_refuses_mismatched_outputs():
+    disp = np.full((2, 3), 0.5, np.float32)
+    d = cuda_parity.compare_outputs((disp, None), (disp * 1.01, None))
+    assert d["disp_max_abs"] == pytest.approx(0.005, rel=1e-3) and d["depth_max_rel"] == pytest.approx(0.01, rel=1e-3)
+    with pytest.raises(ValueError, match="validity"):
+        cuda_parity.compare_outputs((disp, disp), (disp, None))
+
+
+def test_session_jobs_cover_every_system_and_ablation_within_the_tool_limits():
+    import table1
+
+    systems, ablations = set(), set()
+    for _name, job in gpu_session.TABLE_JOBS:
+        args = table1.parse_args([*job, "--real-data", "absent"])
+        systems |= set(args.systems)
+        ablations |= set(args.ablations)
+    assert systems == set(table1.SYSTEMS) and ablations == set(table1.ABLATIONS)
+    assert len(gpu_session.TABLE_JOBS) + 1 <= 8  # + the default training on one GPU's processes, in the CPU's reach
+    assert gpu_session.DEVICE_TIMEOUT_S <= 600
+
+
+@pytest.mark.slow
+def test_device_half_dry_run_returns_what_collect_unpacks(tmp_path):
+    """Every job of the session, tiny and on the CPU, in a fresh process as on the device; needs the staged folder
+    (`gpu_session.py prepare`, which needs the real data)."""
+    stage = REPO / gpu_session.STAGE
+    if not (stage / gpu_session.REAL_EVAL).is_file():
+        pytest.skip(f"{stage} not prepared (run benchmarks/gpu_session.py prepare; needs ../shared/data/real)")
+    out = tmp_path / "out"
+    out.mkdir()
+    res = subprocess.run([sys.executable, "benchmarks/gpu_session.py", "device", "--dry-run", "--out", str(out)],
+                         cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    returned = [p for p in out.rglob("*") if p.is_file()]
+    assert len(returned) + 1 <= 8  # + session.log, which the device command tees
+    with tarfile.open(out / "session.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"cuda_parity.json", "table1_md2_seed0.json", "default_train.log"} <= names
+    back = tmp_path / "back"
+    gpu_session.collect(out, back)
+    assert (back / "default" / "last.safetensors").is_file()
+    assert json.loads((back / "table1_md2_seed0.json").read_text())["systems"]
