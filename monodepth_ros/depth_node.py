@@ -203,7 +203,7 @@ class DepthNodeCore:
             from monodepth_ros.backends import create_backend
 
             backend = create_backend(path, kind=self.p["backend"], threads=self.p["threads"] or None,
-                                     logger=self.get_logger())
+                                     logger=self.get_logger(), engine_cache_dir=self.p["engine_cache_dir"])
         except Exception as e:  # noqa: BLE001 - any load failure is fatal, reported with its reason
             raise ModelStartupError(f"cannot load model '{path}': {e}") from e
         self.backend_name = f"{getattr(backend, 'name', type(backend).__name__)}:{backend.info.name or path}"

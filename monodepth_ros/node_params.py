@@ -36,6 +36,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("backend", "auto", "Inference backend; auto = TensorRT > ORT CUDA > OpenVINO > ORT CPU. Restart to "
               "change.", read_only=True, choices=("auto", "onnxruntime", "openvino", "tensorrt", "torch")),
+    ParamSpec("engine_cache_dir", "~/.cache/monodepth_ros", "Folder for the TensorRT engines the node builds "
+              "itself (first start, new TensorRT, GPU or model); never the model's folder. Restart to change.",
+              read_only=True),
     ParamSpec("threads", 0, "Intra-op inference threads, 0 = library default. Restart to change.",
               read_only=True, lo=0, hi=64),
     ParamSpec("use_compressed", False, "Subscribe to image/compressed (CompressedImage) instead of image.",
@@ -115,6 +118,8 @@ def validate_parameter(name: str, value, current: dict) -> str | None:
         return f"{name} must be one of {list(spec.choices)}, got {value!r}"
     if spec.lo is not None and not (spec.lo <= value <= spec.hi):
         return f"{name} must be in [{spec.lo}, {spec.hi}], got {value!r}"
+    if name == "engine_cache_dir" and not str(value).strip():
+        return "engine_cache_dir must name a folder (default ~/.cache/monodepth_ros)"
     merged = dict(current, **{name: value})
     if merged["min_depth"] >= merged["max_depth"]:
         return f"min_depth ({merged['min_depth']}) must be below max_depth ({merged['max_depth']})"

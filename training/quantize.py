@@ -11,9 +11,13 @@ Recipes are tried from fastest to most conservative until the held-out accuracy 
 In every recipe the ops after the disparity Sigmoid (the affine map to [1/max_depth, 1/min_depth]) stay fp32: 8 bits
 over a 1/depth range spanning 1000x would leave only a handful of levels for everything beyond ~10 m.
 
-Activations are QUInt8 and weights QInt8 (ONNX Runtime's advice for x86 with VNNI; ``symmetric=True`` gives
-QInt8/QInt8 for ARM or TensorRT). MinMax calibration runs once; later recipes reuse its ranges from a cache.
-The kept recipe and its accuracy report go into the INT8 model's metadata.
+Quantisation is symmetric by default: activations and weights QInt8 with zero point 0, Conv biases left in float
+(:data:`SYMMETRIC_OPTIONS`). That is what TensorRT's explicit quantisation accepts
+(:func:`monodepth_training.export.qdq_rules.tensorrt_qdq_violations`), so one INT8 ONNX serves ONNX Runtime,
+OpenVINO and TensorRT. ``symmetric=False`` gives ONNX Runtime's x86 default instead (QUInt8 activations with a
+zero point, INT32 biases), which TensorRT cannot build. MinMax calibration runs once; later recipes reuse its
+ranges from a cache. The kept recipe, its accuracy report and the TensorRT rule check go into the INT8 model's
+metadata.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from monodepth_training.export.qdq_rules import tensorrt_qdq_violations
 
 from monodepth_ros.backends.calibration import CalibrationBatches
 from monodepth_ros.backends.model_meta import (
@@ -38,6 +43,10 @@ from monodepth_ros.backends.model_meta import (
 from monodepth_ros.bundle import atomic_write_bytes
 
 VALIDITY_REPORT_THRESHOLD = 0.5  # the node's default validity_threshold
+
+# ONNX Runtime quantize_static extra options of the symmetric (TensorRT-buildable) scheme: zero points 0, and
+# biases stay float because TensorRT's DequantizeLinear reads INT8 only (an INT32 bias DQ does not parse).
+SYMMETRIC_OPTIONS: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
 
 RECIPES: tuple[dict[str, Any], ...] = (
     {"name": "per_tensor", "per_channel": False, "keep_fp32": "tail"},
@@ -69,8 +78,10 @@ def int8_accuracy_report(
     *,
     threads: int | None = 2,
     budget: float = 0.02,
+    backend: str = "onnxruntime",
 ) -> dict[str, Any]:
-    """Compare an INT8 model with its fp32 source on held-out frames.
+    """Compare an INT8 model with its fp32 source on held-out frames, both run by ``backend`` (``onnxruntime``
+    or ``openvino``: the same QDQ file serves both).
 
     ``frames``: RGB uint8 (h, w, 3); ``gts``: matching GT depth maps in metres (0 = invalid) or None.
     Returns a dict with ``n_frames``, ``abs_rel_int8_vs_fp32`` (depth of INT8 against depth of fp32, mean over
@@ -81,15 +92,13 @@ def int8_accuracy_report(
     ``budget``: ``degradation_rel`` when GT is there, else the stricter proxy ``abs_rel_int8_vs_fp32``;
     ``budget_met`` is the verdict.
     """
-    from monodepth_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
     from monodepth_ros.pipeline import invalid_pixels
 
     if not frames:
         raise ValueError("int8_accuracy_report needs at least one held-out frame")
     if gts is not None and len(gts) != len(frames):
         raise ValueError(f"{len(frames)} frames but {len(gts)} GT maps")
-    b32 = OnnxRuntimeBackend(fp32_onnx, threads=threads)
-    b8 = OnnxRuntimeBackend(int8_onnx, threads=threads)
+    b32, b8 = _cpu_backend(backend, fp32_onnx, threads), _cpu_backend(backend, int8_onnx, threads)
     if (b32.info.height, b32.info.width) != (b8.info.height, b8.info.width):
         raise ValueError("fp32 and INT8 models have different input sizes")
     rel, max_disp = [], 0.0
@@ -111,6 +120,7 @@ def int8_accuracy_report(
         "abs_rel_int8_vs_fp32": float(np.mean(rel)),
         "max_abs_disp_diff": max_disp,
         "budget": budget,
+        "backend": backend,
     }
     if agree:  # reported, not budgeted: the depth budget decides the recipe
         report["validity_agreement"] = float(np.mean(agree))
@@ -129,6 +139,18 @@ def int8_accuracy_report(
         report["budget_metric"] = "abs_rel_int8_vs_fp32"
     report["budget_met"] = bool(report[report["budget_metric"]] <= budget)
     return report
+
+
+def _cpu_backend(kind: str, path: str | os.PathLike, threads: int | None):
+    if kind == "onnxruntime":
+        from monodepth_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, threads=threads)
+    if kind == "openvino":
+        from monodepth_ros.backends.openvino_backend import OpenVINOBackend
+
+        return OpenVINOBackend(path, threads=threads)
+    raise ValueError(f"INT8 accuracy report backend must be onnxruntime or openvino, got {kind!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -198,6 +220,7 @@ class QuantResult:
     report: dict[str, Any]
     budget_met: bool
     tried: list[dict[str, Any]] = field(default_factory=list)
+    tensorrt_violations: list[str] = field(default_factory=list)  # :func:`tensorrt_qdq_violations` of the model
 
     def summary_lines(self) -> list[str]:
         out = []
@@ -223,7 +246,7 @@ def quantize_int8(
     budget: float = 0.02,
     recipes: tuple[dict[str, Any], ...] = RECIPES,
     threads: int | None = 2,
-    symmetric: bool = False,
+    symmetric: bool = True,
     progress: bool = False,
 ) -> QuantResult:
     """Quantise ``onnx_path`` (fp32 export) to ``out_path`` (default ``<stem>.int8.onnx``) with static QDQ.
@@ -231,7 +254,9 @@ def quantize_int8(
     ``calib_frames``: RGB uint8 frames from the training data. Recipes are tried in order until
     :func:`int8_accuracy_report` on ``heldout_frames`` (and ``heldout_gts`` if given) meets ``budget``; if none
     does, the best one is kept and ``budget_met`` is False. Without held-out frames the first recipe is kept
-    unevaluated. Returns a QuantResult; the INT8 model's metadata records recipe and report.
+    unevaluated. ``symmetric``: the TensorRT-buildable scheme (module docstring); False: ONNX Runtime's asymmetric
+    x86 default. Returns a QuantResult; the INT8 model's metadata records recipe, report and the TensorRT Q/DQ
+    rule check (``tensorrt_qdq_violations``, [] when TensorRT can build the model).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -245,6 +270,7 @@ def quantize_int8(
         raise ValueError("quantize_int8 needs calibration frames")
     out_path = Path(out_path) if out_path else onnx_path.with_name(f"{onnx_path.stem}.int8.onnx")
     act_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
+    extra_options = dict(SYMMETRIC_OPTIONS) if symmetric else {}
 
     tried: list[dict[str, Any]] = []
     best: tuple[float, bytes, dict, dict] | None = None
@@ -271,12 +297,14 @@ def quantize_int8(
                 str(pre), str(q_out), reader, quant_format=QuantFormat.QDQ, per_channel=recipe["per_channel"],
                 activation_type=act_type, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                 calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
+                extra_options=extra_options,
             )
             if bar is not None:
                 bar.close()
                 bar = None
             full = {**recipe, "fp32_nodes": exclude, "activation_type": act_type.name, "weight_type": "QInt8",
-                    "calibrate_method": "MinMax", "format": "QDQ", "calib_frames": len(calib_frames)}
+                    "symmetric": symmetric, "bias": "float" if symmetric else "int32", "calibrate_method": "MinMax",
+                    "format": "QDQ", "calib_frames": len(calib_frames)}
             q_model = onnx.load(str(q_out))
             q_bytes = _with_meta(q_model, meta, full, None)
             if not heldout_frames:
@@ -295,20 +323,27 @@ def quantize_int8(
                 break
         assert best is not None
         _, _, recipe, report = best
-        final = _with_meta(onnx.load_from_string(best[1]), meta, recipe, report or None,
-                           [{"name": t["recipe"]["name"], **t["report"]} for t in tried])
+        kept = onnx.load_from_string(best[1])
+        violations = tensorrt_qdq_violations(kept)
+        final = _with_meta(kept, meta, recipe, report or None,
+                           [{"name": t["recipe"]["name"], **t["report"]} for t in tried], violations)
     sidecar_path(out_path).unlink(missing_ok=True)  # describes the model being replaced
     atomic_write_bytes(out_path, final)
     q_meta = read_onnx_model_meta(out_path)
     write_sidecar(out_path, q_meta)
     met = bool(report.get("budget_met", False)) if report else False
-    return QuantResult(path=out_path, recipe=recipe, report=report, budget_met=met, tried=tried)
+    return QuantResult(path=out_path, recipe=recipe, report=report, budget_met=met, tried=tried,
+                       tensorrt_violations=violations)
 
 
-def _with_meta(model, meta: ModelMeta, recipe: dict, report: dict | None, tried: list | None = None) -> bytes:
+def _with_meta(model, meta: ModelMeta, recipe: dict, report: dict | None, tried: list | None = None,
+               tensorrt_violations: list[str] | None = None) -> bytes:
     import onnx
 
-    q_meta = replace(meta, precision="int8", quantization={"recipe": recipe, "report": report, "tried": tried})
+    quantization = {"recipe": recipe, "report": report, "tried": tried}
+    if tensorrt_violations is not None:
+        quantization["tensorrt_qdq_violations"] = tensorrt_violations
+    q_meta = replace(meta, precision="int8", quantization=quantization)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {META_KEY: q_meta.to_json()})
     return model.SerializeToString()

@@ -21,12 +21,13 @@ from monodepth_ros.backends.model_meta import (
 )
 from monodepth_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from monodepth_ros.backends.openvino_backend import OpenVINOBackend, openvino_unavailable_reason
-from monodepth_ros.backends.tensorrt_backend import TensorRTBackend
+from monodepth_ros.backends.tensorrt_backend import DEFAULT_ENGINE_CACHE_DIR, TensorRTBackend, engine_source_onnx
 from monodepth_ros.backends.tensorrt_env import tensorrt_unavailable_reason
 
 __all__ = [
     "AUTO_ORDER",
     "BACKEND_KINDS",
+    "DEFAULT_ENGINE_CACHE_DIR",
     "DepthBackend",
     "ModelInfo",
     "ModelLoadError",
@@ -81,14 +82,6 @@ def auto_candidates(*, tensorrt: bool, ort_cuda: bool, openvino: bool) -> list[s
     return [c for c in AUTO_ORDER if available[c]]
 
 
-def _onnx_next_to_engine(path: Path) -> Path | None:
-    side = read_sidecar(path)
-    onnx_file = (side.tensorrt or {}).get("onnx_file") if side else None
-    if onnx_file and path.with_name(onnx_file).is_file():
-        return path.with_name(onnx_file)
-    return None
-
-
 _LABELS = {"tensorrt": "TensorRT", "onnxruntime-cuda": "ONNX Runtime CUDA", "openvino": "OpenVINO",
            "onnxruntime-cpu": "ONNX Runtime CPU"}
 
@@ -103,17 +96,18 @@ def _onnx_for(path: Path, logger) -> Path:
     """``path`` itself, or for a TensorRT engine the ONNX it was built from (ModelLoadError when there is none)."""
     if path.suffix.lower() not in (".engine", ".plan"):
         return path
-    onnx_path = _onnx_next_to_engine(path)
+    onnx_path = engine_source_onnx(path, read_sidecar(path))
     if onnx_path is None:
-        raise ModelLoadError(f"{path} is a TensorRT engine and TensorRT is unusable here; no ONNX beside it")
+        raise ModelLoadError(f"{path} is a TensorRT engine and TensorRT is unusable here; its ONNX is not found")
     _say(logger, "info", f"using {onnx_path.name}, the ONNX the engine {path.name} was built from")
     return onnx_path
 
 
-def _open(candidate: str, path: Path, threads: int | None, logger) -> DepthBackend:
+def _open(candidate: str, path: Path, threads: int | None, logger, engine_cache_dir=None) -> DepthBackend:
     """Open one entry of :data:`AUTO_ORDER` and log it; raises on any failure."""
     if candidate == "tensorrt":
-        backend = TensorRTBackend(path, logger=logger if isinstance(logger, logging.Logger) else None)
+        # precision None: the engine's own, so that a stale INT8 engine is rebuilt as INT8.
+        backend = TensorRTBackend(path, engine_cache_dir=engine_cache_dir, logger=logger)
         _say(logger, "info", f"depth backend: TensorRT {backend.precision} ({backend.path.name})")
         return backend
     path = _onnx_for(path, logger)
@@ -144,6 +138,7 @@ def create_backend(
     kind: str = "auto",
     threads: int | None = None,
     logger=None,
+    engine_cache_dir: str | os.PathLike | None = None,
 ) -> DepthBackend:
     """Open ``model_path`` with the backend ``kind`` and log which one was chosen.
 
@@ -153,6 +148,7 @@ def create_backend(
     when installed; else ONNX Runtime on the CPU. ``threads`` sets the CPU backends' inference threads. A backend
     that fails to load falls back to the next one with a warning, except for a bad model file (ModelLoadError),
     which no other backend could read either. ``onnxruntime``: CUDA when available, else CPU.
+    ``engine_cache_dir``: where TensorRT engines built at load go (default :data:`DEFAULT_ENGINE_CACHE_DIR`).
     """
     logger = logger or _log
     if kind not in BACKEND_KINDS:
@@ -185,7 +181,7 @@ def create_backend(
     for i, candidate in enumerate(candidates):
         last = i == len(candidates) - 1
         try:
-            return _open(candidate, path, threads, logger)
+            return _open(candidate, path, threads, logger, engine_cache_dir)
         except Exception as e:
             # A bad ONNX file is bad for every backend; TensorRT's own engine/sidecar problems are not.
             if last or (isinstance(e, ModelLoadError) and candidate != "tensorrt"):

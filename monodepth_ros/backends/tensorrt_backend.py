@@ -1,19 +1,28 @@
-"""TensorRT backend (TensorRT >= 10, CUDA via cuda-python): version-checked engine cache and inference with
+"""TensorRT backend (TensorRT 10.x or 11.x, CUDA via cuda-python): version-checked engine cache and inference with
 ``execute_async_v3``.
 
 Engines are specific to a TensorRT version and a GPU model, so every engine has a sidecar ``<engine>.json``
 recording both; at load the backend compares them with what is installed and rebuilds from the ONNX on a
 mismatch (with :func:`monodepth_ros.backends.tensorrt_build.build_engine`, which lives in the runtime because a
-robot that upgrades TensorRT has no trainer).
+robot that upgrades TensorRT has no trainer). A rebuild keeps the engine's precision (:func:`engine_precision`).
+
+Where engines live (:func:`resolve_engine`): an engine built ahead beside the model (``monodepth-export --format
+tensorrt``, ``<stem>.<precision>.engine``) is used while it is current; every engine the runtime builds itself
+goes to the engine cache folder (``engine_cache_dir``, default :data:`DEFAULT_ENGINE_CACHE_DIR`), never into the
+model's folder, which is often a read-only install. Cached engines are named by the ONNX's sha256, so two models
+with one file name do not collide.
 
 ``tensorrt`` and ``cuda-python`` are imported lazily: importing this module costs nothing on a CPU-only robot.
-Everything up to the TensorRT calls (rebuild decision, metadata) is plain NumPy/JSON and is tested without a GPU.
+Everything up to the TensorRT calls (rebuild decision, engine choice, metadata) is plain NumPy/JSON and is tested
+without a GPU.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +30,7 @@ import numpy as np
 
 from monodepth_ros.backends.base import DepthBackend
 from monodepth_ros.backends.model_meta import (
+    PRECISIONS,
     ModelLoadError,
     ModelMeta,
     check_io_against_meta,
@@ -30,18 +40,24 @@ from monodepth_ros.backends.model_meta import (
 )
 from monodepth_ros.backends.tensorrt_build import build_engine, engine_path_for
 from monodepth_ros.backends.tensorrt_env import (
+    ThreadDevice,
     check_cuda,
     import_cudart,
     runtime_environment,
+    say,
     tensorrt_unavailable_reason,
 )
 from monodepth_ros.bundle import file_sha256
 
 log = logging.getLogger(__name__)
 
+DEFAULT_ENGINE_CACHE_DIR = "~/.cache/monodepth_ros"
+NO_ENGINE = "no engine built yet"
+_PRECISION_IN_NAME = re.compile(r"\.(fp32|fp16|int8)\.(?:engine|plan)$", re.IGNORECASE)
+
 
 # ---------------------------------------------------------------------------------------------------------------
-# Pure logic: rebuild decision (tested without TensorRT)
+# Pure logic: rebuild decision, engine precision and location (tested without TensorRT)
 
 
 def engine_rebuild_reason(engine_meta: ModelMeta | None, env: dict[str, str], onnx_sha256: str | None) -> str | None:
@@ -65,36 +81,125 @@ def engine_rebuild_reason(engine_meta: ModelMeta | None, env: dict[str, str], on
     return None
 
 
+def engine_precision(engine_path: str | os.PathLike, engine_meta: ModelMeta | None) -> str:
+    """The precision of an engine: its sidecar's, else the ``.<precision>.engine`` in its name, else fp16.
+
+    A stale engine is rebuilt at this precision: an INT8 engine must not come back as FP16.
+    """
+    if engine_meta is not None and engine_meta.precision in PRECISIONS:
+        return engine_meta.precision
+    m = _PRECISION_IN_NAME.search(Path(engine_path).name)
+    return m.group(1).lower() if m else "fp16"
+
+
+def engine_source_onnx(engine_path: str | os.PathLike, engine_meta: ModelMeta | None) -> Path | None:
+    """The ONNX an engine was built from, per its sidecar: beside the engine, else at its recorded path."""
+    built = (engine_meta.tensorrt or {}) if engine_meta else {}
+    p = Path(engine_path)
+    if built.get("onnx_file") and p.with_name(built["onnx_file"]).is_file():
+        return p.with_name(built["onnx_file"])
+    if built.get("onnx_path") and Path(built["onnx_path"]).is_file():
+        return Path(built["onnx_path"])
+    return None
+
+
+def engine_cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir`` (``~`` expanded), or :data:`DEFAULT_ENGINE_CACHE_DIR`."""
+    return Path(os.path.expanduser(str(cache_dir or DEFAULT_ENGINE_CACHE_DIR)))
+
+
+def cached_engine_path(cache_dir: str | os.PathLike, onnx_path: str | os.PathLike, onnx_sha256: str,
+                       precision: str) -> Path:
+    """``<cache>/<stem>-<sha256[:12]>.<precision>.engine``: the engine the runtime builds for one ONNX."""
+    return Path(cache_dir) / f"{Path(onnx_path).stem}-{onnx_sha256[:12]}.{precision}.engine"
+
+
+def ensure_writable_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed; RuntimeError naming it when it cannot be created or written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RuntimeError(f"engine cache folder {folder} cannot be created ({e}): set the node parameter "
+                           "engine_cache_dir to a writable folder") from e
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RuntimeError(f"engine cache folder {folder} is not writable: set the node parameter engine_cache_dir "
+                           "to a writable folder")
+    return folder
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """Which engine to load, or to build first (:func:`resolve_engine`)."""
+
+    engine: Path
+    onnx: Path | None  # the ONNX it comes from (None: not known, no rebuild possible)
+    reason: str | None  # why ``engine`` must be (re)built; None when it is current
+    precision: str
+    passed_over: tuple[str, ...] = ()  # existing engines not used, each "path: why" (for the log)
+
+
+def _staleness(engine: Path, env: dict[str, str], onnx_sha256: str | None) -> str | None:
+    if not engine.is_file():
+        return NO_ENGINE
+    try:
+        meta = read_sidecar(engine)
+    except ModelLoadError as e:
+        return f"its sidecar is unreadable ({e})"
+    return engine_rebuild_reason(meta, env, onnx_sha256)
+
+
+def resolve_engine(
+    path: str | os.PathLike,
+    precision: str | None = None,
+    env: dict[str, str] | None = None,
+    device: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+) -> EngineChoice:
+    """The engine for an ``.engine`` or ``.onnx`` path: the first current one of (the given engine, or the one
+    built ahead beside the ONNX) and (its copy in the cache folder); when neither is current, the cache copy with
+    the reason to build it.
+
+    ``precision`` None: the engine's own (:func:`engine_precision`) or, for an ONNX, fp16; an INT8 Q/DQ ONNX
+    always maps to int8. ``env``: :func:`runtime_environment` (queried when None).
+    """
+    p = check_model_file(path, (".engine", ".plan", ".onnx"))
+    cache = engine_cache_folder(cache_dir)
+    if p.suffix.lower() == ".onnx":
+        onnx_path: Path | None = p
+        precision = "int8" if read_onnx_model_meta(p).precision == "int8" else (precision or "fp16")
+        onnx_sha256: str | None = file_sha256(p)
+        candidates = [engine_path_for(p, precision), cached_engine_path(cache, p, onnx_sha256, precision)]
+    else:
+        try:
+            side = read_sidecar(p)
+        except ModelLoadError:
+            side = None
+        precision = precision or engine_precision(p, side)
+        onnx_path = engine_source_onnx(p, side)
+        onnx_sha256 = file_sha256(onnx_path) if onnx_path else None
+        candidates = [p] if p.parent.resolve() == cache.resolve() else [p, cache / p.name]
+    env = env or runtime_environment(device)
+    passed_over = []
+    for engine in candidates:
+        reason = _staleness(engine, env, onnx_sha256)
+        if reason is None:
+            return EngineChoice(engine, onnx_path, None, precision, tuple(passed_over))
+        if reason != NO_ENGINE and engine != candidates[-1]:
+            passed_over.append(f"{engine}: {reason}")
+    return EngineChoice(candidates[-1], onnx_path, reason, precision, tuple(passed_over))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Runtime
 
 
-def resolve_engine(
-    path: str | os.PathLike, precision: str = "fp16", env: dict[str, str] | None = None, device: int = 0
-) -> tuple[Path, Path | None, str | None]:
-    """-> (engine path, ONNX path or None, rebuild reason or None) for an ``.engine`` or ``.onnx`` path."""
-    p = check_model_file(path, (".engine", ".plan", ".onnx"))
-    if p.suffix.lower() == ".onnx":
-        onnx_path: Path | None = p
-        onnx_meta = read_onnx_model_meta(p)
-        engine_path = engine_path_for(p, "int8" if onnx_meta.precision == "int8" else precision)
-    else:
-        engine_path = p
-        side = read_sidecar(p)
-        onnx_file = (side.tensorrt or {}).get("onnx_file") if side else None
-        onnx_path = p.with_name(onnx_file) if onnx_file and p.with_name(onnx_file).is_file() else None
-    env = env or runtime_environment(device)
-    if not engine_path.is_file():
-        return engine_path, onnx_path, "no engine built yet"
-    side = read_sidecar(engine_path)
-    reason = engine_rebuild_reason(side, env, file_sha256(onnx_path) if onnx_path else None)
-    return engine_path, onnx_path, reason
-
-
 class TensorRTBackend(DepthBackend):
     """Depth through a TensorRT engine. ``engine_or_onnx_path``: an ``.engine`` with its sidecar, or the exported
-    ``.onnx`` (the engine ``<stem>.<precision>.engine`` is built next to it on first use and reused after).
-    A stale engine (other TensorRT version or GPU) is rebuilt from the ONNX when ``rebuild`` is true."""
+    ``.onnx``; which engine is used or built, and where: :func:`resolve_engine`. A missing or stale engine (other
+    TensorRT version, GPU or ONNX) is built from the ONNX when ``rebuild`` is true, at ``precision`` (None: the
+    engine's own, fp16 for an fp32 ONNX, int8 for an INT8 Q/DQ ONNX), into ``engine_cache_dir``. ``logger``: a
+    logging.Logger or an rclpy logger; the build logs its progress there."""
 
     name = "tensorrt"
 
@@ -102,30 +207,38 @@ class TensorRTBackend(DepthBackend):
         self,
         engine_or_onnx_path: str | os.PathLike,
         *,
-        precision: str = "fp16",
+        precision: str | None = None,
         device: int = 0,
         rebuild: bool = True,
         workspace_mib: int = 1024,
-        logger: logging.Logger | None = None,
+        engine_cache_dir: str | os.PathLike | None = None,
+        logger=None,
     ):
         reason = tensorrt_unavailable_reason()
         if reason:
             raise RuntimeError(f"TensorRT backend unavailable: {reason}")
-        if precision not in ("fp32", "fp16", "int8"):
-            raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS} or None, got {precision!r}")
         import tensorrt as trt
 
         self._log = logger or log
         self._cudart = cudart = import_cudart()
-        check_cuda(cudart.cudaSetDevice(device), "cudaSetDevice")
-        engine_path, onnx_path, stale = resolve_engine(engine_or_onnx_path, precision, device=device)
-        if stale:
-            if not (rebuild and onnx_path):
-                raise ModelLoadError(f"engine {engine_path} cannot be used ({stale}) and no ONNX to rebuild from")
-            self._log.warning("rebuilding TensorRT engine %s: %s", engine_path, stale)
+        self._device = ThreadDevice(cudart, device)
+        self._device.ensure()
+        choice = resolve_engine(engine_or_onnx_path, precision, device=device, cache_dir=engine_cache_dir)
+        for line in choice.passed_over:
+            say(self._log, "warning", f"TensorRT engine not used: {line}")
+        engine_path = choice.engine
+        if choice.reason:
+            if not (rebuild and choice.onnx):
+                raise ModelLoadError(f"engine {engine_path} cannot be used ({choice.reason}) and there is no ONNX "
+                                     "to rebuild it from")
+            ensure_writable_dir(engine_path.parent)
+            say(self._log, "info" if choice.reason == NO_ENGINE else "warning",
+                f"TensorRT engine {engine_path}: {choice.reason}; building it from {choice.onnx}")
             build_engine(
-                onnx_path, engine_path, fp16=precision != "fp32", int8=precision == "int8",
-                workspace_mib=workspace_mib, device=device,
+                choice.onnx, engine_path, fp16=choice.precision != "fp32", int8=choice.precision == "int8",
+                workspace_mib=workspace_mib, device=device, logger=self._log,
             )
         meta = read_sidecar(engine_path)
         if meta is None:
@@ -167,6 +280,7 @@ class TensorRTBackend(DepthBackend):
         self._context.set_tensor_address(meta.input, int(self._d_in))
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        self._device.ensure()  # the node infers in a worker thread, not the one that built the backend
         cudart = self._cudart
         x = np.ascontiguousarray(x, dtype=np.float32)
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -183,6 +297,8 @@ class TensorRTBackend(DepthBackend):
         cudart = getattr(self, "_cudart", None)
         if cudart is None:
             return
+        if getattr(self, "_device", None) is not None:
+            self._device.ensure()
         if getattr(self, "_d_in", None) is not None:
             cudart.cudaFree(self._d_in)
             self._d_in = None

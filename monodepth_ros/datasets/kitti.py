@@ -19,13 +19,15 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from monodepth_ros.bundle import atomic_write_bytes
+
+UTC = timezone.utc  # noqa: UP017 - datetime.UTC is Python 3.11+; the runtime also runs on 3.10 (Humble, JetPack 6)
 
 __all__ = [
     "OXTS_FIELDS",

@@ -90,7 +90,7 @@ def run_replay(cfg: ReplayConfig) -> dict:
     report = {
         "tool": PROG,
         "version": __version__,
-        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 - 3.10
         "mode": "through-node" if cfg.through_node else "in-process",
         "bag": bag_summary,
         "model": {"path": str(model_path), "name": info.name or model_path.name, "height": info.height,

@@ -34,9 +34,7 @@ def test_colcon_build_and_test_run_and_pass(tmp_path, ros_subprocess_env):
 
     build = run("--log-base", "log", "build", *paths)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    assert (tmp_path / "install/monodepth_ros/share/monodepth_ros/package.xml").is_file()
-    assert (tmp_path / "install/monodepth_ros/share/monodepth_ros/config/fastdds.xml").is_file()
-    assert (tmp_path / "install/monodepth_ros/share/ament_index/resource_index/packages/monodepth_ros").is_file()
+    assert_installed_where_ros_looks(tmp_path / "install" / "monodepth_ros")
 
     test = run("--log-base", "log", "test", *paths, "--return-code-on-test-failure", "--pytest-args", *INNER_TESTS)
     assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-3000:]
@@ -46,3 +44,27 @@ def test_colcon_build_and_test_run_and_pass(tmp_path, ros_subprocess_env):
     assert m, result.stdout
     n_tests, n_err, n_fail = map(int, m.groups())
     assert n_tests > 0 and n_err == 0 and n_fail == 0, result.stdout
+
+
+def assert_installed_where_ros_looks(prefix: Path) -> None:
+    """The install tree has what ROS tools look up: the ament index marker and package.xml (``ros2 pkg``), the
+    launch file and its RViz config under share/ (``FindPackageShare``, ``ros2 launch``), every config file, the
+    console scripts under lib/<package>/ (``ros2 run``), and the embedded models inside the Python package."""
+    share = prefix / "share" / "monodepth_ros"
+    assert (prefix / "share/ament_index/resource_index/packages/monodepth_ros").is_file()
+    assert (share / "package.xml").is_file()
+    assert (share / "launch" / "depth.launch.py").is_file()
+    for rviz in (REPO / "launch" / "rviz").glob("*.rviz"):
+        assert (share / "launch" / "rviz" / rviz.name).is_file(), rviz.name
+    configs = [p.relative_to(REPO) for p in [*REPO.glob("config/*.yaml"), *REPO.glob("config/*.xml"),
+                                             *REPO.glob("config/train/*.yaml")]]
+    assert configs
+    for rel in configs:
+        assert (share / rel).is_file(), rel
+    for script in ("depth_node", "depth_node_managed"):  # where `ros2 run monodepth_ros <script>` looks
+        exe = prefix / "lib" / "monodepth_ros" / script
+        assert exe.is_file() and os.access(exe, os.X_OK), exe
+    (pkg,) = prefix.glob("lib/python3*/site-packages/monodepth_ros")
+    for model in (REPO / "monodepth_ros" / "models").iterdir():
+        if model.suffix in (".onnx", ".json"):
+            assert (pkg / "models" / model.name).is_file(), model.name

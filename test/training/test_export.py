@@ -149,6 +149,8 @@ def test_int8_quantisation_end_to_end_with_accuracy_report(exported, tmp_path):
     assert meta.precision == "int8" and meta.source_sha256 == read_onnx_model_meta(res.path).source_sha256
     assert meta.quantization["recipe"]["name"] == q.recipe["name"]
     assert meta.quantization["recipe"]["format"] == "QDQ"
+    # symmetric by default, so TensorRT can build the same file
+    assert q.tensorrt_violations == [] and meta.quantization["tensorrt_qdq_violations"] == []
     ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     backend = create_backend(q.path, threads=2)
@@ -290,3 +292,68 @@ def test_grey_input_model_exports_its_luma_step_and_records_input_color(tmp_path
     grey = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     # The colour frame and its mono8 twin (OpenCV's luma, rounded to uint8) give the same depth.
     np.testing.assert_allclose(backend.infer(rgb), backend.infer(grey), rtol=2e-2)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    """A small Monodepth2-R18 bundle (width 1/8, 64x192): the command-line tests' fast export."""
+    torch.manual_seed(0)
+    kwargs = {"num_layers": 18, "width": 0.125}
+    meta = BundleMeta(depth_net="monodepth2", height=64, width=192, depth_kwargs=kwargs, scale_policy="fixed",
+                      scale=5.4)
+    bundle = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    save_bundle(bundle, build_depth_net("monodepth2", **kwargs), meta)
+    return bundle
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("monodepth-export: error: "), err
+    return lines[0]
+
+
+def test_cli_bad_model_file_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    rc = main(["--model", str(bad), "--format", "onnx", "--out", str(tmp_path / "out")])
+    assert rc == 2 and "cannot read bundle" in _one_error_line(capsys)
+
+
+def test_cli_calibration_data_without_frames_is_one_line_and_exit_2(tiny_bundle, tmp_path, capsys):
+    kitti = tmp_path / "kitti"
+    (kitti / "splits").mkdir(parents=True)
+    (kitti / "splits" / "train_files.txt").write_text("2011_09_26/2011_09_26_drive_0001_sync 5 l\n")
+    rc = main(["--model", str(tiny_bundle), "--format", "ort-int8", "--calib", str(kitti), "--out", str(tmp_path)])
+    assert rc == 2 and "no image for 2011_09_26" in _one_error_line(capsys)
+
+
+def test_cli_out_that_is_a_file_is_one_line_and_exit_2(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("a file, not a folder")
+    rc = main(["--model", str(tiny_bundle), "--format", "onnx", "--out", str(out)])
+    assert rc == 2 and str(out) in _one_error_line(capsys)
+
+
+def test_cli_tensorrt_parse_failure_keeps_the_onnx_and_exits_1(tiny_bundle, tmp_path, capsys, monkeypatch):
+    from monodepth_training.export import tensorrt_engine
+
+    from monodepth_ros.backends.model_meta import ModelLoadError
+
+    def cannot_parse(onnx_path, *_args, **_kwargs):  # what tensorrt_build raises when the parser fails
+        raise ModelLoadError(f"TensorRT cannot parse {onnx_path}: [QuantizeLinear] zero point must be 0")
+
+    monkeypatch.setattr(tensorrt_engine, "build_tensorrt", cannot_parse)
+    rc = main(["--model", str(tiny_bundle), "--format", "tensorrt", "--out", str(tmp_path)])
+    line = _one_error_line(capsys)
+    assert rc == 1 and "TensorRT cannot parse" in line and "the ONNX above is complete" in line
+    assert (tmp_path / "tiny.onnx").is_file()
+
+
+def test_cli_int8_reports_the_tensorrt_qdq_check(tiny_bundle, tmp_path, capsys):
+    rc = main(["--model", str(tiny_bundle), "--format", "ort-int8", "--calib", "synthetic:4", "--heldout-frames", "2",
+               "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc in (0, 1)  # an untrained net may miss the accuracy budget; the model is written either way
+    assert "scheme=symmetric" in out and "TensorRT Q/DQ rules: met" in out
+    assert read_onnx_model_meta(tmp_path / "tiny.int8.onnx").quantization["tensorrt_qdq_violations"] == []

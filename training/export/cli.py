@@ -4,8 +4,9 @@ against PyTorch (or against the fp32 ONNX for INT8).
 The ONNX export and its parity check are :mod:`monodepth_training.export.onnx_export`; the ``--calib`` data
 (``synthetic[:N]``, a KITTI-layout folder or a rosbag2 bag) is :mod:`monodepth_training.export.calibration`.
 Exit codes as in :mod:`monodepth_ros.cli_common`: 1 when the export ran but failed (parity check, INT8 accuracy
-budget missed with the best model kept and flagged, TensorRT unavailable with the ONNX still written), 2 on bad
-input.
+budget missed with the best model kept and flagged, TensorRT unavailable or unable to parse/build the ONNX, which
+is still written), 2 on bad input (an unreadable bundle, calibration data without frames, an unusable ``--out``),
+each as one ``monodepth-export: error: ...`` line.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 from monodepth_training.export.calibration import load_frames, parse_synthetic_spec
 from monodepth_training.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, ExportError, export_onnx
 from monodepth_training.export.parity import PARITY_ATOL
+from monodepth_training.export.qdq_rules import qdq_summary
 
+from monodepth_ros.backends.model_meta import ModelLoadError
 from monodepth_ros.cli_common import EXIT_FAILURE, EXIT_OK, CliParser, fail, run_guarded
 
 PROG = "monodepth-export"
@@ -39,6 +42,10 @@ def build_parser() -> CliParser:
     p.add_argument("--heldout-frames", type=int, default=16, help="ort-int8: held-out frames for the accuracy report")
     p.add_argument("--int8-budget", type=float, default=0.02,
                    help="ort-int8: largest relative abs_rel degradation vs fp32 on the held-out frames")
+    p.add_argument("--int8-scheme", choices=("symmetric", "asymmetric"), default="symmetric",
+                   help="ort-int8: symmetric = INT8 zero point 0, float biases: one model for ONNX Runtime, OpenVINO "
+                        "and TensorRT; asymmetric = ONNX Runtime's x86 default (UINT8 activations), which TensorRT "
+                        "cannot build")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the INT8 accuracy report")
     p.add_argument("--workspace-mib", type=int, default=1024, help="tensorrt: builder workspace (MiB)")
     return p
@@ -89,10 +96,11 @@ def _export(args) -> int:
         gts = [g for _, g in held]
         gts = gts if all(g is not None for g in gts) else None
         q = quantize_int8(res.path, calib, heldout_frames=frames, heldout_gts=gts, budget=args.int8_budget,
-                          threads=args.threads, progress=True)
-        print(f"INT8: {q.path}  recipe={q.recipe['name']}")
+                          threads=args.threads, symmetric=args.int8_scheme == "symmetric", progress=True)
+        print(f"INT8: {q.path}  recipe={q.recipe['name']}  scheme={args.int8_scheme}")
         for line in q.summary_lines():
             print("  " + line)
+        print(f"  TensorRT Q/DQ rules: {qdq_summary(q.tensorrt_violations)}")
         if not q.budget_met:
             return fail(PROG, f"INT8 accuracy budget ({args.int8_budget:.1%}) not met by any recipe; the best one "
                         f"was kept at {q.path} (metadata budget_met=false)", EXIT_FAILURE)
@@ -103,7 +111,7 @@ def _export(args) -> int:
     try:
         engine = build_tensorrt(res.path, out_dir, fp16=args.fp16, int8=args.int8, calib=calib,
                                 workspace_mib=args.workspace_mib)
-    except RuntimeError as e:
+    except (RuntimeError, ModelLoadError) as e:  # ModelLoadError (a ValueError): TensorRT cannot parse the ONNX
         return fail(PROG, f"{e} (the ONNX above is complete; build the engine on the target machine)", EXIT_FAILURE)
     print(f"TensorRT engine: {engine}")
     return EXIT_OK
@@ -117,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         return fail(PROG, problem)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # ValueError: a bad bundle (BundleError), opset or calibration data; ExportError: the export ran and failed.
-    return run_guarded(PROG, lambda: _export(args), bad_input=(ValueError, FileNotFoundError),
-                       failure=(ExportError,))
+    # ValueError: a bad bundle (BundleError), opset or calibration data (BagError, no frames); OSError: a missing
+    # frame file or an --out that is not a writable folder; ExportError: the export ran and failed.
+    return run_guarded(PROG, lambda: _export(args), bad_input=(ValueError, OSError), failure=(ExportError,))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ def build_tensorrt(
     workspace_mib: int = 1024,
     progress: bool = True,
 ) -> Path:
-    """Build ``<out_dir>/<stem>.<fp32|fp16|int8>.engine`` (+ ``.json``, ``.timing.cache``, ``.calib.cache``).
+    """Build ``<out_dir>/<stem>.<fp32|fp16|int8>.engine`` (+ ``.json``; the timing and calibration caches beside it
+    are named by TensorRT version and GPU, see ``monodepth_ros.backends.tensorrt_build``).
 
     ``calib``: RGB uint8 frames for the INT8 entropy calibrator (the same frames as ONNX Runtime INT8).
     Raises RuntimeError naming the reason when TensorRT, cuda-python or a GPU is missing.
