@@ -1,6 +1,7 @@
 """ONNX Runtime INT8: static QDQ quantisation of an exported fp32 depth model, with an accuracy budget.
 
-Recipes are tried from fastest to most conservative until the held-out accuracy stays within the budget
+Recipes are tried from fastest to most conservative until the held-out accuracy stays within the budget on ONNX
+Runtime and, when installed, OpenVINO (:func:`int8_budget_report`)
 (abs_rel degradation <= 2 % relative by default):
 
 1. ``per_tensor``        -- one scale per weight tensor (fastest on CPU);
@@ -141,6 +142,36 @@ def int8_accuracy_report(
     return report
 
 
+def int8_budget_report(
+    fp32_onnx: str | os.PathLike,
+    int8_onnx: str | os.PathLike,
+    frames: list[np.ndarray],
+    gts: list[np.ndarray] | None,
+    *,
+    threads: int | None = 2,
+    budget: float = 0.02,
+) -> dict[str, Any]:
+    """:func:`int8_accuracy_report` on every CPU runtime that will run the one INT8 file: ONNX Runtime always, and
+    OpenVINO when it is installed (``report["openvino"]``; else the reason it was not checked). OpenVINO's INT8
+    kernels round differently: on the default model its depth moved 3-5 % from fp32 where ONNX Runtime's moved
+    ~2 %, and whether that kept the GT budget depended on the calibration frames (measured 2026-11-30). So
+    ``budget_met`` needs both runtimes, and ``score`` (what recipes are ranked by) is the worse of the two."""
+    from monodepth_ros.backends.openvino_backend import openvino_unavailable_reason
+
+    report = int8_accuracy_report(fp32_onnx, int8_onnx, frames, gts, threads=threads, budget=budget)
+    report["score"] = report[report["budget_metric"]]
+    reason = openvino_unavailable_reason()
+    if reason is not None:
+        report["openvino"] = f"not checked: {reason}"
+        return report
+    ov = int8_accuracy_report(fp32_onnx, int8_onnx, frames, gts, threads=threads, budget=budget,
+                              backend="openvino")
+    report["openvino"] = ov
+    report["budget_met"] = bool(report["budget_met"] and ov["budget_met"])
+    report["score"] = max(report["score"], ov[ov["budget_metric"]])
+    return report
+
+
 def _cpu_backend(kind: str, path: str | os.PathLike, threads: int | None):
     if kind == "onnxruntime":
         from monodepth_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -231,6 +262,10 @@ class QuantResult:
                 continue
             gt = (f", abs_rel vs GT fp32 {r['abs_rel_fp32_gt']:.4f} -> int8 {r['abs_rel_int8_gt']:.4f} "
                   f"({r['degradation_rel']:+.2%})") if "degradation_rel" in r else ""
+            ov = r.get("openvino")
+            if isinstance(ov, dict):
+                gt += (f"; OpenVINO: vs fp32 {ov['abs_rel_int8_vs_fp32']:.4f}"
+                       + (f", vs GT {ov['degradation_rel']:+.2%}" if "degradation_rel" in ov else ""))
             out.append(f"{t['recipe']['name']:<18} abs_rel int8 vs fp32 depth {r['abs_rel_int8_vs_fp32']:.4f}{gt} "
                        f"-> {'within' if r['budget_met'] else 'over'} budget")
         return out
@@ -313,10 +348,10 @@ def quantize_int8(
                 break
             q_path_tmp = tmp / f"{recipe['name']}.meta.onnx"
             q_path_tmp.write_bytes(q_bytes)
-            report = int8_accuracy_report(onnx_path, q_path_tmp, heldout_frames, heldout_gts, threads=threads,
-                                          budget=budget)
+            report = int8_budget_report(onnx_path, q_path_tmp, heldout_frames, heldout_gts, threads=threads,
+                                        budget=budget)
             tried.append({"recipe": full, "report": report})
-            score = report[report["budget_metric"]]
+            score = report["score"]
             if best is None or score < best[0]:
                 best = (score, q_bytes, full, report)
             if report["budget_met"]:

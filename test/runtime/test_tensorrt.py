@@ -399,8 +399,9 @@ def test_int8_model_tensorrt_cannot_build_is_refused_before_parsing(tmp_path):
     problem = tensorrt_qdq_problem(read_onnx_model_meta(qdq), qdq.name)
     trt = fake_trt("10.3.0")
     if problem is None:
-        build_engine(qdq, trt_module=trt, env=ENV)  # the shipped INT8 model is TensorRT-buildable
-        assert trt.record.parsed is not None and read_sidecar(tmp_path / "default.int8.engine").precision == "int8"
+        engine = build_engine(qdq, trt_module=trt, env=ENV)  # the shipped INT8 model is TensorRT-buildable
+        assert trt.record.parsed is not None and read_sidecar(engine).precision == "int8"
+        assert engine.name == "default.int8.int8.engine"  # <stem>.<precision>.engine, the stem keeping ".int8"
     else:
         with pytest.raises(ModelLoadError, match="TensorRT cannot build"):
             build_engine(qdq, trt_module=trt, env=ENV)

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from monodepth_training.export import load_frames, tensorrt_qdq_violations
 from monodepth_training.export.qdq_rules import qdq_summary
-from monodepth_training.quantize import RECIPES, int8_accuracy_report, quantize_int8
+from monodepth_training.quantize import RECIPES, quantize_int8
 from onnx import TensorProto, helper, numpy_helper
 
 from monodepth_ros.backends.model_meta import read_onnx_model_meta
@@ -136,8 +136,8 @@ def test_symmetric_int8_of_the_default_model_is_within_budget_on_onnxruntime(fp3
     r = q.report
     assert r["backend"] == "onnxruntime" and r["budget_metric"] == "degradation_rel"
     # Measured 2026-11-30 (24 calibration / 12 held-out synthetic frames): per_tensor +1.0 % abs_rel vs GT
-    # (the asymmetric model: +1.5 %).
-    assert q.budget_met and r["degradation_rel"] <= 0.02, q.summary_lines()
+    # (the asymmetric model: +1.5 %). Whether OpenVINO also meets it is test_int8_budget_is_judged_on_openvino_too's.
+    assert r["degradation_rel"] <= 0.02, q.summary_lines()
     assert r["abs_rel_int8_vs_fp32"] < 0.03 and r["validity_agreement"] > 0.98
     assert q.tensorrt_violations == []
 
@@ -165,13 +165,23 @@ def test_openvino_computes_the_symmetric_model_as_written_without_its_int8_kerne
     assert max(rel) < 0.01, rel
 
 
-@pytest.mark.xfail(strict=False, reason="OpenVINO 2026.4's INT8 (low-precision) CPU kernels lose accuracy on signed "
-                   "symmetric activations: 3.3-5.1 % INT8-vs-fp32 depth on the default model (ONNX Runtime 1.9-2.2 %, "
-                   "the asymmetric model 1.6 % on both), measured 2026-11-30 on an AVX512-VNNI CPU")
-def test_symmetric_int8_of_the_default_model_is_within_budget_on_openvino(fp32, frames, tmp_path):
+def test_int8_budget_is_judged_on_openvino_too(fp32, frames, tmp_path):
+    """One INT8 file serves ONNX Runtime and OpenVINO, so the export's budget (abs_rel against GT, median-scaled,
+    <= 2 % worse than fp32) is checked on both, and a recipe is kept only when both meet it. OpenVINO's signed-INT8
+    CPU kernels move depth 3-5 % from fp32 (ONNX Runtime ~2 %): with this test's 24 calibration frames no recipe
+    met it on OpenVINO (+2.7 % at best, measured 2026-11-30), which the result must say rather than hide. The
+    shipped model (64 frames) meets it on both: test_openvino_backend.py."""
     pytest.importorskip("openvino")
-    calib, held, _ = frames
-    q = quantize_int8(fp32, calib, out_path=tmp_path / "sym.int8.onnx", recipes=RECIPES[:1], threads=2)
-    r = int8_accuracy_report(fp32, q.path, held, None, threads=2, backend="openvino")
-    assert r["backend"] == "openvino" and r["budget_metric"] == "abs_rel_int8_vs_fp32"
-    assert r["budget_met"], r
+    calib, held, gts = frames
+    q = quantize_int8(fp32, calib, out_path=tmp_path / "sym.int8.onnx", heldout_frames=held, heldout_gts=gts,
+                      threads=2)
+    assert [t["recipe"]["name"] for t in q.tried][0] == RECIPES[0]["name"]
+    for t in q.tried:
+        r, ov = t["report"], t["report"]["openvino"]
+        assert isinstance(ov, dict) and ov["backend"] == "openvino" and ov["budget_metric"] == "degradation_rel"
+        ort_met = r["degradation_rel"] <= r["budget"]
+        assert r["budget_met"] == (ort_met and ov["budget_met"])
+        assert r["score"] == max(r["degradation_rel"], ov["degradation_rel"])
+        assert ov["abs_rel_int8_vs_fp32"] < 0.08  # loose: catches a broken graph, not kernel rounding
+    assert q.budget_met == any(t["report"]["budget_met"] for t in q.tried)
+    assert any("OpenVINO" in line for line in q.summary_lines())
