@@ -82,8 +82,11 @@ def train_for_budget(depth_net: nn.Module, pose_net: nn.Module, loader: DataLoad
     opt = torch.optim.Adam(params, lr=lr)
     depth_net.train()
     pose_net.train()
-    steps, history, last = 0, [], float("nan")
+    steps, history = 0, []
     c0, t0 = time.process_time(), time.perf_counter()
+    # The budget's clock: wall time when budget_wall_s is given (a GPU), else this process's CPU time.
+    clock, start, limit = ((time.perf_counter, t0, budget_wall_s) if budget_wall_s is not None
+                           else (time.process_time, c0, budget_cpu_s))
     done = False
     while not done:
         for batch in loader:
@@ -98,17 +101,13 @@ def train_for_budget(depth_net: nn.Module, pose_net: nn.Module, loader: DataLoad
             scaler.step(opt)
             scaler.update()
             steps += 1
-            # Reading the loss syncs a GPU: only when it is recorded (the CPU path reads it every step, as before).
-            if device.type == "cpu" or steps % history_every == 0:
-                last = float(losses["loss"].detach())
+            # Reading a loss syncs a GPU: only every history_every steps, and the last step's once, after the loop.
             if steps % history_every == 0:
                 history.append({k: float(losses[k].detach()) for k in HISTORY_KEYS if k in losses})
-            spent = (time.perf_counter() - t0) if budget_wall_s is not None else (time.process_time() - c0)
-            if spent >= (budget_wall_s if budget_wall_s is not None else budget_cpu_s):
+            if clock() - start >= limit:
                 done = True
                 break
-    if device.type != "cpu":
-        last = float(losses["loss"].detach())
+    last = float(losses["loss"].detach())
     return BudgetRun(steps, time.process_time() - c0, time.perf_counter() - t0, last, history,
                      budget_kind="wall" if budget_wall_s is not None else "cpu",
                      amp="float16" if amp else None)

@@ -1,7 +1,7 @@
 """Everything this project measures on a lent GPU, in one call of at most 10 minutes (the device tool's limit).
 
     .venv/bin/python benchmarks/gpu_session.py prepare          # here: stage into .gpu_stage, print the call
-    python3 benchmarks/gpu_session.py device --out "$OUT"       # there (the printed command does this)
+    python3 benchmarks/gpu_session.py device --out "$OUT"       # there, after the printed command's wheel set-up
     .venv/bin/python benchmarks/gpu_session.py collect FILES_AT # here: unpack what came back
 
 The device half runs side by side on the one GPU:
@@ -60,8 +60,8 @@ TABLE_SETTINGS = ["--height", "192", "--width", "640", "--batch-size", "12", "--
 def prepare(stage: Path, real: Path) -> dict:
     sys.path.insert(0, str(BENCH))
     from monodepth_training.bundle_io import load_bundle, save_bundle
+    from monodepth_training.train_default_gpu import device_setup, repo_travel_bytes, tree_bytes
     from monodepth_training.train_default_gpu import main as gpu_main
-    from monodepth_training.train_default_gpu import repo_travel_bytes, tree_bytes
     from real_data import check_real_root, load_raw_frames, save_staged_frames
 
     if not (stage / "manifest.json").is_file():
@@ -75,32 +75,26 @@ def prepare(stage: Path, real: Path) -> dict:
     total = repo_travel_bytes() + tree_bytes(stage)
     if total > TRAVEL_LIMIT_BYTES:
         raise SystemExit(f"gpu_session: {total / 2**20:.1f} MiB would travel, over the 64 MiB limit")
-    command = (f"python3 benchmarks/gpu_session.py device --stage {os.path.relpath(stage, REPO)} "
+    rel = os.path.relpath(stage, REPO)
+    command = (device_setup(rel) + f"python3 benchmarks/gpu_session.py device --stage {rel} "
                "--out \"$OUT\" 2>&1 | tee \"$OUT/session.log\"")
-    call = {"command": "set -o pipefail; " + command, "carry": [os.path.relpath(stage, REPO)],
+    call = {"command": command, "carry": [rel],
             "timeout_s": DEVICE_TIMEOUT_S, "travel_mib": round(total / 2**20, 1), "real_eval": info}
     (stage / "session_call.json").write_text(json.dumps(call, indent=2) + "\n")
     return call
 
 
 def device(stage: Path, out: Path, dry_run: bool = False) -> int:
-    """The device half: install the carried wheels, then parity, default training and the table side by side."""
+    """The device half: parity, default training and the table side by side. The command :func:`prepare` writes
+    has already installed the carried wheels and set PYTHONPATH (``train_default_gpu.device_setup``)."""
     t0 = time.time()
     logs = Path(tempfile.mkdtemp(prefix="gpu_session_"))
-    site, shim = Path("/tmp/site"), Path("/tmp/shim")
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    if not dry_run:
-        wheels = sorted(str(p) for p in (stage / "wheels").glob("*.whl"))
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                        "--no-cache-dir", "--upgrade", "--target", str(site), *wheels], check=True)
-        shim.mkdir(exist_ok=True)
-        link = shim / "monodepth_training"
-        if not link.exists():
-            link.symlink_to(REPO / "training")
-        env["PYTHONPATH"] = os.pathsep.join([str(site), str(shim), str(REPO), env.get("PYTHONPATH", "")])
     with open(logs / "nvidia-smi.txt", "w") as f:
-        subprocess.run(["nvidia-smi"], stdout=f, stderr=subprocess.STDOUT, check=False) if shutil.which(
-            "nvidia-smi") else f.write("no nvidia-smi\n")
+        if shutil.which("nvidia-smi"):
+            subprocess.run(["nvidia-smi"], stdout=f, stderr=subprocess.STDOUT, check=False)
+        else:
+            f.write("no nvidia-smi\n")
     py = sys.executable
     dev = "cpu" if dry_run else "cuda"
 

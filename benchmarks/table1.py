@@ -688,7 +688,7 @@ def train_table(args: argparse.Namespace) -> dict:
         raw_root, odom_root, real_note = real_roots(args.real_data)
         if args.odom_root is not None:
             odom_root = args.odom_root
-    systems, ablations, unique = recipes_of(args)
+    _, _, unique = recipes_of(args)
     seeds = range(args.seed_start, args.seed_start + args.seeds)
     budget = f"{args.budget_cpu_s:g} CPU-s" if args.budget_wall_s is None else f"{args.budget_wall_s:g} wall-s"
     print(f"{len(unique)} trainings x {args.seeds} seed(s) x {budget}, plus evaluation. " + real_note, flush=True)
@@ -699,7 +699,7 @@ def train_table(args: argparse.Namespace) -> dict:
                          cache_all=args.device != "cpu" or args.workers > 0)
     heldout = SyntheticDataset(args.height, args.width, num_frames=args.heldout_frames, seed=HELDOUT_SEED,
                                world=WORLD, load_depth_gt=True)
-    if args.real_staged is not None:  # staged with its own stride (gpu_stage_real), --real-stride does not apply
+    if args.real_staged is not None:  # staged with its own stride (gpu_session.py prepare), not --real-stride
         real_frames = load_staged_frames(args.real_staged)
     else:
         real_frames = load_raw_frames(raw_root, stride=args.real_stride)[0] if raw_root is not None else None

@@ -164,15 +164,23 @@ def repo_travel_bytes(repo: Path = REPO) -> int:
     return sum((repo / f).stat().st_size for f in out.decode().split("\0") if f and (repo / f).is_file())
 
 
-def device_call(stage: str = STAGE, budget_s: int = DEVICE_BUDGET_S) -> dict[str, Any]:
-    """The ``run`` tool call: install the carried wheels to /tmp/site, map ``monodepth_training`` to ``training/``
-    (there is no install there: setup.py's package_dir does it here), run the device half, keep its log."""
-    command = (
+def device_setup(stage: str = STAGE) -> str:
+    """Shell prefix of every device command (this one's and ``benchmarks/gpu_session.py``'s): install the carried
+    wheels to /tmp/site, map ``monodepth_training`` to ``training/`` (there is no install there: setup.py's
+    package_dir does it here) and export the PYTHONPATH that finds both; stop if any of it fails."""
+    return (
         "set -o pipefail; "
         f"python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "
         f"{stage}/wheels/*.whl && mkdir -p /tmp/shim && ln -sfn \"$PWD/training\" /tmp/shim/monodepth_training "
         "&& export PYTHONPATH=/tmp/site:/tmp/shim:$PWD PYTHONUNBUFFERED=1 || exit; "
-        "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; "
+    )
+
+
+def device_call(stage: str = STAGE, budget_s: int = DEVICE_BUDGET_S) -> dict[str, Any]:
+    """The ``run`` tool call: :func:`device_setup`, then the device half, keeping its log."""
+    command = (
+        device_setup(stage)
+        + "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; "
         f"python3 -m monodepth_training.train_default_gpu device --stage {stage} --out \"$OUT\" "
         f"--budget-s {budget_s} 2>&1 | tee \"$OUT/train.log\""
     )

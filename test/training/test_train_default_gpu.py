@@ -129,6 +129,7 @@ def test_trainer_imports_through_the_device_shim_without_an_install(tmp_path):
     file, repo, config_found = res.stdout.split()
     assert file.startswith(str(shim)) and Path(repo) == REPO and config_found == "True"
     assert "/tmp/shim/monodepth_training" in gpu.device_call()["command"]
+    assert gpu.device_call()["command"].startswith(gpu.device_setup())  # the one set-up every device command uses
 
 
 def test_carried_wheels_are_pinned_like_the_venv():
