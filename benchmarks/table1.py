@@ -98,7 +98,7 @@ class Recipe:
 
     @property
     def metric(self) -> bool:
-        return self.extras.get("velocity_weight", 0) > 0
+        return self.extras.get("velocity_weight", 0) > 0 or bool(self.extras.get("gt_pose_warp", False))
 
     def key(self) -> str:
         d = asdict(self)
@@ -162,17 +162,35 @@ ABLATIONS = {
     "no_automask": "- auto-masking",
     "no_full_res_multiscale": "- full-res multi-scale",
     "feature_metric": "+ feature-metric (FeatDepth)",
+    "gt_pose": "+ known ego-motion (GT poses warp; metric init)",
+    "feature_metric_gt_pose": "+ feature-metric, known ego-motion (FeatDepth diagnosis)",
+}
+# Ablations that are not loss_ablation variants: known ego-motion (training/losses/known_pose.py). Both data parts
+# (synthetic world, KITTI odometry) carry exact poses. Known poses are metres, so the depth starts at the metric
+# init (as PackNet + velocity does) rather than the relative one; the pose net learns from the poses.
+KNOWN_POSE = {"gt_pose_warp": True, "pose_supervision_weight": 1.0}
+EXTRA_ABLATIONS = {
+    "gt_pose": ({}, dict(KNOWN_POSE)),
+    "feature_metric_gt_pose": (VARIANTS["feature_metric"][0], {**VARIANTS["feature_metric"][1], **KNOWN_POSE}),
 }
 
 
 def ablation_recipe(name: str) -> Recipe:
-    """The Monodepth2 system with one ``loss_ablation.VARIANTS`` change (no stereo: the training mix has none)."""
-    switches, extras, use_stereo = VARIANTS[name]
+    """The Monodepth2 system with one ``loss_ablation.VARIANTS`` change (no stereo: the training mix has none), or
+    one of :data:`EXTRA_ABLATIONS`."""
+    if name in EXTRA_ABLATIONS:
+        (switches, extras), use_stereo = EXTRA_ABLATIONS[name], False
+    else:
+        switches, extras, use_stereo = VARIANTS[name]
     if use_stereo:
         raise ValueError(f"ablation {name!r} needs stereo, which the training data has not")
     base = SYSTEMS["monodepth2"]
+    known_pose = bool(extras.get("gt_pose_warp"))
+    init_depth = METRIC_INIT_DEPTH if known_pose else base.init_depth
+    pose_kwargs = {**base.pose_kwargs, "translation_scale": METRIC_TRANSLATION_SCALE} if known_pose else dict(
+        base.pose_kwargs)
     return Recipe(f"ablation:{name}", ABLATIONS[name], base.depth_net, dict(base.depth_kwargs), base.pose_net,
-                  dict(base.pose_kwargs), base.init_depth, dict(extras), dict(switches),
+                  pose_kwargs, init_depth, dict(extras), dict(switches),
                   {"num_layers": 18} if extras.get("featurenet_mode", "off") != "off" else {}, base.variant)
 
 

@@ -29,7 +29,15 @@ __all__ = [
     "pose_from_axis_angle",
     "invert_pose",
     "warp_coords",
+    "quaternion_to_matrix",
+    "rpy_to_matrix",
+    "interpolate_poses",
+    "R_BODY_FROM_OPTICAL",
 ]
+
+# A camera's optical frame (z forward, x right, y down) seen from its body frame (REP 103: x forward, y left, z up):
+# the columns are the optical axes in body coordinates.
+R_BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 def normalize_intrinsics(K: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -194,3 +202,66 @@ def warp_coords(depth_m: np.ndarray, K: np.ndarray, T_src_from_tgt: np.ndarray) 
     pts_src = pts @ np.ascontiguousarray(T[:3, :3].T) + T[:3, 3]
     uv, _ = project(pts_src, K)
     return uv
+
+
+def quaternion_to_matrix(q_xyzw: np.ndarray) -> np.ndarray:
+    """Quaternions (..., 4) in ROS order (x, y, z, w), any norm > 0 -> rotation matrices (..., 3, 3)."""
+    q = np.asarray(q_xyzw, dtype=np.float64)
+    if q.shape[-1] != 4:
+        raise ValueError(f"quaternions must be (..., 4) x, y, z, w; got shape {q.shape}")
+    n = np.linalg.norm(q, axis=-1, keepdims=True)
+    if not np.all(n > 0):
+        raise ValueError("a quaternion of norm 0 is not a rotation")
+    x, y, z, w = np.moveaxis(q / n, -1, 0)
+    R = np.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+    ], axis=-1)
+    return R.reshape(q.shape[:-1] + (3, 3))
+
+
+def rpy_to_matrix(rpy: np.ndarray) -> np.ndarray:
+    """URDF / tf2 roll-pitch-yaw (3,) radians, fixed axes x then y then z -> rotation (3, 3) = Rz(y) Ry(p) Rx(r)."""
+    r, p, y = (float(v) for v in np.asarray(rpy, dtype=np.float64).reshape(3))
+    cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
+    return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+                     [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+                     [-sp, cp * sr, cp * cr]])
+
+
+def interpolate_poses(t_query: np.ndarray, t: np.ndarray, positions: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
+    """Poses sampled at stamps ``t`` (N,) (any order) -> poses (M, 4, 4) at ``t_query`` (M,); all-NaN outside [t0, tN].
+
+    Positions (N, 3) are interpolated linearly; orientations (N, 4, x y z w) by normalised linear interpolation
+    of the quaternions, sign-aligned to the shorter arc. Between odometry samples a few tens of ms apart the
+    rotation is small, where nlerp and slerp differ by far less than odometry's own error (5e-6 rad at 5 deg).
+    """
+    t = np.asarray(t, dtype=np.float64).reshape(-1)
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    q = np.asarray(q_xyzw, dtype=np.float64).reshape(-1, 4)
+    tq = np.asarray(t_query, dtype=np.float64).reshape(-1)
+    if not len(t) == len(positions) == len(q):
+        raise ValueError(f"need one position and quaternion per stamp: {len(t)}, {len(positions)}, {len(q)}")
+    out = np.full((len(tq), 4, 4), np.nan)
+    if len(t) == 0:
+        return out
+    order = np.argsort(t, kind="stable")
+    t, positions, q = t[order], positions[order], q[order]
+    inside = (tq >= t[0]) & (tq <= t[-1])
+    if not inside.any():
+        return out
+    tq_in = tq[inside]
+    hi = np.clip(np.searchsorted(t, tq_in, side="left"), 1, max(len(t) - 1, 1)) if len(t) > 1 else np.zeros(
+        len(tq_in), dtype=int)
+    lo = np.maximum(hi - 1, 0)
+    span = t[hi] - t[lo]
+    a = np.where(span > 0, (tq_in - t[lo]) / np.where(span > 0, span, 1.0), 0.0)[:, None]
+    q_lo, q_hi = q[lo], q[hi]
+    q_hi = np.where((np.sum(q_lo * q_hi, axis=1) < 0)[:, None], -q_hi, q_hi)
+    T = np.zeros((len(tq_in), 4, 4))
+    T[:, :3, :3] = quaternion_to_matrix((1 - a) * q_lo + a * q_hi)
+    T[:, :3, 3] = (1 - a) * positions[lo] + a * positions[hi]
+    T[:, 3, 3] = 1.0
+    out[inside] = T
+    return out

@@ -47,6 +47,11 @@ class MonoDepthModule(L.LightningModule):
             ``ExtraLossConfig.velocity_warmup_steps`` for why a from-scratch run needs them).
         depth_supervision_weight: log-L1 to the depth GT on the training samples that carry it (a ``mix`` with the
             synthetic world: exact rendered depth; 0 = off). Makes the model metric (``auto`` -> ``metric``).
+        gt_pose_warp: warp the source frames with the samples' known relative poses (``T_gt``: KITTI odometry GT,
+            the synthetic world) instead of the pose network's, per sample where known (the pose net elsewhere).
+            Known poses are in metres, so ``auto`` -> ``metric``.
+        pose_supervision_weight: ||t - t_gt||_1 + ||R - R_gt||_F on the pose network where ``T_gt`` is known (0 =
+            off); with ``gt_pose_warp`` it is what still trains the bundle's pose net.
         explainability_weight: with a pose net that predicts explainability masks (``sfmlearner_pose``), use
             SfMLearner's mask-weighted photometric term and its regulariser at this weight (paper: 0.2; 0 = off).
         See :mod:`monodepth_training.losses.total`.
@@ -98,6 +103,8 @@ class MonoDepthModule(L.LightningModule):
         init_depth: float | None = None,
         velocity_warmup_steps: int = 0,
         depth_supervision_weight: float = 0.0,
+        gt_pose_warp: bool = False,
+        pose_supervision_weight: float = 0.0,
         init_from: str | None = None,
     ):
         super().__init__()
@@ -125,23 +132,32 @@ class MonoDepthModule(L.LightningModule):
         self.extras = ExtraLossConfig(feature_metric_weight=feature_metric_weight, velocity_weight=velocity_weight,
                                       explainability_weight=explainability_weight, featurenet_mode=featurenet_mode,
                                       velocity_warmup_steps=velocity_warmup_steps,
-                                      depth_supervision_weight=depth_supervision_weight)
+                                      depth_supervision_weight=depth_supervision_weight,
+                                      gt_pose_warp=bool(gt_pose_warp), pose_supervision_weight=pose_supervision_weight)
         if velocity_weight > 0 and not self.temporal_offsets:
             raise ValueError("velocity_weight > 0 needs temporal source frames (a pose network to supervise)")
+        if (gt_pose_warp or pose_supervision_weight > 0) and not self.temporal_offsets:
+            raise ValueError("gt_pose_warp / pose_supervision_weight need temporal source frames (frame_offsets)")
+        if gt_pose_warp and pose_supervision_weight == 0:
+            L.pytorch.utilities.rank_zero_warn(
+                "gt_pose_warp without pose_supervision_weight: the pose network learns nothing from samples with "
+                "known poses, so the bundle's pose net stays untrained on them (set pose_supervision_weight, e.g. 1)",
+                stacklevel=2)
         # Training aid only (not in the bundle); a submodule so joint mode optimises it and checkpoints hold it.
         self.featurenet = build_featurenet(featurenet_mode, featurenet_path, featurenet_kwargs)
         if scale_policy == "auto":
             self.scale_policy, self.scale = resolve_scale_policy(scale_policy, velocity_weight, use_stereo,
-                                                                 depth_supervision_weight)
+                                                                 depth_supervision_weight, bool(gt_pose_warp))
         else:
             self.scale_policy, self.scale = scale_policy, float(scale)
-        if scale_policy == "relative" and (velocity_weight > 0 or depth_supervision_weight > 0):
+        if scale_policy == "relative" and (velocity_weight > 0 or depth_supervision_weight > 0 or gt_pose_warp):
             # The supervision makes the depth metric, but a relative bundle tells evaluation to median-scale it
             # and the node to treat it as scale-free: the metric scale would be thrown away without a word.
-            follows, _ = resolve_scale_policy("auto", velocity_weight, use_stereo, depth_supervision_weight)
+            follows, _ = resolve_scale_policy("auto", velocity_weight, use_stereo, depth_supervision_weight,
+                                              bool(gt_pose_warp))
             L.pytorch.utilities.rank_zero_warn(
                 f"scale_policy 'relative' with metric supervision (velocity_weight={velocity_weight}, "
-                f"depth_supervision_weight={depth_supervision_weight}): the model learns metres but its bundle "
+                f"depth_supervision_weight={depth_supervision_weight}, gt_pose_warp={bool(gt_pose_warp)}): the model learns metres but its bundle "
                 f"will say relative (up to an unknown scale, median-scaled in evaluation). scale_policy 'auto' "
                 f"gives {follows!r}.", stacklevel=2)
         # Set by the CLI (full run config) and at fit start (the training camera); both go into the bundle.
@@ -180,7 +196,7 @@ class MonoDepthModule(L.LightningModule):
         self.log("train/smoothness", losses["smoothness"], batch_size=bs)
         self.log("train/automask_fraction", losses["automask_fraction"], batch_size=bs)
         for key in ("feature_metric", "featurenet", "velocity", "pose_translation_m", "explainability_reg",
-                    "depth_supervised"):
+                    "depth_supervised", "pose_supervised"):
             if key in losses:
                 self.log(f"train/{key}", losses[key], batch_size=bs)
         # The depth map rides along for the preview callback (detached by the loss already).
@@ -256,6 +272,8 @@ class MonoDepthModule(L.LightningModule):
             "extras": {"feature_metric_weight": float(hp.feature_metric_weight),
                        "featurenet_mode": hp.featurenet_mode, "velocity_weight": float(hp.velocity_weight),
                        "depth_supervision_weight": float(hp.depth_supervision_weight),
+                       "gt_pose_warp": bool(hp.gt_pose_warp),
+                       "pose_supervision_weight": float(hp.pose_supervision_weight),
                        "explainability_weight": float(hp.explainability_weight)},
             "written_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "config": self.run_config or {"model": dict(hp)},

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monodepth_ros.geometry import validate_intrinsics
+from monodepth_ros.geometry import R_BODY_FROM_OPTICAL, validate_intrinsics
 
 ROAD_HALF_W_M = 5.5
 KERB_H_M = 0.15
@@ -30,7 +30,7 @@ T0_S = 1_317_000_000.0  # frame 0 stamp: 2011-09-26 01:20 UTC, a KITTI-era date 
 SKY, ROAD, SIDEWALK, KERB, BRICK, PLASTER, CAR_BODY, CAR_CABIN, POLE, TRUNK, LEAVES = range(11)
 
 # Optical frame (x right, y down, z fwd) expressed in the vehicle frame (x fwd, y left, z up).
-R_VEHICLE_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+R_VEHICLE_FROM_OPTICAL = R_BODY_FROM_OPTICAL  # the vehicle frame is REP 103 (x forward, y left, z up)
 
 
 @dataclass

@@ -152,3 +152,40 @@ def test_torch_warp_gradients_reach_depth_and_pose():
     tg.warp(src, depth, K, tg.pose_from_axis_angle(aa, t)).sum().backward()
     for p in (depth, aa, t):
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_quaternions_and_rpy_give_the_rotation_ros_means():
+    from monodepth_ros.geometry import axis_angle_to_matrix, quaternion_to_matrix, rpy_to_matrix
+    from monodepth_ros.synthetic.writers import _quaternion_xyzw
+
+    R = axis_angle_to_matrix(np.array([0.1, -0.3, 0.7]))
+    np.testing.assert_allclose(quaternion_to_matrix(np.array(_quaternion_xyzw(R)) * 3.0), R, atol=1e-12)
+    # 90 deg about z (x, y, z, w) = (0, 0, sin 45, cos 45): x -> y.
+    np.testing.assert_allclose(quaternion_to_matrix([0, 0, np.sqrt(0.5), np.sqrt(0.5)]) @ [1, 0, 0], [0, 1, 0],
+                               atol=1e-12)
+    # URDF rpy = Rz(yaw) Ry(pitch) Rx(roll).
+    r, p, y = 0.2, -0.4, 1.1
+    Rx = axis_angle_to_matrix(np.array([r, 0, 0]))
+    Ry = axis_angle_to_matrix(np.array([0, p, 0]))
+    Rz = axis_angle_to_matrix(np.array([0, 0, y]))
+    np.testing.assert_allclose(rpy_to_matrix([r, p, y]), Rz @ Ry @ Rx, atol=1e-12)
+    with pytest.raises(ValueError, match="norm 0"):
+        quaternion_to_matrix([0, 0, 0, 0])
+
+
+def test_interpolated_poses_lie_between_the_samples_and_are_unknown_outside_them():
+    from monodepth_ros.geometry import interpolate_poses, quaternion_to_matrix
+
+    half = np.sqrt(0.5)
+    t = np.array([1.0, 0.0])  # any order
+    pos = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    q = np.array([[0, 0, half, half], [0, 0, 0, 1.0]])  # 90 deg about z at t = 1
+    T = interpolate_poses([0.5, 1.0, -0.1, 1.2], t, pos, q)
+    np.testing.assert_allclose(T[0, :3, 3], [1, 0, 0])
+    np.testing.assert_allclose(T[0, :3, :3], quaternion_to_matrix([0, 0, np.sin(np.pi / 8), np.cos(np.pi / 8)]),
+                               atol=1e-12)  # nlerp at the midpoint is exactly 45 deg
+    np.testing.assert_allclose(T[1, :3, :3], quaternion_to_matrix(q[0]), atol=1e-12)
+    assert np.isnan(T[2]).all() and np.isnan(T[3]).all()
+    # q and -q are the same rotation: the shorter arc is taken.
+    T2 = interpolate_poses([0.5], t, pos, np.array([[0, 0, -half, -half], [0, 0, 0, 1.0]]))
+    np.testing.assert_allclose(T2[0], T[0], atol=1e-12)

@@ -162,3 +162,31 @@ def test_real_sequence_03_gives_the_documented_camera_and_speed():
     assert seq.K(0)[0, 0] == pytest.approx(721.5377)
     # The README of the data: a median of 0.76 m between frames at 10 Hz.
     assert float(np.median(seq.speeds_mps)) * 0.1 == pytest.approx(0.76, abs=0.03)
+
+
+def test_samples_carry_the_gt_relative_pose_of_each_source_frame_per_camera(tmp_path):
+    """T_gt[off] = inv(T_world_from_src) @ T_world_from_tgt: for the forward-driving fixture the next frame's
+    points sit 1 m closer (t_z = -1) and the previous frame's 1 m farther; camera 1 has the same motion seen
+    from 0.54 m to the right (conjugated by the rig), and a sequence without poses gives all-NaN."""
+    poses = write_odometry(tmp_path, n=6)
+    ds = KittiOdometryDataset(tmp_path, 32, 96, sequences=["05"], frame_offsets=[0, -1, 1])
+    s = ds[1]  # target frame 2
+    np.testing.assert_allclose(s["T_gt"][1].numpy(), invert_pose(poses[3]) @ poses[2], atol=1e-6)
+    np.testing.assert_allclose(s["T_gt"][-1].numpy(), invert_pose(poses[1]) @ poses[2], atol=1e-6)
+    assert s["T_gt"][1][2, 3] == pytest.approx(-1.0, abs=0.01) and s["T_gt"][-1][2, 3] == pytest.approx(1.0, abs=0.01)
+    right = KittiOdometryDataset(tmp_path, 32, 96, sequences=["05"], camera=1)[1]
+    A = np.eye(4)
+    A[0, 3] = -BASELINE  # camera-0 points -> camera-1 points
+    np.testing.assert_allclose(right["T_gt"][1].numpy(), A @ (invert_pose(poses[3]) @ poses[2]) @ invert_pose(A),
+                               atol=1e-6)
+    assert not np.allclose(right["T_gt"][1].numpy(), s["T_gt"][1].numpy(), atol=1e-4)  # yawing: the rig matters
+    write_odometry(tmp_path / "noposes", n=5, with_poses=False)
+    s = KittiOdometryDataset(tmp_path / "noposes", 32, 96, sequences=["05"])[0]
+    assert torch.isnan(s["T_gt"][1]).all() and torch.isnan(s["T_gt"][-1]).all()
+
+
+def test_a_flipped_sample_carries_the_mirrored_gt_pose(tmp_path):
+    poses = write_odometry(tmp_path, n=6)
+    ds = KittiOdometryDataset(tmp_path, 32, 96, sequences=["05"], augment=True, flip_prob=1.0, color_jitter=None)
+    F = np.diag([-1.0, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(ds[1]["T_gt"][1].numpy(), F @ (invert_pose(poses[3]) @ poses[2]) @ F, atol=1e-6)

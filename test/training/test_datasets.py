@@ -44,8 +44,9 @@ def _split(kitti_dir, tmp_path, frames, side="l"):
 def test_synthetic_sample_has_documented_keys_and_shapes():
     ds = SyntheticDataset(height=H, width=W, num_frames=5, seed=1, load_depth_gt=True, use_stereo=True)
     s = ds[0]
-    assert set(s) == {"color", "color_aug", "K", "inv_K", "speed_mps", "dt_s", "index", "depth_gt", "T_stereo"}
+    assert set(s) == {"color", "color_aug", "K", "inv_K", "speed_mps", "dt_s", "index", "depth_gt", "T_stereo", "T_gt"}
     assert set(s["color"]) == set(s["color_aug"]) == {0, -1, 1, "s"}
+    assert set(s["T_gt"]) == {-1, 1} and all(T.shape == (4, 4) and torch.isfinite(T).all() for T in s["T_gt"].values())
     for img in s["color"].values():
         assert img.shape == (3, H, W) and img.dtype == torch.float32
         assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0

@@ -156,3 +156,13 @@ def test_gpu_settings_are_checked_before_anything_trains():
     if not table1.torch.cuda.is_available():
         with pytest.raises(SystemExit):
             table1.parse_args(["--device", "cuda", "--budget-wall-s", "10"])
+
+
+def test_known_pose_ablations_warp_with_gt_poses_at_the_metric_init_and_are_metric():
+    gt = table1.ablation_recipe("gt_pose")
+    fm = table1.ablation_recipe("feature_metric_gt_pose")
+    base = table1.SYSTEMS["monodepth2"]
+    assert gt.extras == {"gt_pose_warp": True, "pose_supervision_weight": 1.0} and gt.metric and not base.metric
+    assert gt.init_depth == table1.METRIC_INIT_DEPTH != base.init_depth
+    assert fm.extras["feature_metric_weight"] > 0 and fm.extras["gt_pose_warp"] and fm.featurenet_kwargs
+    assert len({gt.key(), fm.key(), base.key(), table1.ablation_recipe("feature_metric").key()}) == 4

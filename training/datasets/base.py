@@ -12,6 +12,8 @@ Sample layout (after default collation a leading batch dimension B is added to e
 - ``K``, ``inv_K`` (3, 3) float32 pixel intrinsics at the training size H x W;
 - ``speed_mps`` {offset: () float32} speed at each frame (NaN if the source has none);
 - ``dt_s``      {offset: () float32} time of that frame minus the target's (NaN if unknown);
+- ``T_gt``      {offset: (4, 4) float32} the known ``T_src_from_tgt`` of each temporal source frame (GT poses:
+  KITTI odometry, the synthetic world), all-NaN where the source does not know its poses;
 - ``T_stereo``  (4, 4) float32 ``T_src_from_tgt`` of the stereo partner (only with ``use_stereo``);
 - ``depth_gt``  (1, Hg, Wg) float32 metres, 0 = invalid (only with ``load_depth_gt``);
 - ``index``     () int64, the sample index.
@@ -37,7 +39,7 @@ from monodepth_training.augment import (
 from torch.utils.data import Dataset
 
 from monodepth_ros.backends.base import preprocess
-from monodepth_ros.geometry import normalize_intrinsics, scale_intrinsics, validate_intrinsics
+from monodepth_ros.geometry import invert_pose, normalize_intrinsics, scale_intrinsics, validate_intrinsics
 
 STEREO_KEY = "s"
 FrameKey = Hashable
@@ -133,6 +135,10 @@ class MonoDataset(Dataset, abc.ABC):
     def _speed_mps(self, key: FrameKey) -> float:
         return float("nan")
 
+    def _pose(self, key: FrameKey) -> np.ndarray | None:
+        """(4, 4) ``T_world_from_cam`` of the frame (camera optical frame, metres), or ``None`` if unknown."""
+        return None
+
     def _load_depth_gt(self, key: FrameKey) -> np.ndarray | None:
         """(h, w) float metres, 0 or non-finite = invalid; ``None`` if this frame has no GT."""
         return None
@@ -197,6 +203,18 @@ class MonoDataset(Dataset, abc.ABC):
             depth = cv2.resize(depth, (wg, hg), interpolation=cv2.INTER_NEAREST)
         return torch.from_numpy(np.ascontiguousarray(depth))[None]
 
+    def _known_relative_poses(self, keys: dict[int | str, FrameKey]) -> dict[int, np.ndarray]:
+        """{temporal offset: (4, 4) float64 ``T_src_from_tgt`` = inv(T_world_from_src) @ T_world_from_tgt}, all-NaN
+        where either pose is unknown (the loss then falls back to the pose network for that sample)."""
+        tgt = self._pose(keys[0])
+        out = {}
+        for off, k in keys.items():
+            if off in (0, STEREO_KEY):
+                continue
+            src = self._pose(k) if tgt is not None else None
+            out[off] = np.full((4, 4), np.nan) if src is None else invert_pose(src) @ tgt
+        return out
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self.samples):
             raise IndexError(f"sample {index} out of range (dataset has {len(self.samples)})")
@@ -223,9 +241,11 @@ class MonoDataset(Dataset, abc.ABC):
             flip = rng.random() < self.flip_prob
             if self.color_jitter is not None:
                 jitter = sample_jitter_params(self.color_jitter, rng)
+        T_gt = self._known_relative_poses(keys)
         if flip:
             images = hflip_images(images)
             K = hflip_intrinsics(K, self.width)
+            T_gt = {off: hflip_pose(T) for off, T in T_gt.items()}
             if T_stereo is not None:
                 T_stereo = hflip_pose(T_stereo)
             if depth_gt is not None:
@@ -248,6 +268,7 @@ class MonoDataset(Dataset, abc.ABC):
                 for off, k in keys.items()
                 if off != STEREO_KEY
             },
+            "T_gt": {off: torch.from_numpy(T.astype(np.float32)) for off, T in T_gt.items()},
             "index": torch.tensor(index, dtype=torch.int64),
         }
         if T_stereo is not None:

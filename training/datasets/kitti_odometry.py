@@ -2,7 +2,8 @@
 
 Intrinsics come from ``calib.txt`` (``P0``..``P3``), time stamps from ``times.txt``, and speed (for velocity
 supervision) from the GT poses when ``poses/NN.txt`` exists (sequences 00-10); without poses the speed is NaN
-and the velocity term leaves those samples out. Grey cameras (0, 1) load as three equal channels.
+and the velocity term leaves those samples out. The same poses give each sample its known relative poses
+(``T_gt``, for ``gt_pose_warp``). Grey cameras (0, 1) load as three equal channels.
 """
 
 from __future__ import annotations
@@ -131,6 +132,15 @@ class KittiOdometryDataset(MonoDataset):
     def _speed_mps(self, key: Key) -> float:
         speeds = self.seqs[key[0]].speeds_mps
         return float("nan") if speeds is None else float(speeds[key[2]])
+
+    def _pose(self, key: Key) -> np.ndarray | None:
+        """GT ``T_world_from_cam`` of camera ``cam`` (the poses file is camera 0's; the rig is rigid, so camera k
+        sits at ``T_world_from_cam0 @ inv(T_camk_from_cam0)``), or ``None`` for a sequence without GT."""
+        name, cam, i = key
+        seq = self.seqs[name]
+        if seq.poses is None:
+            return None
+        return seq.poses[i] @ np.linalg.inv(seq.T_cam_from_cam0(cam))
 
     def _stereo(self, key: Key) -> tuple[Key, np.ndarray] | None:
         name, cam, i = key

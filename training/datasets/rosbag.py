@@ -42,14 +42,14 @@ from monodepth_training.datasets.base import MonoDataset
 from monodepth_ros.backends.base import resize_rgb
 from monodepth_ros.bag.msgtypes import CAMERA_INFO_TYPE, COMPRESSED_TYPE, IMAGE_TYPE
 from monodepth_ros.bag.reader import BagError, topic_summaries
-from monodepth_ros.geometry import scale_intrinsics
+from monodepth_ros.geometry import R_BODY_FROM_OPTICAL, interpolate_poses, rpy_to_matrix, scale_intrinsics
 from monodepth_ros.msgs.camera_info import camera_info_K
 from monodepth_ros.msgs.image import compressed_to_rgb, depth_msg_to_array, image_msg_to_rgb
 from monodepth_ros.msgs.stamps import cdr_header_stamp_ns, stamp_to_ns
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: odometry poses at the image stamps (known ego-motion)
 ODOM_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/TwistStamped")
 SPLITS = ("all", "train", "val")
 
@@ -230,7 +230,9 @@ def index_bag(bag: str | os.PathLike, out_dir: str | os.PathLike, opts: BagIndex
 
     Frames are ordered by header stamp and subsampled with :func:`subsample_by_time`; kept frames that cannot be
     decoded are left out and listed (``undecodable_stamps_s``, ``undecodable_first_reason``). Speed is the norm
-    of the odometry's linear velocity, linearly interpolated at the image stamps (NaN without ``odom_topic``).
+    of the odometry's linear velocity, linearly interpolated at the image stamps (NaN without ``odom_topic``); a
+    nav_msgs/Odometry topic also gives the pose of its child frame at each image stamp
+    (:func:`monodepth_ros.geometry.interpolate_poses`; None outside the odometry's time span).
     Depth GT is matched to kept images by equal header stamp (within 1 ms); an undecodable depth message leaves
     its frame without GT (counted).
     """
@@ -283,6 +285,8 @@ def index_bag(bag: str | os.PathLike, out_dir: str | os.PathLike, opts: BagIndex
         src_sizes: set[tuple[int, int]] = set()
         odom_t: list[float] = []
         odom_v: list[float] = []
+        odom_pose_t: list[float] = []
+        odom_pose: list[list[float]] = []  # x, y, z, qx, qy, qz, qw of the odometry's child frame
         depth_by_stamp: dict[int, np.ndarray] = {}
         depth_bad: list[str] = []
         with open(out_dir / "frames.u8", "wb") as frames_f:
@@ -323,6 +327,11 @@ def index_bag(bag: str | os.PathLike, out_dir: str | os.PathLike, opts: BagIndex
                     lin = twist.linear
                     odom_t.append(_stamp_s(msg.header))
                     odom_v.append(float(np.sqrt(lin.x**2 + lin.y**2 + lin.z**2)))
+                    if conn.msgtype.endswith("Odometry"):
+                        pos, q = msg.pose.pose.position, msg.pose.pose.orientation
+                        if np.linalg.norm([q.x, q.y, q.z, q.w]) > 0:  # an all-zero quaternion = no pose
+                            odom_pose_t.append(odom_t[-1])
+                            odom_pose.append([pos.x, pos.y, pos.z, q.x, q.y, q.z, q.w])
     for slot in np.flatnonzero(~seen):
         slot_error[int(slot)] = "not found again on the second read of the bag"
     good = [i for i in range(len(selected)) if i not in slot_error]
@@ -355,6 +364,11 @@ def index_bag(bag: str | os.PathLike, out_dir: str | os.PathLike, opts: BagIndex
         speeds = np.interp(stamps_arr, np.asarray(odom_t)[order], np.asarray(odom_v)[order])
     else:
         speeds = np.full(len(stamps_arr), np.nan)
+    if odom_pose:
+        arr = np.asarray(odom_pose, dtype=np.float64)
+        poses = interpolate_poses(stamps_arr, np.asarray(odom_pose_t), arr[:, :3], arr[:, 3:])
+    else:
+        poses = np.full((len(stamps_arr), 4, 4), np.nan)
     depth_hw = None
     if depth_topic:
         shapes = {d.shape for d in depth_by_stamp.values()}
@@ -377,6 +391,8 @@ def index_bag(bag: str | os.PathLike, out_dir: str | os.PathLike, opts: BagIndex
         "K": K.tolist(),
         "stamps_s": stamps_arr.tolist(),
         "speed_mps": [None if not np.isfinite(v) else float(v) for v in speeds],
+        # T_odom_from_base (the odometry's child frame) at each frame's stamp, 12 floats (rows 0-2), or None.
+        "odom_pose": [None if not np.isfinite(T).all() else T[:3].reshape(-1).tolist() for T in poses],
         "depth_hw": list(depth_hw) if depth_hw else None,
         "frames_in_topic": int(total),
         "frame_period_s": period_s if math.isfinite(period_s) else None,
@@ -395,6 +411,21 @@ def index_bag(bag: str | os.PathLike, out_dir: str | os.PathLike, opts: BagIndex
     return index
 
 
+def mount_transform(mount: dict[str, Sequence[float]]) -> np.ndarray:
+    """A URDF-style camera mount ``{xyz, rpy}`` of the camera body frame on the base -> ``T_base_from_cam`` (4, 4)
+    of the camera's OPTICAL frame (z forward, x right, y down), the frame the training poses are in."""
+    if not isinstance(mount, dict) or set(mount) - {"xyz", "rpy"}:
+        raise ValueError(f"camera_mount must be a dict with keys xyz and rpy, got {mount!r}")
+    xyz = np.asarray(mount.get("xyz", (0.0, 0.0, 0.0)), dtype=np.float64)
+    rpy = np.asarray(mount.get("rpy", (0.0, 0.0, 0.0)), dtype=np.float64)
+    if xyz.shape != (3,) or rpy.shape != (3,) or not (np.isfinite(xyz).all() and np.isfinite(rpy).all()):
+        raise ValueError(f"camera_mount xyz and rpy need 3 finite numbers each, got {mount!r}")
+    T = np.eye(4)
+    T[:3, :3] = rpy_to_matrix(rpy) @ R_BODY_FROM_OPTICAL
+    T[:3, 3] = xyz
+    return T
+
+
 # ------------------------------------------------------------------------------------------- the dataset
 class RosbagDataset(MonoDataset):
     """Samples from one rosbag2 (a bag directory with ``metadata.yaml``, MCAP or sqlite3 storage).
@@ -409,7 +440,12 @@ class RosbagDataset(MonoDataset):
         max_gap_s: a sample never spans a longer interval between two consecutive kept frames (a gap in the
             recording, or a skipped undecodable frame); ``None`` = ``gap_factor`` x their median spacing.
         gap_factor: see ``max_gap_s``; ``.inf`` accepts any gap.
-        odom_topic: optional nav_msgs/Odometry (or TwistStamped) topic giving ``speed_mps``.
+        odom_topic: optional nav_msgs/Odometry (or TwistStamped) topic giving ``speed_mps`` (and, for Odometry,
+            the poses that ``camera_mount`` turns into known camera motion).
+        camera_mount: the camera's mount on the odometry's child frame (``base_link``), as in a URDF joint:
+            ``{xyz: [x, y, z] metres, rpy: [roll, pitch, yaw] radians}`` of the camera BODY frame (REP 103: x
+            forward, y left, z up; the optical rotation is applied here). With it, every sample carries its known
+            relative camera poses ``T_gt`` (for ``model.gt_pose_warp``); needs a nav_msgs/Odometry ``odom_topic``.
         depth_topic: optional depth GT topic (32FC1 m or 16UC1 mm) for validation.
         split: ``all`` (every frame), or ``train`` / ``val`` of an interleaved hold-out: every ``val_every_s``
             seconds of the drive, a ``val_chunk_s`` chunk (mid-window) gives the ``val`` targets; ``train`` uses
@@ -445,6 +481,7 @@ class RosbagDataset(MonoDataset):
         val_chunk_s: float = 1.0,
         frame_range: Sequence[float] = (0.0, 1.0),
         cache_dir: str | os.PathLike | None = None,
+        camera_mount: dict[str, Sequence[float]] | None = None,
         **kwargs,
     ):
         super().__init__(height, width, frame_offsets=frame_offsets, **kwargs)
@@ -496,6 +533,15 @@ class RosbagDataset(MonoDataset):
         self.K = np.asarray(self.index["K"], dtype=np.float64)
         self.stamps_s = np.asarray(self.index["stamps_s"], dtype=np.float64)
         self.speeds_mps = np.array([np.nan if v is None else v for v in self.index["speed_mps"]], dtype=np.float64)
+        self.T_base_from_cam = None if camera_mount is None else mount_transform(camera_mount)
+        self.odom_poses = np.full((n, 4, 4), np.nan)
+        for i, row in enumerate(self.index["odom_pose"]):
+            if row is not None:
+                self.odom_poses[i, :3] = np.asarray(row, dtype=np.float64).reshape(3, 4)
+                self.odom_poses[i, 3] = (0.0, 0.0, 0.0, 1.0)
+        if self.T_base_from_cam is not None and not np.isfinite(self.odom_poses).all(axis=(1, 2)).any():
+            raise ValueError(f"camera_mount needs odometry poses, but {self.bag} gives none at the image stamps "
+                             f"(odom_topic={odom_topic!r}: a nav_msgs/Odometry topic covering the drive)")
         self.first, self.stop = int(round(lo * n)), int(round(hi * n))
         self._frames: np.ndarray | None = None
         self._depth: np.ndarray | None = None
@@ -616,6 +662,11 @@ class RosbagDataset(MonoDataset):
 
     def _speed_mps(self, key: int) -> float:
         return float(self.speeds_mps[key])
+
+    def _pose(self, key: int) -> np.ndarray | None:
+        if self.T_base_from_cam is None or not np.isfinite(self.odom_poses[key]).all():
+            return None
+        return self.odom_poses[key] @ self.T_base_from_cam
 
     def _load_depth_gt(self, key: int) -> np.ndarray | None:
         return None if self.depth is None else np.asarray(self.depth[key])

@@ -98,6 +98,9 @@ class SyntheticDataset(MonoDataset):
     def _speed_mps(self, key) -> float:
         return float(self._frame(*key).speed_mps)
 
+    def _pose(self, key) -> np.ndarray:
+        return self._frame(*key).T_world_from_cam  # exact
+
     def _load_depth_gt(self, key) -> np.ndarray:
         return self._frame(*key).depth_m  # inf (sky) becomes 0 = invalid in the base class
 

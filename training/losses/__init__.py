@@ -6,6 +6,7 @@
 - :mod:`.feature_metric`: FeatDepth's feature-metric loss and its FeatureNet regularisers.
 - :mod:`.velocity`: PackNet-SfM's velocity supervision.
 - :mod:`.explainability`: SfMLearner's mask-weighted photometric term.
+- :mod:`.known_pose`: known ego-motion (GT poses) for the warp and as pose-network supervision.
 - :mod:`.supervised`: log-L1 depth supervision where exact ground truth exists.
 - :mod:`.total`: :func:`total_loss`, the one training step's loss the LightningModule calls (Monodepth2's loss +
   the extras switched on in :class:`ExtraLossConfig`).
@@ -23,6 +24,7 @@ from monodepth_training.losses.feature_metric import (
     feature_metric_loss,
     featurenet_loss,
 )
+from monodepth_training.losses.known_pose import known_pose_mask, pose_supervision_loss, select_known_poses
 from monodepth_training.losses.photometric import (
     SSIM_C1,
     SSIM_C2,
@@ -62,13 +64,16 @@ __all__ = [
     "discriminative_loss",
     "explainability_photometric",
     "feature_metric_error",
+    "known_pose_mask",
     "feature_metric_loss",
     "featurenet_loss",
     "min_reprojection",
     "monodepth2_loss",
     "photometric_error",
+    "pose_supervision_loss",
     "resolve_scale_policy",
     "scale_intrinsics",
+    "select_known_poses",
     "smoothness_loss",
     "ssim",
     "ssim_dissimilarity",

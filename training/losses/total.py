@@ -1,6 +1,7 @@
 """One training step's loss with the survey's extras on top of Monodepth2's: feature-metric reprojection
 (FeatDepth), velocity supervision (PackNet-SfM), stereo as a fixed-pose source, and SfMLearner's
-explainability masks. The LightningModule calls :func:`total_loss`; each extra is off at weight 0.
+explainability masks, and known ego-motion (GT poses: warp with them, supervise the pose net). The LightningModule
+calls :func:`total_loss`; each extra is off at weight 0.
 
 Scale policy that follows from the switches (:func:`resolve_scale_policy`): velocity supervision ties pose, and
 through the warp depth, to metres ("metric"); a stereo source with its baseline in metres does the same
@@ -19,6 +20,7 @@ from monodepth_training.datasets import STEREO_KEY
 from monodepth_training.geometry import sigmoid_to_disp
 from monodepth_training.losses.explainability import explainability_photometric
 from monodepth_training.losses.feature_metric import CVT_WEIGHT, DIS_WEIGHT, feature_metric_loss, featurenet_loss
+from monodepth_training.losses.known_pose import pose_supervision_loss, select_known_poses
 from monodepth_training.losses.photometric import monodepth2_loss
 from monodepth_training.losses.supervised import supervised_depth_loss
 from monodepth_training.losses.velocity import velocity_loss
@@ -49,11 +51,16 @@ class ExtraLossConfig:
     # Log-L1 to the depth GT on the samples that have it (the synthetic world's exact depth); real frames
     # without GT contribute nothing. Not in the survey: it is what a synthetic world with exact depth is for.
     depth_supervision_weight: float = 0.0
+    # Known ego-motion (:mod:`monodepth_training.losses.known_pose`): warp with the sample's GT relative pose
+    # (``T_gt``) where it has one, and/or supervise the pose network with it.
+    gt_pose_warp: bool = False
+    pose_supervision_weight: float = 0.0
 
     def __post_init__(self):
         if self.featurenet_mode not in FEATURENET_MODES:
             raise ValueError(f"featurenet_mode must be one of {FEATURENET_MODES}, got {self.featurenet_mode!r}")
-        for name in ("feature_metric_weight", "velocity_weight", "explainability_weight", "depth_supervision_weight"):
+        for name in ("feature_metric_weight", "velocity_weight", "explainability_weight", "depth_supervision_weight",
+                     "pose_supervision_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.feature_metric_weight > 0 and self.featurenet_mode == "off":
@@ -69,13 +76,13 @@ class ExtraLossConfig:
 
 
 def resolve_scale_policy(requested: str, velocity_weight: float, use_stereo: bool,
-                         depth_supervision_weight: float = 0.0) -> tuple[str, float]:
+                         depth_supervision_weight: float = 0.0, gt_pose_warp: bool = False) -> tuple[str, float]:
     """(scale_policy, scale) for the bundle. ``requested="auto"``: "metric" with velocity or metric depth
-    supervision, "fixed" (scale 1.0, the baseline is in metres) with stereo, else "relative". Any other value
+    supervision or a warp by known metric poses, "fixed" (scale 1.0, the baseline is in metres) with stereo, else "relative". Any other value
     is kept as given."""
     if requested != "auto":
         return requested, 1.0
-    if velocity_weight > 0 or depth_supervision_weight > 0:
+    if velocity_weight > 0 or depth_supervision_weight > 0 or gt_pose_warp:
         return "metric", 1.0
     if use_stereo:
         return "fixed", 1.0
@@ -139,7 +146,9 @@ def total_loss(
     Returns :func:`monodepth2_loss`'s dict with ``loss`` including the extras, plus the scalars that apply:
     ``feature_metric``, ``featurenet`` (joint mode: its own objective, also in ``loss``), ``velocity``
     (metres), ``pose_translation_m`` (mean predicted translation norm), ``explainability_reg``,
-    ``depth_supervised`` (log-L1 to ``batch["depth_gt"]`` where it is valid).
+    ``depth_supervised`` (log-L1 to ``batch["depth_gt"]`` where it is valid), ``pose_supervised`` (the pose
+    net against ``batch["T_gt"]``). With ``extras.gt_pose_warp`` the warp uses ``batch["T_gt"]`` where it is known;
+    ``pose_translation_m`` and the velocity term always describe the pose network's own prediction.
     """
     inputs = batch[color_key]
     colors = batch["color"]
@@ -147,6 +156,15 @@ def total_loss(
     want_masks = bool(extras.explainability_weight > 0 and getattr(pose_net, "predicts_explainability", False))
     poses, masks = _predict_poses(pose_net, inputs, temporal_offsets, want_masks) if temporal_offsets else ([], [])
     all_poses = list(poses)
+    pose_sup = None
+    if poses and (extras.gt_pose_warp or extras.pose_supervision_weight > 0):
+        if "T_gt" not in batch:
+            raise KeyError("gt_pose_warp / pose_supervision_weight need the samples' known poses (batch['T_gt'])")
+        known = [batch["T_gt"][off] for off in temporal_offsets]
+        if extras.pose_supervision_weight > 0:
+            pose_sup = torch.stack([pose_supervision_loss(T, G) for T, G in zip(poses, known, strict=True)]).mean()
+        if extras.gt_pose_warp:
+            all_poses = [select_known_poses(T, G) for T, G in zip(poses, known, strict=True)]
     sources = [colors[off] for off in temporal_offsets]
     if use_stereo:
         all_poses.append(batch["T_stereo"].to(inputs[0].dtype))
@@ -206,6 +224,10 @@ def total_loss(
         vel = torch.stack(terms).mean()
         total = total + extras.velocity_weight * vel
         losses["velocity"] = vel.detach()
+
+    if pose_sup is not None:
+        total = total + extras.pose_supervision_weight * pose_sup
+        losses["pose_supervised"] = pose_sup.detach()
 
     if extras.depth_supervision_weight > 0 and "depth_gt" in batch:
         terms = [supervised_depth_loss(1.0 / sigmoid_to_disp(outputs[("disp", s)].float(), min_depth, max_depth),
