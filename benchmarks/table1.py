@@ -475,7 +475,10 @@ def report(result: dict) -> str:
     out += ["", "Cost (depth net; CPU ms = ONNX Runtime, 1 thread, at the training size, on the machine that wrote "
             "the table; steps in the budget):",
             cost_table(result["systems"])]
-    if result["ablations"]:
+    if result["ablations"] and result["ablation_baseline"] is None:
+        out += ["", "Ablations trained without their Monodepth2 baseline (--skip-baseline): --merge this JSON with "
+                "one that has it to compare them."]
+    elif result["ablations"]:
         baseline = result["ablation_baseline"]
         for where in EVAL_SETS:
             if baseline["summary"][where] is None:
@@ -543,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
     ap.add_argument("--quick", action="store_true",
                     help=f"a smoke run: defaults become {QUICK} (flags given explicitly still win)")
+    ap.add_argument("--skip-baseline", action="store_true",
+                    help="train the --ablations without the Monodepth2 baseline, whose runs another process's JSON "
+                    "holds (join them with --merge)")
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
                     help="no training: join the runs of these table1 JSONs (same settings, e.g. one per process "
                          "or seed range) into one table, complexity measured here")
@@ -588,7 +594,8 @@ def recipes_of(args: argparse.Namespace) -> tuple[list[Recipe], list[Recipe], di
     systems = [SYSTEMS[s] for s in args.systems]
     ablations = [ablation_recipe(a) for a in args.ablations]
     unique: dict[str, Recipe] = {}
-    for r in systems + ([SYSTEMS["monodepth2"]] if ablations else []) + ablations:
+    baseline = [SYSTEMS["monodepth2"]] if ablations and not getattr(args, "skip_baseline", False) else []
+    for r in systems + baseline + ablations:
         unique.setdefault(r.key(), r)  # the first name wins: FeatDepth before "+ feature-metric"
     return systems, ablations, unique
 
@@ -609,7 +616,9 @@ def build_result(args: argparse.Namespace, runs_by_key: dict[str, list[dict]], d
     systems, ablations, _ = recipes_of(args)
     # Rows only for trainings that ran (a deadline may have skipped some); ablations need their baseline.
     systems = [r for r in systems if runs_by_key.get(r.key())]
-    ablations = [r for r in ablations if runs_by_key.get(r.key()) and runs_by_key.get(SYSTEMS["monodepth2"].key())]
+    has_baseline = bool(runs_by_key.get(SYSTEMS["monodepth2"].key()))
+    ablations = [r for r in ablations
+                 if runs_by_key.get(r.key()) and (has_baseline or getattr(args, "skip_baseline", False))]
     measured: dict = {}
 
     def row(recipe: Recipe, with_paper: bool) -> dict:
@@ -640,7 +649,7 @@ def build_result(args: argparse.Namespace, runs_by_key: dict[str, list[dict]], d
         "seeds_run": len(seeds_run),
         "data": data,
         "systems": [row(r, True) for r in systems],
-        "ablation_baseline": row(SYSTEMS["monodepth2"], False) if ablations else None,
+        "ablation_baseline": row(SYSTEMS["monodepth2"], False) if ablations and has_baseline else None,
         "ablations": [row(r, False) | {"ablation": r.name.split(":", 1)[1]} for r in ablations],
         "wall_s": wall_s,
         **extra,
@@ -653,6 +662,11 @@ def merge(args: argparse.Namespace) -> dict:
     parts = [json.loads(Path(p).read_text()) for p in args.merge]
     same = ("height", "width", "batch_size", "lr", "train_frames", "heldout_frames", "device", "budget_cpu_s",
             "budget_wall_s", "amp", "workers", "real_stride")
+    # Tables written before the GPU mode existed have no device/amp/workers: they ran on the CPU, without either.
+    cpu_defaults = {"device": "cpu", "amp": False, "workers": 0}
+    for part in parts:
+        part["settings"] = {**part["settings"],
+                            **{k: v for k, v in cpu_defaults.items() if part["settings"].get(k) is None}}
     first = parts[0]["settings"]
     for path, part in zip(args.merge, parts):
         diff = {k: (first.get(k), part["settings"].get(k)) for k in same if part["settings"].get(k) != first.get(k)}
@@ -668,8 +682,9 @@ def merge(args: argparse.Namespace) -> dict:
             runs_by_key[recipe.key()] += [r for r in row["runs"] if r["seed"] not in seen]
         systems += [r["name"] for r in part["systems"] if r["name"] not in systems]
         ablations += [r["ablation"] for r in part["ablations"] if r["ablation"] not in ablations]
-    merged = argparse.Namespace(**{**first, "systems": [s for s in SYSTEMS if s in systems],
-                                   "ablations": [a for a in ABLATIONS if a in ablations],
+    defaults = vars(build_parser().parse_args([]))  # keys added to the settings after a part was written
+    merged = argparse.Namespace(**{**defaults, **first, "systems": [s for s in SYSTEMS if s in systems],
+                                   "ablations": [a for a in ABLATIONS if a in ablations], "skip_baseline": False,
                                    "latency_runs": args.latency_runs, "merge": [str(p) for p in args.merge]})
     data = dict(parts[0]["data"])
     machine = dict(parts[0]["machine"])

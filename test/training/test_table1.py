@@ -166,3 +166,22 @@ def test_known_pose_ablations_warp_with_gt_poses_at_the_metric_init_and_are_metr
     assert gt.init_depth == table1.METRIC_INIT_DEPTH != base.init_depth
     assert fm.extras["feature_metric_weight"] > 0 and fm.extras["gt_pose_warp"] and fm.featurenet_kwargs
     assert len({gt.key(), fm.key(), base.key(), table1.ablation_recipe("feature_metric").key()}) == 4
+
+
+def test_ablations_trained_apart_from_their_baseline_merge_into_one_comparison(tmp_path):
+    """--skip-baseline trains only the ablation (here the known-pose one, whose samples carry T_gt); --merge with
+    a JSON holding the Monodepth2 baseline gives the ablation table."""
+    common = ["--seeds", "1", "--budget-cpu-s", "1", "--height", "64", "--width", "192", "--train-frames", "8",
+              "--heldout-frames", "3", "--latency-runs", "0", "--real-data", str(tmp_path / "absent")]
+    assert table1.main([*common, "--systems", "", "--ablations", "gt_pose", "--skip-baseline",
+                        "--out", str(tmp_path / "abl.json")]) == 0
+    abl = json.loads((tmp_path / "abl.json").read_text())
+    assert abl["ablation_baseline"] is None and [a["ablation"] for a in abl["ablations"]] == ["gt_pose"]
+    assert abl["ablations"][0]["recipe"]["extras"]["gt_pose_warp"] is True
+    assert table1.main([*common, "--systems", "monodepth2", "--ablations", "none",
+                        "--out", str(tmp_path / "base.json")]) == 0
+    out = tmp_path / "merged.json"
+    assert table1.main(["--merge", str(tmp_path / "base.json"), str(tmp_path / "abl.json"), "--latency-runs", "0",
+                        "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert merged["ablation_baseline"]["name"] == "monodepth2" and merged["ablations"][0]["ablation"] == "gt_pose"
