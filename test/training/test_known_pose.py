@@ -128,3 +128,23 @@ def test_known_poses_make_the_model_metric_and_the_module_validates_and_warns():
     with pytest.raises(ValueError, match="temporal source frames"):
         MonoDepthModule(depth_kwargs=SLIM, height=H, width=W, frame_offsets=[0], use_stereo=True, gt_pose_warp=True,
                         pose_supervision_weight=1.0)
+
+
+def test_the_documented_known_pose_command_line_parses_with_monodepth_train():
+    """docs/real_cameras.md's reproduction line goes through monodepth-train's own parser (a typo fails here)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    cli = Path(sys.executable).with_name("monodepth-train")
+    args = ["--model.gt_pose_warp", "true", "--model.pose_supervision_weight", "1", "--model.velocity_weight", "0",
+            "--model.velocity_warmup_steps", "0", "--trainer.default_root_dir", "runs/gtpose"]
+    assert " ".join(args) in " ".join((repo / "docs/real_cameras.md").read_text().replace("`", "").split())
+    out = subprocess.run([str(cli), "fit", "--config", str(repo / "config/train/default_model.yaml"), *args,
+                          "--print_config"], capture_output=True, text=True, timeout=300, cwd=repo)
+    assert out.returncode == 0, out.stderr[-2000:]
+    model = yaml.safe_load(out.stdout)["model"]
+    assert model["gt_pose_warp"] is True and model["pose_supervision_weight"] == 1.0 and model["velocity_weight"] == 0
