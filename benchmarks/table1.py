@@ -164,6 +164,7 @@ ABLATIONS = {
     "feature_metric": "+ feature-metric (FeatDepth)",
     "gt_pose": "+ known ego-motion (GT poses warp; metric init)",
     "feature_metric_gt_pose": "+ feature-metric, known ego-motion (FeatDepth diagnosis)",
+    "feature_metric_warmup": "+ feature-metric after 500 photometric steps (FeatDepth fix)",
 }
 # Ablations that are not loss_ablation variants: known ego-motion (training/losses/known_pose.py). Both data parts
 # (synthetic world, KITTI odometry) carry exact poses. Known poses are metres, so the depth starts at the metric
@@ -172,6 +173,11 @@ KNOWN_POSE = {"gt_pose_warp": True, "pose_supervision_weight": 1.0}
 EXTRA_ABLATIONS = {
     "gt_pose": ({}, dict(KNOWN_POSE)),
     "feature_metric_gt_pose": (VARIANTS["feature_metric"][0], {**VARIANTS["feature_metric"][1], **KNOWN_POSE}),
+    # From scratch the feature-metric term from step 0 collapses the pose net to ~zero motion; known poses remove
+    # the collapse. The self-supervised fix: the term reaches depth and pose only after the photometric loss has
+    # set the motion (the joint FeatureNet trains from step 0). 500 steps: about a third of FeatDepth's pilot run.
+    "feature_metric_warmup": (VARIANTS["feature_metric"][0],
+                              {**VARIANTS["feature_metric"][1], "feature_metric_warmup_steps": 500}),
 }
 
 

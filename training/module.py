@@ -47,6 +47,8 @@ class MonoDepthModule(L.LightningModule):
             ``ExtraLossConfig.velocity_warmup_steps`` for why a from-scratch run needs them).
         depth_supervision_weight: log-L1 to the depth GT on the training samples that carry it (a ``mix`` with the
             synthetic world: exact rendered depth; 0 = off). Makes the model metric (``auto`` -> ``metric``).
+        feature_metric_warmup_steps: steps before the feature-metric term reaches the depth and pose networks
+            (a joint FeatureNet trains from step 0; see ``ExtraLossConfig.feature_metric_warmup_steps``).
         gt_pose_warp: warp the source frames with the samples' known relative poses (``T_gt``: KITTI odometry GT,
             the synthetic world) instead of the pose network's, per sample where known (the pose net elsewhere).
             Known poses are in metres, so ``auto`` -> ``metric``.
@@ -105,6 +107,7 @@ class MonoDepthModule(L.LightningModule):
         depth_supervision_weight: float = 0.0,
         gt_pose_warp: bool = False,
         pose_supervision_weight: float = 0.0,
+        feature_metric_warmup_steps: int = 0,
         init_from: str | None = None,
     ):
         super().__init__()
@@ -133,7 +136,8 @@ class MonoDepthModule(L.LightningModule):
                                       explainability_weight=explainability_weight, featurenet_mode=featurenet_mode,
                                       velocity_warmup_steps=velocity_warmup_steps,
                                       depth_supervision_weight=depth_supervision_weight,
-                                      gt_pose_warp=bool(gt_pose_warp), pose_supervision_weight=pose_supervision_weight)
+                                      gt_pose_warp=bool(gt_pose_warp), pose_supervision_weight=pose_supervision_weight,
+                                      feature_metric_warmup_steps=feature_metric_warmup_steps)
         if velocity_weight > 0 and not self.temporal_offsets:
             raise ValueError("velocity_weight > 0 needs temporal source frames (a pose network to supervise)")
         if (gt_pose_warp or pose_supervision_weight > 0) and not self.temporal_offsets:
@@ -274,6 +278,7 @@ class MonoDepthModule(L.LightningModule):
                        "depth_supervision_weight": float(hp.depth_supervision_weight),
                        "gt_pose_warp": bool(hp.gt_pose_warp),
                        "pose_supervision_weight": float(hp.pose_supervision_weight),
+                       "feature_metric_warmup_steps": int(hp.feature_metric_warmup_steps),
                        "explainability_weight": float(hp.explainability_weight)},
             "written_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "config": self.run_config or {"model": dict(hp)},

@@ -258,3 +258,23 @@ def test_synthetic_metric_config_parses_with_the_velocity_recipe():
     model = yaml.safe_load(out.stdout)["model"]
     assert model["velocity_weight"] == 0.1 and model["velocity_warmup_steps"] == 150
     assert model["init_depth"] == 10.0 and model["pose_kwargs"]["translation_scale"] == 0.1
+
+
+def test_feature_metric_warmup_keeps_the_term_from_depth_and_pose_while_the_featurenet_already_learns():
+    extras = ExtraLossConfig(feature_metric_weight=1e-3, featurenet_mode="joint", feature_metric_warmup_steps=5)
+    assert not extras.at_step(4).feature_metric_active and extras.at_step(5).feature_metric_active
+    assert extras.at_step(0).feature_metric_weight == 1e-3  # the weight itself is kept
+    with pytest.raises(ValueError, match="feature_metric_warmup_steps"):
+        ExtraLossConfig(feature_metric_warmup_steps=-1)
+    torch.manual_seed(0)
+    depth, pose = build_depth_net("monodepth2", **SLIM), build_pose_net("monodepth2_pose", **SLIM)
+    featurenet = build_featurenet("joint", kwargs=SLIM)
+    batch = _batch(2)
+    kw = dict(temporal_offsets=[-1, 1], use_stereo=False, min_depth=0.1, max_depth=100.0, featurenet=featurenet)
+    early = total_loss(depth, pose, batch, "color_aug", extras=extras.at_step(0), **kw)
+    assert "feature_metric" not in early and "featurenet" in early
+    late = total_loss(depth, pose, batch, "color_aug", extras=extras.at_step(5), **kw)
+    assert "feature_metric" in late
+    torch.testing.assert_close(late["loss"] - early["loss"], 1e-3 * late["feature_metric"], rtol=1e-4, atol=1e-6)
+    early["loss"].backward()
+    assert featurenet.encoder.encoder.conv1.weight.grad.abs().sum() > 0

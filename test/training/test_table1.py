@@ -165,7 +165,9 @@ def test_known_pose_ablations_warp_with_gt_poses_at_the_metric_init_and_are_metr
     assert gt.extras == {"gt_pose_warp": True, "pose_supervision_weight": 1.0} and gt.metric and not base.metric
     assert gt.init_depth == table1.METRIC_INIT_DEPTH != base.init_depth
     assert fm.extras["feature_metric_weight"] > 0 and fm.extras["gt_pose_warp"] and fm.featurenet_kwargs
-    assert len({gt.key(), fm.key(), base.key(), table1.ablation_recipe("feature_metric").key()}) == 4
+    warm = table1.ablation_recipe("feature_metric_warmup")
+    assert warm.extras["feature_metric_warmup_steps"] > 0 and not warm.metric
+    assert len({gt.key(), fm.key(), warm.key(), base.key(), table1.ablation_recipe("feature_metric").key()}) == 5
 
 
 def test_ablations_trained_apart_from_their_baseline_merge_into_one_comparison(tmp_path):

@@ -55,6 +55,13 @@ class ExtraLossConfig:
     # (``T_gt``) where it has one, and/or supervise the pose network with it.
     gt_pose_warp: bool = False
     pose_supervision_weight: float = 0.0
+    # Steps before the feature-metric term reaches the depth and pose networks (a joint FeatureNet trains on its
+    # own objective from step 0). From scratch, with the term on from step 0, the pose net collapsed to ~5 mm per
+    # frame and the depth never left its initial constant (docs/survey.md, "FeatDepth"); with the motion known
+    # the same loss learns, so the warm-up lets the photometric loss establish the motion first.
+    feature_metric_warmup_steps: int = 0
+    # Internal: False while the feature-metric term is in its warm-up (set by ``at_step``).
+    feature_metric_active: bool = True
 
     def __post_init__(self):
         if self.featurenet_mode not in FEATURENET_MODES:
@@ -65,14 +72,19 @@ class ExtraLossConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.feature_metric_weight > 0 and self.featurenet_mode == "off":
             raise ValueError("feature_metric_weight > 0 needs featurenet_mode 'joint' or 'pretrained'")
-        if self.velocity_warmup_steps < 0:
-            raise ValueError(f"velocity_warmup_steps must be >= 0, got {self.velocity_warmup_steps}")
+        for name in ("velocity_warmup_steps", "feature_metric_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def at_step(self, step: int) -> ExtraLossConfig:
-        """The weights in force at training step ``step`` (velocity off during its warm-up)."""
+        """The weights in force at training step ``step`` (velocity off, and the feature-metric term kept from the
+        depth and pose networks, during their warm-ups)."""
+        out = self
         if self.velocity_weight > 0 and step < self.velocity_warmup_steps:
-            return replace(self, velocity_weight=0.0)
-        return self
+            out = replace(out, velocity_weight=0.0)
+        if self.feature_metric_weight > 0 and step < self.feature_metric_warmup_steps:
+            out = replace(out, feature_metric_active=False)
+        return out
 
 
 def resolve_scale_policy(requested: str, velocity_weight: float, use_stereo: bool,
@@ -199,13 +211,14 @@ def total_loss(
         # would reward features that collapse to a constant. The FeatureNet learns only from its own objective.
         if extras.featurenet_mode == "pretrained":
             featurenet.eval()  # frozen: BatchNorm must not track the depth run's statistics either
-        with torch.no_grad():
-            feats = featurenet.feature_map(imgs.flatten(0, 1))
-        feats = feats.view(B, N, *feats.shape[1:])
-        depth = 1.0 / sigmoid_to_disp(outputs[("disp", 0)].float(), min_depth, max_depth)
-        fm = feature_metric_loss(feats[:, 0], feats[:, 1:], depth, K, T_all)
-        total = total + extras.feature_metric_weight * fm
-        losses["feature_metric"] = fm.detach()
+        if extras.feature_metric_active:
+            with torch.no_grad():
+                feats = featurenet.feature_map(imgs.flatten(0, 1))
+            feats = feats.view(B, N, *feats.shape[1:])
+            depth = 1.0 / sigmoid_to_disp(outputs[("disp", 0)].float(), min_depth, max_depth)
+            fm = feature_metric_loss(feats[:, 0], feats[:, 1:], depth, K, T_all)
+            total = total + extras.feature_metric_weight * fm
+            losses["feature_metric"] = fm.detach()
         if extras.featurenet_mode == "joint" and featurenet.training:
             fn = featurenet_loss(featurenet(colors[0].float()), colors[0].float(), extras.dis_weight,
                                  extras.cvt_weight)
