@@ -161,9 +161,9 @@ class MonoDepthModule(L.LightningModule):
                                               bool(gt_pose_warp))
             L.pytorch.utilities.rank_zero_warn(
                 f"scale_policy 'relative' with metric supervision (velocity_weight={velocity_weight}, "
-                f"depth_supervision_weight={depth_supervision_weight}, gt_pose_warp={bool(gt_pose_warp)}): the model learns metres but its bundle "
-                f"will say relative (up to an unknown scale, median-scaled in evaluation). scale_policy 'auto' "
-                f"gives {follows!r}.", stacklevel=2)
+                f"depth_supervision_weight={depth_supervision_weight}, gt_pose_warp={bool(gt_pose_warp)}): the model "
+                f"learns metres but its bundle will say relative (up to an unknown scale, median-scaled in "
+                f"evaluation). scale_policy 'auto' gives {follows!r}.", stacklevel=2)
         # Set by the CLI (full run config) and at fit start (the training camera); both go into the bundle.
         self.run_config: dict[str, Any] | None = None
         self.intrinsics_norm: list[list[float]] | None = None

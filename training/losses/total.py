@@ -90,8 +90,8 @@ class ExtraLossConfig:
 def resolve_scale_policy(requested: str, velocity_weight: float, use_stereo: bool,
                          depth_supervision_weight: float = 0.0, gt_pose_warp: bool = False) -> tuple[str, float]:
     """(scale_policy, scale) for the bundle. ``requested="auto"``: "metric" with velocity or metric depth
-    supervision or a warp by known metric poses, "fixed" (scale 1.0, the baseline is in metres) with stereo, else "relative". Any other value
-    is kept as given."""
+    supervision or a warp by known metric poses, "fixed" (scale 1.0, the baseline is in metres) with stereo, else
+    "relative". Any other value is kept as given."""
     if requested != "auto":
         return requested, 1.0
     if velocity_weight > 0 or depth_supervision_weight > 0 or gt_pose_warp:
