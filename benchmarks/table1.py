@@ -118,7 +118,12 @@ def _system(name: str, label: str, depth_net: str, variant: str, **kw) -> Recipe
                   variant=variant, **kw)
 
 
-_FEATURE_METRIC = VARIANTS["feature_metric"][1]
+# FeatDepth's loss with the feature-metric term kept from depth and pose for the first 500 steps. From step 0 (the
+# paper's schedule, with an ImageNet FeatureNet) it collapsed the from-scratch pose net to ~5 mm per frame and the
+# depth never learned (pilot: held-out synthetic 0.599, untrained 0.597); after a photometric warm-up it learns
+# (0.311). The step-0 form stays as the ablation "feature_metric_from_step0" (docs/survey.md, "FeatDepth").
+FEATURE_METRIC_WARMUP_STEPS = 500
+_FEATURE_METRIC = {**VARIANTS["feature_metric"][1], "feature_metric_warmup_steps": FEATURE_METRIC_WARMUP_STEPS}
 SYSTEMS: dict[str, Recipe] = {r.name: r for r in [
     # SfMLearner's loss as config/train/sfmlearner_kitti.yaml has it: L1 photometric (no SSIM), averaged over the
     # sources, each scale at its own resolution, mask-weighted with the explainability regulariser at 0.2.
@@ -127,7 +132,8 @@ SYSTEMS: dict[str, Recipe] = {r.name: r for r in [
             switches={"alpha": 0.0, "automask": False, "min_reprojection": False, "full_res_multiscale": False}),
     _system("monodepth2", "Monodepth2", "monodepth2", "paper network (ResNet-18), from scratch"),
     _system("featdepth", "Monodepth2 + feature-metric (FeatDepth)", "monodepth2",
-            "light: Monodepth2 ResNet-18 + joint ResNet-18 FeatureNet (FeatDepth: ResNet-50 at 1024x320)",
+            "light: Monodepth2 ResNet-18 + joint ResNet-18 FeatureNet (FeatDepth: ResNet-50 at 1024x320); the "
+            "feature-metric term after 500 photometric steps (from step 0 the from-scratch pose net collapses)",
             extras=dict(_FEATURE_METRIC), featurenet_kwargs={"num_layers": 18}),
     _system("packnet", "PackNet-SfM + velocity", "packnet",
             "light: PackNet slim (quarter widths; PackNet01 is 410 GFLOPs at 640x192); ResNet-18 pose net",
@@ -161,11 +167,13 @@ ABLATIONS = {
     "no_min_reprojection": "- min-reprojection (average over sources)",
     "no_automask": "- auto-masking",
     "no_full_res_multiscale": "- full-res multi-scale",
-    "feature_metric": "+ feature-metric (FeatDepth)",
+    "feature_metric": "+ feature-metric (FeatDepth, after 500 photometric steps)",
+    "feature_metric_from_step0": "+ feature-metric from step 0 (FeatDepth's schedule)",
     "gt_pose": "+ known ego-motion (GT poses warp; metric init)",
-    "feature_metric_gt_pose": "+ feature-metric, known ego-motion (FeatDepth diagnosis)",
-    "feature_metric_warmup": "+ feature-metric after 500 photometric steps (FeatDepth fix)",
+    "feature_metric_gt_pose": "+ feature-metric from step 0, known ego-motion (FeatDepth diagnosis)",
 }
+# The Monodepth2 ideas; the other ABLATIONS are diagnoses, run when named.
+DEFAULT_ABLATIONS = ["no_min_reprojection", "no_automask", "no_full_res_multiscale", "feature_metric"]
 # Ablations that are not loss_ablation variants: known ego-motion (training/losses/known_pose.py). Both data parts
 # (synthetic world, KITTI odometry) carry exact poses. Known poses are metres, so the depth starts at the metric
 # init (as PackNet + velocity does) rather than the relative one; the pose net learns from the poses.
@@ -173,11 +181,10 @@ KNOWN_POSE = {"gt_pose_warp": True, "pose_supervision_weight": 1.0}
 EXTRA_ABLATIONS = {
     "gt_pose": ({}, dict(KNOWN_POSE)),
     "feature_metric_gt_pose": (VARIANTS["feature_metric"][0], {**VARIANTS["feature_metric"][1], **KNOWN_POSE}),
-    # From scratch the feature-metric term from step 0 collapses the pose net to ~zero motion; known poses remove
-    # the collapse. The self-supervised fix: the term reaches depth and pose only after the photometric loss has
-    # set the motion (the joint FeatureNet trains from step 0). 500 steps: about a third of FeatDepth's pilot run.
-    "feature_metric_warmup": (VARIANTS["feature_metric"][0],
-                              {**VARIANTS["feature_metric"][1], "feature_metric_warmup_steps": 500}),
+    # FeatDepth's loss: the term reaches depth and pose after the photometric loss has set the motion (the joint
+    # FeatureNet trains from step 0), as the FeatDepth system; and from step 0, which collapses the pose net.
+    "feature_metric": (VARIANTS["feature_metric"][0], dict(_FEATURE_METRIC)),
+    "feature_metric_from_step0": (VARIANTS["feature_metric"][0], dict(VARIANTS["feature_metric"][1])),
 }
 
 
@@ -519,8 +526,9 @@ def budget_label(result: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma list from {list(SYSTEMS)}")
-    ap.add_argument("--ablations", default=",".join(ABLATIONS),
-                    help=f"comma list from {list(ABLATIONS)}, or 'none'")
+    ap.add_argument("--ablations", default=",".join(DEFAULT_ABLATIONS),
+                    help=f"comma list from {list(ABLATIONS)}, or 'none' (default: the Monodepth2 ideas, "
+                    f"{DEFAULT_ABLATIONS}; the others are diagnoses)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every trained row (>= 2 for a std)")
     ap.add_argument("--seed-start", type=int, default=0,
                     help="first seed (--seeds N runs seeds S..S+N-1): to split one table over processes")
@@ -690,7 +698,10 @@ def merge(args: argparse.Namespace) -> dict:
         ablations += [r["ablation"] for r in part["ablations"] if r["ablation"] not in ablations]
     defaults = vars(build_parser().parse_args([]))  # keys added to the settings after a part was written
     merged = argparse.Namespace(**{**defaults, **first, "systems": [s for s in SYSTEMS if s in systems],
-                                   "ablations": [a for a in ABLATIONS if a in ablations], "skip_baseline": False,
+                                   # every ablation a part listed, or whose training ran under another name
+                                   "ablations": [a for a in ABLATIONS
+                                                 if a in ablations or runs_by_key.get(ablation_recipe(a).key())],
+                                   "skip_baseline": False,
                                    "latency_runs": args.latency_runs, "merge": [str(p) for p in args.merge]})
     data = dict(parts[0]["data"])
     machine = dict(parts[0]["machine"])

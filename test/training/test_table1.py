@@ -165,9 +165,13 @@ def test_known_pose_ablations_warp_with_gt_poses_at_the_metric_init_and_are_metr
     assert gt.extras == {"gt_pose_warp": True, "pose_supervision_weight": 1.0} and gt.metric and not base.metric
     assert gt.init_depth == table1.METRIC_INIT_DEPTH != base.init_depth
     assert fm.extras["feature_metric_weight"] > 0 and fm.extras["gt_pose_warp"] and fm.featurenet_kwargs
-    warm = table1.ablation_recipe("feature_metric_warmup")
-    assert warm.extras["feature_metric_warmup_steps"] > 0 and not warm.metric
-    assert len({gt.key(), fm.key(), warm.key(), base.key(), table1.ablation_recipe("feature_metric").key()}) == 5
+    step0 = table1.ablation_recipe("feature_metric_from_step0")
+    assert "feature_metric_warmup_steps" not in step0.extras and not step0.metric
+    assert table1.SYSTEMS["featdepth"].extras["feature_metric_warmup_steps"] == table1.FEATURE_METRIC_WARMUP_STEPS
+    assert len({gt.key(), fm.key(), step0.key(), base.key(), table1.ablation_recipe("feature_metric").key()}) == 5
+    # The default table runs the Monodepth2 ideas; the diagnoses only when named.
+    assert table1.parse_args([]).ablations == table1.DEFAULT_ABLATIONS == [
+        "no_min_reprojection", "no_automask", "no_full_res_multiscale", "feature_metric"]
 
 
 def test_ablations_trained_apart_from_their_baseline_merge_into_one_comparison(tmp_path):
