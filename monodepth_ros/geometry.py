@@ -222,12 +222,19 @@ def quaternion_to_matrix(q_xyzw: np.ndarray) -> np.ndarray:
 
 
 def rpy_to_matrix(rpy: np.ndarray) -> np.ndarray:
-    """URDF / tf2 roll-pitch-yaw (3,) radians, fixed axes x then y then z -> rotation (3, 3) = Rz(y) Ry(p) Rx(r)."""
-    r, p, y = (float(v) for v in np.asarray(rpy, dtype=np.float64).reshape(3))
-    cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
-    return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
-                     [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
-                     [-sp, cp * sr, cp * cr]])
+    """Roll-pitch-yaw (..., 3) radians, fixed axes x then y then z -> rotations (..., 3, 3) = Rz(y) Ry(p) Rx(r).
+
+    The convention of URDF / tf2 and of KITTI's oxts (``datasets.kitti.oxts_to_poses``).
+    """
+    rpy = np.asarray(rpy, dtype=np.float64)
+    if rpy.shape[-1:] != (3,):
+        raise ValueError(f"roll-pitch-yaw must be (..., 3), got shape {rpy.shape}")
+    cr, cp, cy = np.moveaxis(np.cos(rpy), -1, 0)
+    sr, sp, sy = np.moveaxis(np.sin(rpy), -1, 0)
+    R = np.stack([cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr,
+                  sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr,
+                  -sp, cp * sr, cp * cr], axis=-1)
+    return R.reshape(rpy.shape[:-1] + (3, 3))
 
 
 def interpolate_poses(t_query: np.ndarray, t: np.ndarray, positions: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:

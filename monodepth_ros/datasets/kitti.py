@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from monodepth_ros.bundle import atomic_write_bytes
+from monodepth_ros.geometry import invert_pose, rpy_to_matrix
 
 UTC = timezone.utc  # noqa: UP017 - datetime.UTC is Python 3.11+; the runtime also runs on 3.10 (Humble, JetPack 6)
 
@@ -305,21 +306,6 @@ def oxts_speed_mps(oxts: np.ndarray) -> float:
     return float(np.asarray(oxts).ravel()[OXTS_FIELDS.index("vf")])
 
 
-def _rot_x(a: float) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-
-
-def _rot_y(a: float) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-
-
-def _rot_z(a: float) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-
 def oxts_to_poses(oxts_list: list[np.ndarray] | np.ndarray, relative_to_first: bool = True) -> np.ndarray:
     """oxts records (N, 30) -> IMU poses ``T_world_from_imu`` (N, 4, 4), KITTI devkit convention.
 
@@ -336,13 +322,10 @@ def oxts_to_poses(oxts_list: list[np.ndarray] | np.ndarray, relative_to_first: b
     tx = scale * EARTH_RADIUS_M * np.deg2rad(lon)
     ty = scale * EARTH_RADIUS_M * np.log(np.tan(np.deg2rad(90.0 + lat) / 2.0))
     poses = np.zeros((oxts.shape[0], 4, 4))
-    for i in range(oxts.shape[0]):  # N is a few hundred per drive: a loop over records is not a hot path
-        poses[i, :3, :3] = _rot_z(yaw[i]) @ _rot_y(pitch[i]) @ _rot_x(roll[i])
+    poses[:, :3, :3] = rpy_to_matrix(np.stack([roll, pitch, yaw], axis=-1))
     poses[:, 0, 3], poses[:, 1, 3], poses[:, 2, 3] = tx, ty, alt
     poses[:, 3, 3] = 1.0
     if relative_to_first:
-        from monodepth_ros.geometry import invert_pose
-
         poses = invert_pose(poses[0]) @ poses
     return poses
 

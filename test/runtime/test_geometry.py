@@ -169,6 +169,10 @@ def test_quaternions_and_rpy_give_the_rotation_ros_means():
     Ry = axis_angle_to_matrix(np.array([0, p, 0]))
     Rz = axis_angle_to_matrix(np.array([0, 0, y]))
     np.testing.assert_allclose(rpy_to_matrix([r, p, y]), Rz @ Ry @ Rx, atol=1e-12)
+    many = rpy_to_matrix(np.array([[r, p, y], [0.0, 0.0, 0.0]]))  # batched, as oxts_to_poses calls it
+    assert many.shape == (2, 3, 3)
+    np.testing.assert_allclose(many[0], Rz @ Ry @ Rx, atol=1e-12)
+    np.testing.assert_allclose(many[1], np.eye(3), atol=1e-12)
     with pytest.raises(ValueError, match="norm 0"):
         quaternion_to_matrix([0, 0, 0, 0])
 
