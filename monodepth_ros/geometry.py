@@ -259,8 +259,8 @@ def interpolate_poses(t_query: np.ndarray, t: np.ndarray, positions: np.ndarray,
     if not inside.any():
         return out
     tq_in = tq[inside]
-    hi = np.clip(np.searchsorted(t, tq_in, side="left"), 1, max(len(t) - 1, 1)) if len(t) > 1 else np.zeros(
-        len(tq_in), dtype=int)
+    # The bracketing samples t[lo] <= tq <= t[hi] (both 0 when there is one sample).
+    hi = np.minimum(np.maximum(np.searchsorted(t, tq_in), 1), len(t) - 1)
     lo = np.maximum(hi - 1, 0)
     span = t[hi] - t[lo]
     a = np.where(span > 0, (tq_in - t[lo]) / np.where(span > 0, span, 1.0), 0.0)[:, None]

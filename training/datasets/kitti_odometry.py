@@ -17,7 +17,7 @@ from monodepth_training.datasets.base import MonoDataset
 from monodepth_ros.backends.base import resize_rgb
 from monodepth_ros.datasets import kitti
 from monodepth_ros.datasets.kitti_odometry import OdometrySequence, load_sequence
-from monodepth_ros.geometry import scale_intrinsics
+from monodepth_ros.geometry import invert_pose, scale_intrinsics
 
 # A frame key is (sequence, camera, frame index).
 Key = tuple[str, int, int]
@@ -140,7 +140,7 @@ class KittiOdometryDataset(MonoDataset):
         seq = self.seqs[name]
         if seq.poses is None:
             return None
-        return seq.poses[i] @ np.linalg.inv(seq.T_cam_from_cam0(cam))
+        return seq.poses[i] @ invert_pose(seq.T_cam_from_cam0(cam))
 
     def _stereo(self, key: Key) -> tuple[Key, np.ndarray] | None:
         name, cam, i = key

@@ -534,11 +534,12 @@ class RosbagDataset(MonoDataset):
         self.stamps_s = np.asarray(self.index["stamps_s"], dtype=np.float64)
         self.speeds_mps = np.array([np.nan if v is None else v for v in self.index["speed_mps"]], dtype=np.float64)
         self.T_base_from_cam = None if camera_mount is None else mount_transform(camera_mount)
+        rows = self.index["odom_pose"]
+        known = np.array([row is not None for row in rows], dtype=bool)
         self.odom_poses = np.full((n, 4, 4), np.nan)
-        for i, row in enumerate(self.index["odom_pose"]):
-            if row is not None:
-                self.odom_poses[i, :3] = np.asarray(row, dtype=np.float64).reshape(3, 4)
-                self.odom_poses[i, 3] = (0.0, 0.0, 0.0, 1.0)
+        if known.any():
+            self.odom_poses[known, :3] = np.asarray([row for row in rows if row is not None]).reshape(-1, 3, 4)
+            self.odom_poses[known, 3] = (0.0, 0.0, 0.0, 1.0)
         if self.T_base_from_cam is not None and not np.isfinite(self.odom_poses).all(axis=(1, 2)).any():
             raise ValueError(f"camera_mount needs odometry poses, but {self.bag} gives none at the image stamps "
                              f"(odom_topic={odom_topic!r}: a nav_msgs/Odometry topic covering the drive)")
