@@ -608,7 +608,7 @@ def recipes_of(args: argparse.Namespace) -> tuple[list[Recipe], list[Recipe], di
     systems = [SYSTEMS[s] for s in args.systems]
     ablations = [ablation_recipe(a) for a in args.ablations]
     unique: dict[str, Recipe] = {}
-    baseline = [SYSTEMS["monodepth2"]] if ablations and not getattr(args, "skip_baseline", False) else []
+    baseline = [SYSTEMS["monodepth2"]] if ablations and not args.skip_baseline else []
     for r in systems + baseline + ablations:
         unique.setdefault(r.key(), r)  # the first name wins: FeatDepth before "+ feature-metric"
     return systems, ablations, unique
@@ -632,7 +632,7 @@ def build_result(args: argparse.Namespace, runs_by_key: dict[str, list[dict]], d
     systems = [r for r in systems if runs_by_key.get(r.key())]
     has_baseline = bool(runs_by_key.get(SYSTEMS["monodepth2"].key()))
     ablations = [r for r in ablations
-                 if runs_by_key.get(r.key()) and (has_baseline or getattr(args, "skip_baseline", False))]
+                 if runs_by_key.get(r.key()) and (has_baseline or args.skip_baseline)]
     measured: dict = {}
 
     def row(recipe: Recipe, with_paper: bool) -> dict:
