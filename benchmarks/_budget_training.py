@@ -6,7 +6,9 @@ given number of CPU seconds on it (or, on a GPU, a number of wall seconds), then
 not wall time, because the machine is shared: other processes slow the wall clock, not the work done. Data loading
 runs in this process (no loader workers) and counts against the budget, the same for every network. On a GPU the
 process's CPU time says little about the work done (the GPU does it, loader workers feed it), so the budget there is
-wall time (``budget_wall_s``), and the batches move to the networks' device.
+wall time (``budget_wall_s``), and the batches move to the networks' device. A budget can also be a number of
+optimiser steps (``budget_steps``): a GPU run then repeats, step for step, the training a CPU run did in its CPU
+seconds.
 """
 
 from __future__ import annotations
@@ -38,9 +40,18 @@ class BudgetRun:
     wall_s: float
     last_loss: float
     history: list[dict[str, float]] = field(default_factory=list)
-    # Set on a GPU run: "wall" (the budget was wall time) and the AMP dtype, e.g. "float16".
+    # What the budget counted ("cpu" seconds, "wall" seconds, "steps") and the AMP dtype, e.g. "float16".
     budget_kind: str = "cpu"
     amp: str | None = None
+
+
+class DeadlineReached(RuntimeError):
+    """A run hit its ``deadline`` before its budget was spent. The run is abandoned, never reported short: a row
+    trained for less than the stated budget would not be the row the table describes."""
+
+    def __init__(self, steps: int, wall_s: float):
+        super().__init__(f"deadline reached after {steps} steps ({wall_s:.0f} wall-s), before the budget was spent")
+        self.steps, self.wall_s = steps, wall_s
 
 
 def to_device(batch, device: torch.device):
@@ -57,9 +68,12 @@ def to_device(batch, device: torch.device):
 def train_for_budget(depth_net: nn.Module, pose_net: nn.Module, loader: DataLoader, *, budget_cpu_s: float,
                      lr: float, extras: ExtraLossConfig | None = None, featurenet: nn.Module | None = None,
                      use_stereo: bool = False, temporal_offsets: Iterable[int] = (-1, 1), history_every: int = 10,
-                     budget_wall_s: float | None = None, amp: bool = False, **loss_switches) -> BudgetRun:
+                     budget_wall_s: float | None = None, budget_steps: int | None = None, amp: bool = False,
+                     deadline: float | None = None, **loss_switches) -> BudgetRun:
     """Adam (``lr``) on :func:`monodepth_training.losses.total_loss` until ``budget_cpu_s`` CPU seconds are used
-    (or, with ``budget_wall_s``, until that many wall seconds have passed: the GPU budget).
+    (or, with ``budget_wall_s``, until that many wall seconds have passed: the GPU budget; or, with
+    ``budget_steps``, for exactly that many optimiser steps). ``deadline`` (a ``time.perf_counter()`` value) raises
+    :class:`DeadlineReached` when it passes before the budget is spent.
 
     The networks' device (where ``depth_net``'s parameters are) decides where the batches go. ``amp`` (CUDA only)
     runs the networks under float16 autocast with a gradient scaler, as Lightning's ``16-mixed`` does; the loss
@@ -84,9 +98,15 @@ def train_for_budget(depth_net: nn.Module, pose_net: nn.Module, loader: DataLoad
     pose_net.train()
     steps, history = 0, []
     c0, t0 = time.process_time(), time.perf_counter()
-    # The budget's clock: wall time when budget_wall_s is given (a GPU), else this process's CPU time.
-    clock, start, limit = ((time.perf_counter, t0, budget_wall_s) if budget_wall_s is not None
-                           else (time.process_time, c0, budget_cpu_s))
+    if budget_steps is not None and budget_steps < 1:
+        raise ValueError(f"budget_steps must be >= 1, got {budget_steps}")
+    # The budget's clock: the step count, wall time when budget_wall_s is given (a GPU), else this process's CPU time.
+    if budget_steps is not None:
+        kind, clock, start, limit = "steps", (lambda: steps), 0, budget_steps
+    elif budget_wall_s is not None:
+        kind, clock, start, limit = "wall", time.perf_counter, t0, budget_wall_s
+    else:
+        kind, clock, start, limit = "cpu", time.process_time, c0, budget_cpu_s
     done = False
     while not done:
         for batch in loader:
@@ -107,9 +127,11 @@ def train_for_budget(depth_net: nn.Module, pose_net: nn.Module, loader: DataLoad
             if clock() - start >= limit:
                 done = True
                 break
+            if deadline is not None and time.perf_counter() >= deadline:
+                raise DeadlineReached(steps, time.perf_counter() - t0)
     last = float(losses["loss"].detach())
     return BudgetRun(steps, time.process_time() - c0, time.perf_counter() - t0, last, history,
-                     budget_kind="wall" if budget_wall_s is not None else "cpu",
+                     budget_kind=kind,
                      amp="float16" if amp else None)
 
 

@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/gpu_session.py prepare          # here: stage into .gpu_stage, print the call
     python3 benchmarks/gpu_session.py device --out "$OUT"       # there, after the printed command's wheel set-up
     .venv/bin/python benchmarks/gpu_session.py collect FILES_AT # here: unpack what came back
+    .venv/bin/python benchmarks/gpu_session.py prepare-seeds    # the seeds plan (SEED_JOBS): stage, print the call
+    python3 benchmarks/gpu_session.py device-seeds --out "$OUT" # there
 
 The device half runs side by side on the one GPU:
 1. ``cuda_parity.py`` first, alone on an idle GPU: the shipped ONNX on ONNX Runtime (CPU) against its PyTorch
@@ -55,6 +57,35 @@ TABLE_JOBS = (
 # 5 trainings x (75 s + evaluation) + set-up fit a 490 s deadline; a run that would not fit is skipped, not cut.
 TABLE_SETTINGS = ["--height", "192", "--width", "640", "--batch-size", "12", "--workers", "2", "--threads", "2",
                   "--latency-runs", "0", "--budget-wall-s", "75", "--deadline-s", "490"]
+
+
+# The "seeds" plan (``prepare-seeds`` / ``device-seeds``): the CPU pilot table's missing seeds and ablations at its
+# own size (192x64), each run for exactly the steps its training reached in the pilot's 1200 CPU-s (table1.py
+# --budget-steps-from), float32, so that they join the pilot's rows. Claimed from one queue by SEED_WORKERS
+# processes sharing the GPU (small networks at 192x64 are bound by kernel launches, which parallelise across
+# processes); most needed first: a second seed of everything, then the third, then more ablation seeds.
+SEEDS_STAGE = ".gpu_stage_seeds"
+SEEDS_HW = (64, 192)
+SEEDS_REAL_EVAL = "real_eval_64x192.npz"
+PILOT = "benchmarks/results/table1_pilot_all.json"
+STEP_RATE = "benchmarks/results/table1_step_rate.json"
+SEED_WORKERS = 8
+PROBE_K = 4
+_ABL = ("ablation:no_min_reprojection", "ablation:no_automask", "ablation:no_full_res_multiscale")
+_SYSTEMS = ("featdepth", "diffnet", "packnet", "ddv", "monodepth2", "sfmlearner", "rtmonodepth")
+# Seed 0 of the three loss-switch ablations trains on the CPU beside the call, with the pilot's own CPU-seconds rule
+# (table1.py --ablations ... --skip-baseline --budget-cpu-s 1200).
+CPU_BESIDE = [(a, 0) for a in _ABL]
+SEED_JOBS = (
+    [(name, 1) for name in _SYSTEMS] + [("diffnet", 0)]  # DIFFNet's network init changed after the pilot
+    + [(a, 1) for a in _ABL]
+    + [("monodepth2", 0)]  # the pilot's own run again: the GPU against the CPU for the same steps
+    + [(name, 2) for name in _SYSTEMS] + [(a, 2) for a in _ABL]
+    + [(name, s) for s in (3, 4) for name in ("monodepth2", "featdepth", *_ABL)]
+)
+SEEDS_SETTINGS = ["--height", str(SEEDS_HW[0]), "--width", str(SEEDS_HW[1]), "--batch-size", "4", "--lr", "2e-4",
+                  "--train-frames", "600", "--heldout-frames", "60", "--threads", "1", "--workers", "0",
+                  "--latency-runs", "0"]
 
 
 def prepare(stage: Path, real: Path) -> dict:
@@ -144,6 +175,169 @@ def device(stage: Path, out: Path, dry_run: bool = False) -> int:
     return 0
 
 
+def prepare_seeds(stage: Path, real: Path, wheels_from: Path | None = None) -> dict:
+    """Stage the seeds plan: the odometry training frames and the raw drive's evaluation frames at 192x64, both
+    lossless (PNG / raw), shrunk by the runtime's ``resize_rgb`` as the CPU pilot's datasets and backend shrank them,
+    so that a GPU run reads the pilot's exact pixels; plus the trainer's wheels (copied from ``wheels_from``, else
+    downloaded). Writes and returns the device call."""
+    sys.path.insert(0, str(BENCH))
+    from monodepth_training.train_default_gpu import (
+        device_setup,
+        download_wheels,
+        repo_travel_bytes,
+        stage_frames,
+        tree_bytes,
+        wheel_pins,
+    )
+    from real_data import check_real_root, load_raw_frames, save_staged_frames
+
+    stage.mkdir(parents=True, exist_ok=True)
+    raw_root, odom_root = check_real_root(real)
+    h, w = SEEDS_HW
+    frames_info = stage_frames(odom_root, stage / "kitti_odometry", height=h, width=w, jpeg_quality=None)
+    frames, _ = load_raw_frames(raw_root, stride=2)
+    info = save_staged_frames(stage / SEEDS_REAL_EVAL, frames, h, w, jpeg_quality=None)
+    (stage / "wheels").mkdir(exist_ok=True)
+    if wheels_from is not None and any(wheels_from.glob("*.whl")):
+        for whl in wheels_from.glob("*.whl"):
+            shutil.copyfile(whl, stage / "wheels" / whl.name)
+    else:
+        download_wheels(stage / "wheels", wheel_pins())
+    total = repo_travel_bytes() + tree_bytes(stage)
+    if total > TRAVEL_LIMIT_BYTES:
+        raise SystemExit(f"gpu_session: {total / 2**20:.1f} MiB would travel, over the 64 MiB limit")
+    rel = os.path.relpath(stage, REPO)
+    command = (device_setup(rel) + f"python3 benchmarks/gpu_session.py device-seeds --stage {rel} "
+               "--out \"$OUT\" 2>&1 | tee \"$OUT/session.log\"")
+    call = {"command": command, "carry": [rel], "timeout_s": DEVICE_TIMEOUT_S,
+            "travel_mib": round(total / 2**20, 1), "frames": frames_info, "real_eval": info}
+    (stage / "session_call.json").write_text(json.dumps(call, indent=2) + "\n")
+    return call
+
+
+def tiny_pilot(path: Path, jobs, steps: int = 2) -> None:
+    """A stand-in pilot table for the dry run: every job's training at ``steps`` steps, the dry run's settings."""
+    import table1
+
+    rows = []
+    for name in dict.fromkeys(n for n, _ in jobs):
+        r = table1.recipe_named(name)
+        recipe = {k: v for k, v in table1.asdict(r).items() if k not in ("name", "label", "variant")}
+        rows.append({"name": r.name, "label": r.label, "variant": r.variant, "recipe": recipe,
+                     "runs": [{"seed": 0, "steps": steps}]})
+    settings = {"height": SEEDS_HW[0], "width": SEEDS_HW[1], "batch_size": 4, "lr": 2e-4, "train_frames": 24,
+                "heldout_frames": 4, "real_stride": 2, "budget_cpu_s": 1.0, "budget_wall_s": None}
+    path.write_text(json.dumps({"settings": settings, "systems": rows, "ablation_baseline": None, "ablations": []}))
+
+
+def probe_rate(device: str, seconds: float, warmup_steps: int = 20) -> float:
+    """Optimiser steps per second of one Monodepth2 training at the seeds plan's size and batch, on cached
+    synthetic frames (data loading is not what is measured), after ``warmup_steps`` steps."""
+    import table1
+    import torch
+    from _budget_training import train_for_budget
+    from torch.utils.data import DataLoader
+
+    torch.set_num_threads(1)
+    recipe = table1.SYSTEMS["monodepth2"]
+    depth, pose, _ = table1.build_networks(recipe, 0)
+    depth.to(device), pose.to(device)
+    loader = DataLoader(table1.training_set(*SEEDS_HW, 48, None, cache_all=True), batch_size=4, shuffle=True,
+                        drop_last=True)
+    train_for_budget(depth, pose, loader, budget_cpu_s=1e9, budget_steps=warmup_steps, lr=2e-4)
+    run = train_for_budget(depth, pose, loader, budget_cpu_s=1e9, budget_wall_s=seconds, lr=2e-4)
+    return run.steps / run.wall_s
+
+
+def choose_workers(rate_1: float, rate_k: float, k: int) -> int:
+    """How many processes share the GPU, from the aggregate rates of 1 and of ``k`` probing processes: launch-bound
+    trainings gain from more processes only as far as the GPU's switching between their contexts allows."""
+    if rate_k < 1.2 * rate_1:
+        return 1
+    if rate_k < 0.6 * k * rate_1:
+        return max(2, k // 2)
+    return SEED_WORKERS
+
+
+def device_seeds(stage: Path, out: Path, dry_run: bool = False) -> int:
+    """The seeds plan's device half: ``cuda_inference.py`` alone on the idle GPU first, then SEED_WORKERS table1
+    processes claiming :data:`SEED_JOBS` from one queue until the deadline. Each worker rewrites its JSON after
+    every run, so what finished comes back even if the call's limit kills a worker."""
+    t0 = time.time()
+    logs = Path(tempfile.mkdtemp(prefix="gpu_seeds_"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    with open(logs / "nvidia-smi.txt", "w") as f:
+        if shutil.which("nvidia-smi"):
+            subprocess.run(["nvidia-smi"], stdout=f, stderr=subprocess.STDOUT, check=False)
+        else:
+            f.write("no nvidia-smi\n")
+    py, dev = sys.executable, "cpu" if dry_run else "cuda"
+    limit = 150 if dry_run else 575  # the session's own end, inside the tool's 590 s
+
+    def start(name: str, args: list[str]) -> tuple[str, subprocess.Popen, object]:
+        log = open(logs / f"{name}.log", "w")
+        print(f"[session {time.time() - t0:5.0f} s] start {name}", flush=True)
+        return name, subprocess.Popen([py, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log
+
+    def finish(jobs, timeout_at: float) -> None:
+        for name, proc, log in jobs:
+            try:
+                rc = proc.wait(timeout=max(1.0, timeout_at - time.time()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = "killed at the session's limit"
+            log.close()
+            print(f"[session {time.time() - t0:5.0f} s] {name}: rc {rc}", flush=True)
+
+    inference = ["benchmarks/cuda_inference.py", "--out", str(logs / "cuda_inference.json")]
+    finish([start("cuda_inference", inference + (["--dry-run"] if dry_run else []))], t0 + (60 if dry_run else 100))
+
+    # How many processes: one probing process alone, then PROBE_K at once (each prints its steps/s).
+    probe_s = "2" if dry_run else "12"
+    rates = {}
+    for k in (1, PROBE_K):
+        procs = [start(f"probe{k}_{i}", ["benchmarks/gpu_session.py", "probe", "--device", dev, "--seconds", probe_s])
+                 for i in range(k)]
+        finish(procs, time.time() + 90)
+        rates[k] = sum(float((logs / f"probe{k}_{i}.log").read_text().split("PROBE_STEPS_PER_S")[-1].split()[0])
+                       for i in range(k) if "PROBE_STEPS_PER_S" in (logs / f"probe{k}_{i}.log").read_text())
+    n_workers = 2 if dry_run else choose_workers(rates[1], rates[PROBE_K], PROBE_K)
+    print(f"[session {time.time() - t0:5.0f} s] probe: {rates[1]:.1f} steps/s alone, {rates[PROBE_K]:.1f} with "
+          f"{PROBE_K} processes -> {n_workers} worker(s)", flush=True)
+    (logs / "probe.json").write_text(json.dumps({"rates": rates, "workers": n_workers}))
+
+    jobs_list = SEED_JOBS[:3] if dry_run else SEED_JOBS
+    sys.path.insert(0, str(BENCH))
+    import table1
+
+    table1.write_queue(logs / "queue", jobs_list)
+    if dry_run:
+        pilot, rate = logs / "tiny_pilot.json", None
+        tiny_pilot(pilot, jobs_list)
+        settings = [*SEEDS_SETTINGS, "--train-frames", "24", "--heldout-frames", "4"]
+    else:
+        pilot, rate, settings = REPO / PILOT, REPO / STEP_RATE, SEEDS_SETTINGS
+    budget = ["--budget-steps-from", str(pilot)] + (["--budget-steps-rate", str(rate)] if rate else [])
+    deadline = limit - (time.time() - t0) - 10  # each worker's clock starts now; 10 s to write and pack
+    workers = []
+    for i in range(n_workers):
+        workers.append(start(f"table1_w{i}", [
+            "benchmarks/table1.py", "--device", dev, *settings, *budget,
+            "--queue", str(logs / "queue"), "--deadline-s", f"{deadline:.0f}",
+            "--real-staged", str(stage / SEEDS_REAL_EVAL), "--odom-root", str(stage / "kitti_odometry"),
+            "--parallel-note", f"{n_workers} process(es) claiming runs from one queue on one GPU",
+            "--out", str(logs / f"table1_w{i}.json")]))
+    finish(workers, t0 + limit)
+    left = sorted(p.name for p in (logs / "queue" / "todo").glob("*.json"))
+    print(f"[session {time.time() - t0:5.0f} s] jobs never claimed: {len(left)}", flush=True)
+    with tarfile.open(out / "session.tar.gz", "w:gz") as tar:
+        for p in sorted(logs.rglob("*")):
+            if p.is_file() and p.stat().st_size < 4 * 2**20:
+                tar.add(p, arcname=str(p.relative_to(logs)))
+    print(f"[session {time.time() - t0:5.0f} s] done", flush=True)
+    return 0
+
+
 def collect(src: Path, dest: Path) -> None:
     """Unpack ``session.tar.gz`` into ``dest`` and join the default model's parts (train_default_gpu collect)."""
     from monodepth_training.train_default_gpu import collect as collect_default
@@ -165,6 +359,18 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--stage", type=Path, default=Path(STAGE))
     pd.add_argument("--out", type=Path, required=True)
     pd.add_argument("--dry-run", action="store_true", help="tiny CPU versions of every job (checks the plumbing)")
+    ps = sub.add_parser("prepare-seeds")
+    ps.add_argument("--stage", type=Path, default=REPO / SEEDS_STAGE)
+    ps.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "real")
+    ps.add_argument("--wheels-from", type=Path, default=REPO / STAGE / "wheels",
+                    help="copy the trainer's wheels from here when it has them (else they are downloaded)")
+    pds = sub.add_parser("device-seeds")
+    pds.add_argument("--stage", type=Path, default=Path(SEEDS_STAGE))
+    pds.add_argument("--out", type=Path, required=True)
+    pds.add_argument("--dry-run", action="store_true", help="tiny CPU versions of every job (checks the plumbing)")
+    pr = sub.add_parser("probe", help="print one training's steps/s (device-seeds runs it to pick the processes)")
+    pr.add_argument("--device", default="cuda")
+    pr.add_argument("--seconds", type=float, default=12.0)
     pc = sub.add_parser("collect")
     pc.add_argument("src", type=Path)
     pc.add_argument("--to", type=Path, default=REPO / "runs" / "gpu_session")
@@ -173,8 +379,16 @@ def main(argv: list[str] | None = None) -> int:
         call = prepare(args.stage, args.real)
         print(json.dumps(call, indent=2))
         return 0
-    if args.cmd == "device":
-        return device(args.stage if args.stage.is_absolute() else REPO / args.stage, args.out, args.dry_run)
+    if args.cmd == "probe":
+        sys.path.insert(0, str(BENCH))
+        print(f"PROBE_STEPS_PER_S {probe_rate(args.device, args.seconds):.3f}", flush=True)
+        return 0
+    if args.cmd == "prepare-seeds":
+        print(json.dumps(prepare_seeds(args.stage, args.real, args.wheels_from), indent=2))
+        return 0
+    if args.cmd in ("device", "device-seeds"):
+        run = device if args.cmd == "device" else device_seeds
+        return run(args.stage if args.stage.is_absolute() else REPO / args.stage, args.out, args.dry_run)
     collect(args.src, args.to)
     print(f"collected into {args.to}")
     return 0

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _budget_training import MAX_DEPTH, MIN_DEPTH, heldout_predictions, train_for_budget
+from _budget_training import MAX_DEPTH, MIN_DEPTH, DeadlineReached, heldout_predictions, train_for_budget
 from architecture_ablation import ARCHS
 from loss_ablation import (
     METRIC_INIT_DEPTH,
@@ -207,6 +207,44 @@ def ablation_recipe(name: str) -> Recipe:
                   {"num_layers": 18} if extras.get("featurenet_mode", "off") != "off" else {}, base.variant)
 
 
+def table_rows(part: dict) -> list[dict]:
+    """Every trained row of a table JSON: its systems, its ablation baseline and its ablations."""
+    return part["systems"] + ([part["ablation_baseline"]] if part.get("ablation_baseline") else []) + part["ablations"]
+
+
+def row_recipe(row: dict) -> Recipe:
+    return Recipe(row["name"], row["label"], variant=row["variant"], **row["recipe"])
+
+
+def budget_steps_table(pilot: dict, rate: dict | None = None) -> dict[str, dict]:
+    """The step budget that repeats a CPU table's trainings elsewhere (a GPU): per training key
+    (:meth:`Recipe.key`), ``{"name", "steps", "how"}``.
+
+    A training that ``pilot`` (a CPU-seconds table) ran keeps the mean of its steps there. One that only ``rate``
+    ran (a shorter CPU table that trained it beside Monodepth2, one process, one thread) gets Monodepth2's pilot steps
+    times its steps / Monodepth2's steps in ``rate``: what the pilot's CPU seconds would have bought it, from its
+    measured cost per step."""
+    out: dict[str, dict] = {}
+    budget = pilot["settings"]["budget_cpu_s"]
+    for row in table_rows(pilot):
+        steps = [r["steps"] for r in row["runs"]]
+        out.setdefault(row_recipe(row).key(), {"name": row["name"], "steps": round(float(np.mean(steps))),
+                                               "how": f"pilot: {budget:g} CPU-s, {len(steps)} run(s)"})
+    if rate is not None:
+        base = SYSTEMS["monodepth2"].key()
+        rate_steps = {row_recipe(row).key(): (row["name"], float(np.mean([r["steps"] for r in row["runs"]])))
+                      for row in table_rows(rate)}
+        if base not in out or base not in rate_steps:
+            raise ValueError("the step-rate table and the pilot both need the Monodepth2 system to scale by")
+        for key, (name, steps) in rate_steps.items():
+            if key not in out:
+                ratio = steps / rate_steps[base][1]
+                out[key] = {"name": name, "steps": round(out[base]["steps"] * ratio),
+                            "how": f"Monodepth2's pilot steps x {ratio:.3f} (its steps per CPU-s against "
+                                   f"Monodepth2's, {rate['settings']['budget_cpu_s']:g} CPU-s each)"}
+    return out
+
+
 # ------------------------------------------------------------------------------------------- statistics
 
 
@@ -341,9 +379,16 @@ def torch_model(name: str, path: Path, device: str, threads: int) -> DepthModel:
                       str(path), backend.close)
 
 
-def run_one(recipe: Recipe, seed: int, ctx: Context) -> dict:
-    """Untrained scores (cached per network and seed), then train for the budget, then trained scores."""
+def run_one(recipe: Recipe, seed: int, ctx: Context, deadline: float | None = None) -> dict:
+    """Untrained scores (cached per network and seed), then train for the budget, then trained scores. With a
+    step budget (``--budget-steps-from``) a training the budget does not know is an error; ``deadline`` (a
+    ``time.perf_counter()`` value) abandons the training (:class:`DeadlineReached`)."""
     args = ctx.args
+    budget_steps = None
+    if args.steps_by_key is not None:
+        if recipe.key() not in args.steps_by_key:
+            raise ValueError(f"{recipe.name}: no step budget (the pilot and rate tables never trained it)")
+        budget_steps = args.steps_by_key[recipe.key()]["steps"]
     depth_net, pose_net, featurenet = build_networks(recipe, seed)
     device = torch.device(args.device)
     for net in (depth_net, pose_net, featurenet):
@@ -360,9 +405,10 @@ def run_one(recipe: Recipe, seed: int, ctx: Context) -> dict:
                         drop_last=True, pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
     trained = train_for_budget(depth_net, pose_net, loader, budget_cpu_s=args.budget_cpu_s, lr=args.lr,
                                extras=ExtraLossConfig(**recipe.extras), featurenet=featurenet,
-                               budget_wall_s=args.budget_wall_s, amp=args.amp, **recipe.switches)
+                               budget_wall_s=args.budget_wall_s, budget_steps=budget_steps, amp=args.amp,
+                               deadline=deadline, **recipe.switches)
     return {"seed": seed, "steps": trained.steps, "cpu_s": round(trained.cpu_s, 1), "budget_kind": trained.budget_kind,
-            "amp": trained.amp,
+            "amp": trained.amp, "device": args.device,
             "wall_s": round(trained.wall_s, 1), "last_losses": trained.history[-1] if trained.history else
             {"loss": trained.last_loss}, "trained": evaluate(depth_net, recipe, ctx),
             "untrained": ctx.untrained_cache[ukey]}
@@ -533,6 +579,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed-start", type=int, default=0,
                     help="first seed (--seeds N runs seeds S..S+N-1): to split one table over processes")
     ap.add_argument("--budget-cpu-s", type=float, default=1200.0, help="CPU seconds of training per run")
+    ap.add_argument("--budget-steps-from", type=Path, default=None,
+                    help="a CPU table JSON (the pilot): each training runs for the steps it reached there, in "
+                         "float32, so that a GPU repeats the same budget; the settings must match it")
+    ap.add_argument("--budget-steps-rate", type=Path, default=None,
+                    help="with --budget-steps-from: a shorter CPU table with Monodepth2 and the trainings the "
+                         "pilot lacks (their steps = Monodepth2's pilot steps x their measured rate)")
+    ap.add_argument("--queue", type=Path, default=None,
+                    help="a folder of jobs (todo/*.json: {\"recipe\": name or ablation:name, \"seed\": n}); "
+                         "this process claims them one at a time (several processes may share it) instead of "
+                         "running --systems/--ablations x --seeds, and rewrites --out after each run")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda[:N]: train and evaluate on a GPU")
     ap.add_argument("--budget-wall-s", type=float, default=None,
                     help="wall seconds of training per run (the budget with --device cuda, required there)")
@@ -588,19 +644,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--seeds must be >= 1 and --seed-start >= 0")
     if args.workers < 0:
         ap.error("--workers must be >= 0")
+    args.steps_by_key = None
+    if args.budget_steps_from is not None:
+        steps_budget(ap, args)
     if args.device != "cpu":
         if not args.device.startswith("cuda"):
             ap.error(f"--device must be cpu or cuda[:N], got {args.device!r}")
         if not torch.cuda.is_available():
             ap.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
-        if args.budget_wall_s is None or args.budget_wall_s <= 0:
-            ap.error("--device cuda needs --budget-wall-s > 0 (CPU seconds do not measure GPU work)")
+        if args.steps_by_key is None and (args.budget_wall_s is None or args.budget_wall_s <= 0):
+            ap.error("--device cuda needs --budget-wall-s > 0 or --budget-steps-from (CPU seconds do not measure "
+                     "GPU work)")
     elif args.budget_wall_s is not None and args.budget_wall_s <= 0:
         ap.error("--budget-wall-s must be > 0")
     args.amp = (args.device != "cpu") if args.amp is None else bool(args.amp and args.device != "cpu")
+    if args.steps_by_key is not None:
+        args.amp = False  # the pilot's trainings were float32
     if args.real_staged is not None and args.odom_root is None:
         ap.error("--real-staged needs --odom-root (the training frames)")
     return args
+
+
+# What must match between a step-budget run and the pilot it repeats.
+STEP_BUDGET_SAME = ("height", "width", "batch_size", "lr", "train_frames", "heldout_frames", "real_stride")
+
+
+def steps_budget(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--budget-steps-from``: read the pilot (and rate) tables into ``args.steps_by_key``; the budget is then
+    the pilot's CPU seconds, counted in the steps they bought."""
+    if args.budget_wall_s is not None or args.amp:
+        ap.error("--budget-steps-from repeats float32 CPU trainings: no --budget-wall-s, no --amp")
+    try:
+        pilot = json.loads(args.budget_steps_from.read_text())
+        rate = json.loads(args.budget_steps_rate.read_text()) if args.budget_steps_rate else None
+        args.steps_by_key = budget_steps_table(pilot, rate)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        ap.error(f"--budget-steps-from: cannot read a step budget: {e}")
+    for ref, name in ((pilot, args.budget_steps_from), (rate, args.budget_steps_rate)):
+        if ref is None:
+            continue
+        diff = {k: (ref["settings"].get(k), getattr(args, k)) for k in STEP_BUDGET_SAME
+                if ref["settings"].get(k) != getattr(args, k)}
+        if diff:
+            ap.error(f"--budget-steps-from: {name} ran with other settings (theirs, these): {diff}")
+        if ref["settings"].get("budget_wall_s") is not None:
+            ap.error(f"--budget-steps-from: {name} is not a CPU-seconds table")
+    args.budget_cpu_s = float(pilot["settings"]["budget_cpu_s"])
 
 
 def recipes_of(args: argparse.Namespace) -> tuple[list[Recipe], list[Recipe], dict[str, Recipe]]:
@@ -646,7 +735,11 @@ def build_result(args: argparse.Namespace, runs_by_key: dict[str, list[dict]], d
             out["complexity"] = complexity(recipe, args, measured)
         return out
 
-    if args.budget_wall_s is None:
+    if args.steps_by_key is not None:
+        rule = (f"every (system, seed) trains for exactly the steps that {args.budget_cpu_s:g} CPU-s (one run at a "
+                f"time, 1 torch thread) bought the same training in {Path(args.budget_steps_from).name} "
+                f"(step_budget), in float32 on {machine.get('gpu', args.device)}")
+    elif args.budget_wall_s is None:
         rule = (f"every (system, seed) trains in this one process, one after another, with {args.threads} torch "
                 f"thread(s), until the training loop has used {args.budget_cpu_s:g} process CPU-seconds (data "
                 "loading included; evaluation and set-up excluded)")
@@ -654,11 +747,18 @@ def build_result(args: argparse.Namespace, runs_by_key: dict[str, list[dict]], d
         rule = (f"every (system, seed) trains until {args.budget_wall_s:g} wall-seconds have passed in its training "
                 f"loop, on {machine.get('gpu', args.device)} with float16 AMP={args.amp}, batch {args.batch_size}, "
                 f"{args.workers} loader workers per process (evaluation and set-up excluded)")
+    stepped = [r for runs in runs_by_key.values() for r in runs if r.get("budget_kind") == "steps"]
+    if stepped and args.steps_by_key is None:
+        devices = sorted({r.get("device", "cpu") for r in stepped})
+        rule += (f"; {len(stepped)} run(s) ({', '.join(devices)}, float32) instead trained for exactly the steps "
+                 f"that budget bought the same training on the CPU (step_budget)")
     seeds_run = sorted({r["seed"] for runs in runs_by_key.values() for r in runs})
+    step_budget = {v["name"]: {"steps": v["steps"], "how": v["how"]} for v in (args.steps_by_key or {}).values()}
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "steps_by_key"},
+        **({"step_budget": step_budget} if step_budget else {}),
         "budget_rule": rule,
         "seeds_run": len(seeds_run),
         "data": data,
@@ -674,7 +774,8 @@ def merge(args: argparse.Namespace) -> dict:
     """One table from the JSONs of several processes (``--merge``): their runs joined per training; the settings
     that change the trainings must agree. Complexity (params, GFLOPs, CPU ms) is measured here."""
     parts = [json.loads(Path(p).read_text()) for p in args.merge]
-    same = ("height", "width", "batch_size", "lr", "train_frames", "heldout_frames", "device", "budget_cpu_s",
+    # Not the device: a step-budget part (--budget-steps-from) repeats the CPU's trainings on a GPU, in float32.
+    same = ("height", "width", "batch_size", "lr", "train_frames", "heldout_frames", "budget_cpu_s",
             "budget_wall_s", "amp", "workers", "real_stride")
     # Tables written before the GPU mode existed have no device/amp/workers: they ran on the CPU, without either.
     cpu_defaults = {"device": "cpu", "amp": False, "workers": 0}
@@ -688,10 +789,11 @@ def merge(args: argparse.Namespace) -> dict:
             raise SystemExit(f"table1 --merge: {path} was run with other settings: {diff}")
     runs_by_key: dict[str, list[dict]] = {}
     systems, ablations = [], []
+    step_budget: dict = {}
     for part in parts:
-        rows = part["systems"] + ([part["ablation_baseline"]] if part["ablation_baseline"] else []) + part["ablations"]
-        for row in rows:
-            recipe = Recipe(row["name"], row["label"], variant=row["variant"], **row["recipe"])
+        step_budget.update(part.get("step_budget", {}))
+        for row in table_rows(part):
+            recipe = row_recipe(row)
             seen = {r["seed"] for r in runs_by_key.setdefault(recipe.key(), [])}
             runs_by_key[recipe.key()] += [r for r in row["runs"] if r["seed"] not in seen]
         systems += [r["name"] for r in part["systems"] if r["name"] not in systems]
@@ -701,7 +803,7 @@ def merge(args: argparse.Namespace) -> dict:
                                    # every ablation a part listed, or whose training ran under another name
                                    "ablations": [a for a in ABLATIONS
                                                  if a in ablations or runs_by_key.get(ablation_recipe(a).key())],
-                                   "skip_baseline": False,
+                                   "skip_baseline": False, "steps_by_key": None,
                                    "latency_runs": args.latency_runs, "merge": [str(p) for p in args.merge]})
     data = dict(parts[0]["data"])
     machine = dict(parts[0]["machine"])
@@ -711,6 +813,11 @@ def merge(args: argparse.Namespace) -> dict:
     if args.parallel_note:
         extra["parallel_note"] = args.parallel_note
     extra["skipped"] = [s for p in parts for s in p.get("skipped", [])]
+    if step_budget:
+        extra["step_budget"] = step_budget
+    machine["parts"] = [{"file": str(path), "device": part["settings"].get("device", "cpu"),
+                         "gpu": part["machine"].get("gpu"), "torch": part["machine"].get("torch")}
+                        for path, part in zip(args.merge, parts)]
     return build_result(merged, runs_by_key, data, machine, wall, **extra)
 
 
@@ -721,10 +828,52 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = train_table(args)
     print("\n" + report(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.out, json.dumps(result, indent=2, default=list).encode())
+    save_result(args.out, result)
     print(f"\nwrote {args.out}")
     return 0
+
+
+def save_result(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(result, indent=2, default=list).encode())
+
+
+def recipe_named(name: str) -> Recipe:
+    """A system by name, or an ablation as ``ablation:<name>`` (a queue job's ``recipe``)."""
+    if name.startswith("ablation:") and name.split(":", 1)[1] in ABLATIONS:
+        return ablation_recipe(name.split(":", 1)[1])
+    if name in SYSTEMS:
+        return SYSTEMS[name]
+    raise ValueError(f"unknown recipe {name!r}: a system of {list(SYSTEMS)} or ablation:<one of {list(ABLATIONS)}>")
+
+
+def write_queue(folder: Path, jobs: Sequence[tuple[str, int]]) -> None:
+    """Jobs ``(recipe name, seed)`` as ``folder/todo/NNN.json``, claimed in this order (:func:`claim_jobs`)."""
+    for name, _ in jobs:
+        recipe_named(name)  # fail here, not on the device
+    todo = folder / "todo"
+    todo.mkdir(parents=True, exist_ok=True)
+    for i, (name, seed) in enumerate(jobs):
+        (todo / f"{i:03d}.json").write_text(json.dumps({"recipe": name, "seed": int(seed)}))
+
+
+def claim_jobs(folder: Path, worker: str):
+    """Yield ``(recipe, seed)`` jobs from ``folder/todo``, each claimed by one process: the claim is an atomic
+    rename into ``folder/claimed`` that only one of the processes racing for a file can win."""
+    claimed = folder / "claimed"
+    claimed.mkdir(parents=True, exist_ok=True)
+    while True:
+        for path in sorted((folder / "todo").glob("*.json")):
+            target = claimed / f"{path.stem}.{worker}.json"
+            try:
+                os.rename(path, target)
+            except FileNotFoundError:  # another process won it
+                continue
+            job = json.loads(target.read_text())
+            yield recipe_named(job["recipe"]), int(job["seed"])
+            break
+        else:
+            return
 
 
 def train_table(args: argparse.Namespace) -> dict:
@@ -740,8 +889,13 @@ def train_table(args: argparse.Namespace) -> dict:
             odom_root = args.odom_root
     _, _, unique = recipes_of(args)
     seeds = range(args.seed_start, args.seed_start + args.seeds)
-    budget = f"{args.budget_cpu_s:g} CPU-s" if args.budget_wall_s is None else f"{args.budget_wall_s:g} wall-s"
-    print(f"{len(unique)} trainings x {args.seeds} seed(s) x {budget}, plus evaluation. " + real_note, flush=True)
+    if args.steps_by_key is not None:
+        budget = f"the steps {args.budget_cpu_s:g} CPU-s bought each in {args.budget_steps_from.name}"
+    else:
+        budget = f"{args.budget_cpu_s:g} CPU-s" if args.budget_wall_s is None else f"{args.budget_wall_s:g} wall-s"
+    what = (f"jobs from {args.queue}" if args.queue is not None
+            else f"{len(unique)} trainings x {args.seeds} seed(s)")
+    print(f"{what} x {budget}, plus evaluation. " + real_note, flush=True)
 
     t0 = time.perf_counter()
     # With loader workers (the GPU runs) every synthetic frame is rendered once, before the workers fork.
@@ -754,39 +908,64 @@ def train_table(args: argparse.Namespace) -> dict:
     else:
         real_frames = load_raw_frames(raw_root, stride=args.real_stride)[0] if raw_root is not None else None
     print(f"set-up {time.perf_counter() - t0:.0f} s: {len(train)} training samples", flush=True)
-    runs_by_key: dict[str, list[dict]] = {}
-    skipped: list[dict] = []
-    extra_s: list[float] = []  # each run's wall time beyond its training budget (evaluation, loader start)
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = Context(args, train, heldout, real_frames, Path(tmp))
-        for key, recipe in unique.items():
-            runs_by_key[key] = []
-            for seed in seeds:
-                elapsed = time.perf_counter() - t0
-                need = (args.budget_wall_s or 0.0) + (max(extra_s) if extra_s else 30.0)
-                if args.deadline_s is not None and elapsed + need > args.deadline_s:
-                    skipped.append({"recipe": recipe.name, "seed": seed, "elapsed_s": round(elapsed, 1),
-                                    "needed_s": round(need, 1)})
-                    print(f"  {recipe.label} seed {seed}: skipped, {elapsed:.0f} s + ~{need:.0f} s would pass the "
-                          f"{args.deadline_s:g} s deadline", flush=True)
-                    continue
-                t_run = time.perf_counter()
-                run = run_one(recipe, seed, ctx)
-                extra_s.append(time.perf_counter() - t_run - (args.budget_wall_s or 0.0))
-                runs_by_key[key].append(run)
-                syn = run["trained"]["synthetic"]["median_scaled"]["abs_rel"]
-                real = run["trained"]["real"]
-                print(f"  {recipe.label} seed {seed}: {run['steps']} steps in {run['cpu_s']} CPU-s / "
-                      f"{run['wall_s']} wall-s; abs_rel synthetic {syn:.3f} (untrained "
-                      f"{run['untrained']['synthetic']['median_scaled']['abs_rel']:.3f})"
-                      + (f", real {real['median_scaled']['abs_rel']:.3f}" if real else ""), flush=True)
     data = {"train": f"synthetic world seed 0 ({args.train_frames} frames, {WORLD})"
                      + (f" + KITTI odometry {ODOM_SEQUENCE} frames {ODOM_TRAIN_FRAMES[0]}-"
                         f"{ODOM_TRAIN_FRAMES[1]} (grey camera 0)" if odom_root is not None else ""),
             "train_samples": len(train), "real_used": real_frames is not None, "real_note": real_note,
             "real_frames": len(real_frames) if real_frames is not None else 0}
-    runs_by_key = {k: v for k, v in runs_by_key.items() if v}
     extra = {"parallel_note": args.parallel_note} if args.parallel_note else {}
+    if args.queue is not None:
+        # The rows are whatever this process claims; an ablation's baseline may run in another process.
+        args.systems, args.ablations, args.skip_baseline = [], [], True
+        jobs = claim_jobs(args.queue, f"{platform.node()}-{os.getpid()}")
+    else:
+        jobs = ((recipe, seed) for recipe in unique.values() for seed in seeds)
+    runs_by_key: dict[str, list[dict]] = {}
+    skipped: list[dict] = []
+    extra_s: list[float] = []  # each run's wall time beyond its training (evaluation, loader start)
+    run_s: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = Context(args, train, heldout, real_frames, Path(tmp))
+        for recipe, seed in jobs:
+            elapsed = time.perf_counter() - t0
+            reserve = max(extra_s) if extra_s else 30.0  # evaluation after the training
+            need = (args.budget_wall_s or 0.0) + reserve
+            if args.queue is not None and run_s:  # step budgets: this process's runs so far say how long one takes
+                need = max(need, 0.8 * float(np.mean(run_s)))
+            if args.deadline_s is not None and elapsed + need > args.deadline_s:
+                skipped.append({"recipe": recipe.name, "seed": seed, "elapsed_s": round(elapsed, 1),
+                                "needed_s": round(need, 1)})
+                print(f"  {recipe.label} seed {seed}: skipped, {elapsed:.0f} s + ~{need:.0f} s would pass the "
+                      f"{args.deadline_s:g} s deadline", flush=True)
+                if args.queue is not None:
+                    break  # a claimed job that does not fit: stop claiming
+                continue
+            t_run = time.perf_counter()
+            deadline = None if args.deadline_s is None else t0 + args.deadline_s - reserve
+            try:
+                run = run_one(recipe, seed, ctx, deadline=deadline)
+            except DeadlineReached as e:
+                skipped.append({"recipe": recipe.name, "seed": seed, "elapsed_s": round(elapsed, 1),
+                                "abandoned": str(e)})
+                print(f"  {recipe.label} seed {seed}: abandoned, {e}", flush=True)
+                break
+            run_s.append(time.perf_counter() - t_run)
+            extra_s.append(run_s[-1] - run["wall_s"])
+            runs_by_key.setdefault(recipe.key(), []).append(run)
+            if args.queue is not None:
+                group = args.ablations if recipe.name.startswith("ablation:") else args.systems
+                name = recipe.name.split(":", 1)[-1]
+                if name not in group:
+                    group.append(name)
+            syn = run["trained"]["synthetic"]["median_scaled"]["abs_rel"]
+            real = run["trained"]["real"]
+            print(f"  {recipe.label} seed {seed}: {run['steps']} steps in {run['cpu_s']} CPU-s / "
+                  f"{run['wall_s']} wall-s; abs_rel synthetic {syn:.3f} (untrained "
+                  f"{run['untrained']['synthetic']['median_scaled']['abs_rel']:.3f})"
+                  + (f", real {real['median_scaled']['abs_rel']:.3f}" if real else ""), flush=True)
+            if args.queue is not None:  # what finished survives a kill at the device call's limit
+                save_result(args.out, build_result(args, runs_by_key, data, machine_info(args),
+                                                   round(time.perf_counter() - t0, 1), skipped=skipped, **extra))
     return build_result(args, runs_by_key, data, machine_info(args), round(time.perf_counter() - t0, 1),
                         skipped=skipped, **extra)
 

@@ -95,8 +95,9 @@ def download_wheels(dest: Path, pins: dict[str, str]) -> list[Path]:
 
 def stage_frames(src_root: Path, dest_root: Path, *, sequence: str = "03", camera: int = 0,
                  frames: tuple[int, int] = (0, 699), height: int = 192, width: int = 640,
-                 jpeg_quality: int = JPEG_QUALITY) -> dict[str, Any]:
-    """Copy one KITTI odometry sequence's training frames, shrunk to ``height`` x ``width``, into ``dest_root``.
+                 jpeg_quality: int | None = JPEG_QUALITY) -> dict[str, Any]:
+    """Copy one KITTI odometry sequence's training frames, shrunk to ``height`` x ``width``, into ``dest_root``
+    (JPEG at ``jpeg_quality``; None: lossless PNG, the exact pixels a dataset of this size decodes).
 
     The frames get the shrink the dataset itself applies (area resize of the decoded RGB) and the calibration the
     matching ``scale_intrinsics`` (``P' = A P``), so a dataset at this size reads the same pixels (up to the JPEG
@@ -132,10 +133,11 @@ def stage_frames(src_root: Path, dest_root: Path, *, sequence: str = "03", camer
         small = resize_rgb(rgb, height, width)
         grey = bool((small[..., 0] == small[..., 1]).all() and (small[..., 1] == small[..., 2]).all())
         out = small[..., 0] if grey else cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+        ext, params = (".png", []) if jpeg_quality is None else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+        ok, buf = cv2.imencode(ext, out, params)
         if not ok:
             raise RuntimeError(f"cannot encode {seq.images[camera][i]}")
-        (img_dir / f"{i:06d}.jpg").write_bytes(buf.tobytes())
+        (img_dir / f"{i:06d}{ext}").write_bytes(buf.tobytes())
 
     sy, sx = height / src_hw[0], width / src_hw[1]
     A = scale_intrinsics(np.eye(3), sx, sy)  # the resize as a pixel map, so any P (with its t column) scales too
@@ -150,7 +152,8 @@ def stage_frames(src_root: Path, dest_root: Path, *, sequence: str = "03", camer
         (Path(dest_root) / "poses").mkdir(exist_ok=True)
         shutil.copyfile(poses, Path(dest_root) / "poses" / f"{name}.txt")
     return {"sequence": name, "camera": camera, "frames": [first, last], "num_images": len(wanted),
-            "source_hw": list(src_hw), "hw": [height, width], "jpeg_quality": int(jpeg_quality)}
+            "source_hw": list(src_hw), "hw": [height, width],
+            "jpeg_quality": None if jpeg_quality is None else int(jpeg_quality)}
 
 
 def tree_bytes(path: Path) -> int:

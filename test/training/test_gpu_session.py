@@ -104,3 +104,71 @@ def test_device_half_dry_run_returns_what_collect_unpacks(tmp_path):
     gpu_session.collect(out, back)
     assert (back / "default" / "last.safetensors").is_file()
     assert json.loads((back / "table1_md2_seed0.json").read_text())["systems"]
+
+
+def test_seed_jobs_give_every_system_and_default_ablation_three_seeds_with_the_pilot():
+    import table1
+
+    pilot = json.loads((REPO / gpu_session.PILOT).read_text())
+    seeds: dict[str, set[int]] = {}
+    for row in table1.table_rows(pilot):
+        seeds.setdefault(table1.row_recipe(row).key(), set()).update(r["seed"] for r in row["runs"])
+    for name, seed in [*gpu_session.SEED_JOBS, *gpu_session.CPU_BESIDE]:
+        seeds.setdefault(table1.recipe_named(name).key(), set()).add(seed)
+    wanted = [table1.SYSTEMS[s] for s in table1.SYSTEMS] + [table1.ablation_recipe(a)
+                                                            for a in table1.DEFAULT_ABLATIONS]
+    assert all({0, 1, 2} <= seeds[r.key()] for r in wanted)
+    assert len(set(gpu_session.SEED_JOBS)) == len(gpu_session.SEED_JOBS)
+    # Every job has a step budget from the committed pilot and step-rate tables.
+    budget = table1.budget_steps_table(pilot, json.loads((REPO / gpu_session.STEP_RATE).read_text()))
+    assert all(table1.recipe_named(n).key() in budget for n, _ in gpu_session.SEED_JOBS)
+
+
+@pytest.mark.slow
+def test_seeds_plan_stages_lossless_frames_and_its_dry_run_returns_the_workers_tables(tmp_path):
+    """prepare-seeds (the real frames at 192x64, as the pilot's datasets shrink them), then the device half tiny on
+    the CPU: the inference benchmark and two queue workers, whose tables come back in session.tar.gz."""
+    real = REPO.parent / "shared" / "data" / "real"
+    if not real.is_dir():
+        pytest.skip(f"no real data at {real} (a user's clone); CI has it")
+    stage = tmp_path / "stage"
+    call = gpu_session.prepare_seeds(stage, real, wheels_from=REPO / gpu_session.STAGE / "wheels")
+    assert call["frames"]["hw"] == [64, 192] and call["frames"]["jpeg_quality"] is None
+    assert call["travel_mib"] < 64 and call["timeout_s"] <= 600
+    from real_data import load_staged_frames
+
+    staged = load_staged_frames(stage / gpu_session.SEEDS_REAL_EVAL)
+    assert len(staged) == 39 and staged[0].rgb.shape == (64, 192, 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    res = subprocess.run([sys.executable, "benchmarks/gpu_session.py", "device-seeds", "--dry-run", "--stage",
+                          str(stage), "--out", str(out)], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    with tarfile.open(out / "session.tar.gz") as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    runs = [run for w in (0, 1) for row in table1_rows(tmp_path / "back" / f"table1_w{w}.json")
+            for run in row["runs"]]
+    assert len(runs) == 3 and all(r["budget_kind"] == "steps" and r["steps"] == 2 for r in runs)
+    assert json.loads((tmp_path / "back" / "cuda_inference.json").read_text())["rows"]
+
+
+def table1_rows(path: Path) -> list[dict]:
+    import table1
+
+    return table1.table_rows(json.loads(path.read_text()))
+
+
+def test_cuda_inference_without_a_device_exits_3_and_writes_nothing(tmp_path, capsys):
+    import cuda_inference
+
+    if cuda_inference.torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the no-device path is not reachable here")
+    assert cuda_inference.main(["--out", str(tmp_path / "x.json")]) == cuda_inference.EXIT_NO_DEVICE
+    assert not (tmp_path / "x.json").exists() and "no CUDA device" in capsys.readouterr().err
+
+
+def test_the_gpu_is_shared_by_as_many_processes_as_the_probe_shows_it_gains_from():
+    assert gpu_session.choose_workers(20.0, 22.0, 4) == 1  # context switches eat the second process's gain
+    assert gpu_session.choose_workers(20.0, 40.0, 4) == 2  # gains, but far from linear
+    assert gpu_session.choose_workers(20.0, 70.0, 4) == gpu_session.SEED_WORKERS

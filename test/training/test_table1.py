@@ -191,3 +191,71 @@ def test_ablations_trained_apart_from_their_baseline_merge_into_one_comparison(t
                         "--out", str(out)]) == 0
     merged = json.loads(out.read_text())
     assert merged["ablation_baseline"]["name"] == "monodepth2" and merged["ablations"][0]["ablation"] == "gt_pose"
+
+
+def _row(recipe, steps: list[int]) -> dict:
+    """A table JSON row of ``recipe`` whose runs took ``steps``."""
+    body = {k: v for k, v in table1.asdict(recipe).items() if k not in ("name", "label", "variant")}
+    return {"name": recipe.name, "label": recipe.label, "variant": recipe.variant, "recipe": body,
+            "runs": [{"seed": i, "steps": n} for i, n in enumerate(steps)]}
+
+
+def test_a_step_budget_keeps_the_pilots_steps_and_scales_the_rest_by_their_measured_cost():
+    md2, featdepth = table1.SYSTEMS["monodepth2"], table1.SYSTEMS["featdepth"]
+    no_automask = table1.ablation_recipe("no_automask")
+    pilot = {"settings": {"budget_cpu_s": 1200.0}, "systems": [_row(md2, [2300, 2400]), _row(featdepth, [1665])],
+             "ablation_baseline": None, "ablations": []}
+    rate = {"settings": {"budget_cpu_s": 150.0}, "systems": [_row(md2, [300])], "ablation_baseline": None,
+            "ablations": [_row(no_automask, [330])]}
+    steps = table1.budget_steps_table(pilot, rate)
+    assert steps[md2.key()]["steps"] == 2350 and "2 run(s)" in steps[md2.key()]["how"]
+    # FeatDepth and "+ feature-metric" are one training: one budget for both names.
+    assert steps[table1.ablation_recipe("feature_metric").key()]["steps"] == 1665
+    assert steps[no_automask.key()]["steps"] == round(2350 * 1.1) and "x 1.100" in steps[no_automask.key()]["how"]
+    with pytest.raises(ValueError, match="Monodepth2"):
+        table1.budget_steps_table({**pilot, "systems": [_row(featdepth, [1665])]}, rate)
+
+
+def test_queue_jobs_are_claimed_once_each_by_racing_processes(tmp_path):
+    jobs = [("monodepth2", 1), ("ablation:no_automask", 0), ("featdepth", 2)]
+    table1.write_queue(tmp_path / "q", jobs)
+    a, b = table1.claim_jobs(tmp_path / "q", "a"), table1.claim_jobs(tmp_path / "q", "b")
+    got = [next(a), next(b), next(a)]
+    assert [(r.name, s) for r, s in got] == jobs
+    assert next(b, None) is None and next(a, None) is None
+    assert sorted(p.name for p in (tmp_path / "q" / "claimed").iterdir()) == ["000.a.json", "001.b.json", "002.a.json"]
+    with pytest.raises(ValueError, match="unknown recipe"):
+        table1.write_queue(tmp_path / "bad", [("monodepth3", 0)])
+
+
+def test_step_budget_runs_repeat_a_cpu_pilot_and_merge_into_its_rows(tmp_path):
+    """A CPU-seconds pilot, then a queue worker repeating its trainings for their steps (on this CPU here; on a GPU
+    in the session) joins the pilot's rows with another seed; settings that differ from the pilot are refused."""
+    common = ["--height", "64", "--width", "192", "--train-frames", "8", "--heldout-frames", "3",
+              "--latency-runs", "0", "--real-data", str(tmp_path / "absent")]
+    assert table1.main([*common, "--systems", "rtmonodepth", "--ablations", "none", "--seeds", "1",
+                        "--budget-cpu-s", "0.5", "--out", str(tmp_path / "pilot.json")]) == 0
+    pilot = json.loads((tmp_path / "pilot.json").read_text())
+    pilot_steps = pilot["systems"][0]["runs"][0]["steps"]
+    with pytest.raises(SystemExit):  # another batch size than the pilot's
+        table1.parse_args([*common, "--batch-size", "2", "--budget-steps-from", str(tmp_path / "pilot.json")])
+    with pytest.raises(SystemExit):  # a step budget is float32 and not wall time
+        table1.parse_args([*common, "--budget-wall-s", "5", "--budget-steps-from", str(tmp_path / "pilot.json")])
+
+    table1.write_queue(tmp_path / "q", [("rtmonodepth", 1)])
+    assert table1.main([*common, "--budget-steps-from", str(tmp_path / "pilot.json"), "--queue", str(tmp_path / "q"),
+                        "--out", str(tmp_path / "worker.json")]) == 0
+    worker = json.loads((tmp_path / "worker.json").read_text())
+    [run] = worker["systems"][0]["runs"]
+    assert run["seed"] == 1 and run["steps"] == pilot_steps and run["budget_kind"] == "steps"
+    assert worker["settings"]["budget_cpu_s"] == 0.5 and worker["step_budget"]["rtmonodepth"]["steps"] == pilot_steps
+    assert "exactly the steps" in worker["budget_rule"]
+
+    assert table1.main(["--merge", str(tmp_path / "pilot.json"), str(tmp_path / "worker.json"), "--latency-runs", "0",
+                        "--out", str(tmp_path / "merged.json")]) == 0
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    [row] = merged["systems"]
+    assert [(r["seed"], r.get("budget_kind")) for r in row["runs"]] == [(0, "cpu"), (1, "steps")]
+    assert "1 run(s) (cpu, float32) instead trained for exactly the steps" in merged["budget_rule"]
+    assert [p["file"] for p in merged["machine"]["parts"]] == [str(tmp_path / "pilot.json"),
+                                                                str(tmp_path / "worker.json")]
