@@ -929,7 +929,9 @@ def train_table(args: argparse.Namespace) -> dict:
         for recipe, seed in jobs:
             elapsed = time.perf_counter() - t0
             reserve = max(extra_s) if extra_s else 30.0  # evaluation after the training
-            need = (args.budget_wall_s or 0.0) + reserve
+            # A CPU-seconds budget takes at least as many wall seconds.
+            budget_s = args.budget_wall_s or (args.budget_cpu_s if args.steps_by_key is None else 0.0)
+            need = budget_s + reserve
             if args.queue is not None and run_s:  # step budgets: this process's runs so far say how long one takes
                 need = max(need, 0.8 * float(np.mean(run_s)))
             if args.deadline_s is not None and elapsed + need > args.deadline_s:
