@@ -517,6 +517,45 @@ def ablation_table(baseline: dict, rows: list[dict], where: str) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(result: dict) -> str:
+    """The summary as a Markdown table (the README's): per system and ablation, the paper's abs_rel, ours (mean +-
+    std over seeds) on both evaluation sets with the untrained network's in brackets, seeds, and the verdicts."""
+    def cell(summary: dict | None) -> str:
+        if summary is None:
+            return "-"
+        return f"{fmt(summary['trained']['abs_rel'])} ({fmt(summary['untrained']['abs_rel'])})"
+
+    def verdict(summary: dict | None) -> str:
+        if summary is None:
+            return "-"
+        v = summary["vs_untrained"]
+        return ("yes" if v["beats_untrained"] else "**no**") + ("" if v["noise_known"] else " (1 seed)")
+
+    lines = ["| system | paper (res) | synthetic abs_rel (untrained) | real drive abs_rel (untrained) | seeds | steps "
+             "| beats untrained: synthetic / real |", "|---|---|---|---|---|---|---|"]
+    base = result.get("ablation_baseline")
+    for r in result["systems"] + [a | {"paper": None} for a in result["ablations"]]:
+        paper = r.get("paper")
+        label = r["label"] if paper else f"Monodepth2 {r['label']}"
+        steps = fmt(mean_std([run["steps"] for run in r["runs"]]), 0)
+        if not paper and base is not None:  # an ablation: its verdict is against the Monodepth2 baseline
+            marks = []
+            for where in EVAL_SETS:
+                if r["summary"][where] is None:
+                    continue
+                c = compare([run["trained"][where]["median_scaled"]["abs_rel"] for run in r["runs"]],
+                            [run["trained"][where]["median_scaled"]["abs_rel"] for run in base["runs"]])
+                marks.append("n/a" if not c["noise_known"] else "worse" if c["higher"] else "better" if c["lower"]
+                             else "within noise")
+            verdicts = "vs Monodepth2: " + " / ".join(marks)
+        else:
+            verdicts = f"{verdict(r['summary']['synthetic'])} / {verdict(r['summary']['real'])}"
+        paper_s = f"{paper['abs_rel']:.3f} ({paper['resolution']})" if paper else "-"
+        lines.append(f"| {label} | {paper_s} | {cell(r['summary']['synthetic'])} | {cell(r['summary']['real'])} "
+                     f"| {len(r['runs'])} | {steps} | {verdicts} |")
+    return "\n".join(lines)
+
+
 def report(result: dict) -> str:
     s = result["settings"]
     seeds = result.get("seeds_run", s["seeds"])
@@ -624,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "or seed range) into one table, complexity measured here")
     ap.add_argument("--parallel-note", default=None,
                     help="what else shared the machine during the runs (recorded; the default says one at a time)")
+    ap.add_argument("--markdown", action="store_true", help="also print the summary as a Markdown table")
     ap.add_argument("--out", type=Path, default=RESULTS)
     return ap
 
@@ -828,6 +868,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = train_table(args)
     print("\n" + report(result))
+    if args.markdown:
+        print("\n" + markdown_table(result))
     save_result(args.out, result)
     print(f"\nwrote {args.out}")
     return 0

@@ -259,3 +259,21 @@ def test_step_budget_runs_repeat_a_cpu_pilot_and_merge_into_its_rows(tmp_path):
     assert "1 run(s) (cpu, float32) instead trained for exactly the steps" in merged["budget_rule"]
     assert [p["file"] for p in merged["machine"]["parts"]] == [str(tmp_path / "pilot.json"),
                                                                 str(tmp_path / "worker.json")]
+
+
+def test_the_markdown_summary_gives_each_row_its_seeds_and_verdict():
+    def run(seed: int, trained: float, untrained: float) -> dict:
+        scores = {"median_scaled": {"abs_rel": trained}, "unscaled": None}
+        return {"seed": seed, "steps": 100 + seed, "trained": {"synthetic": scores, "real": None},
+                "untrained": {"synthetic": {"median_scaled": {"abs_rel": untrained}, "unscaled": None}, "real": None}}
+
+    md2 = {"label": "Monodepth2", "paper": {"abs_rel": 0.115, "resolution": "640x192"},
+           "runs": [run(0, 0.30, 0.60), run(1, 0.32, 0.61)]}
+    abl = {"label": "- auto-masking", "runs": [run(0, 0.50, 0.60), run(1, 0.52, 0.61)]}
+    for row in (md2, abl):
+        row["summary"] = table1.summarize_runs(row["runs"])
+    text = table1.markdown_table({"systems": [md2], "ablations": [abl], "ablation_baseline": md2})
+    header, rule, system, ablation = text.splitlines()
+    assert header.count("|") == rule.count("|") == system.count("|") == ablation.count("|") == 8
+    assert "| Monodepth2 | 0.115 (640x192) | 0.310+-0.014 (0.605+-0.007) | - | 2 | 100+-1 | yes / - |" == system
+    assert ablation.startswith("| Monodepth2 - auto-masking | - | 0.510+-0.014") and "vs Monodepth2: worse" in ablation
