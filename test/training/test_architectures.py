@@ -46,10 +46,16 @@ def _seeded(name: str, **kwargs) -> nn.Module:
 
 def _calibrate_batchnorm(net: nn.Module, height: int, width: int) -> nn.Module:
     """Give BatchNorm realistic running statistics (an untrained net's default stats saturate the sigmoid, which
-    would make an export parity check meaningless), then switch to eval mode."""
+    would make an export parity check meaningless), then switch to eval mode. Zero-initialised scales (HRNet's
+    residual and fusion ends) get random ones, as training gives them: zero scales fold into identical all-zero
+    conv weights, which the exporter shares through Identity nodes instead of one initializer per Conv."""
+    gen = torch.Generator().manual_seed(1)
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None  # cumulative average
+            if not m.weight.detach().any():
+                with torch.no_grad():
+                    m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=gen))
     net.train()
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -346,6 +352,27 @@ def test_hrnet_keeps_parallel_branches_at_strides_4_to_32():
     assert [len(s) for s in f["stages"]] == [2, 3, 4]
     assert [tuple(t.shape) for t in f["stages"][-1]] == [(1, 18, 16, 24), (1, 36, 8, 12), (1, 72, 4, 6),
                                                           (1, 144, 2, 3)]
+
+
+def test_untrained_diffnet_starts_at_the_initial_depth_with_unit_scale_features():
+    """From scratch, each HRNet block and fusion starts as the identity (zero-initialised last BatchNorm scale):
+    without it the paper's W18 stage-4 features had std ~4.5, the train-mode output of an image swung with its
+    batch companions, training collapsed to disparity 0, and in eval mode the untrained net's sigmoids saturated
+    (80-98% of pixels) instead of predicting ``set_initial_depth``'s depth."""
+    from monodepth_training.geometry import sigmoid_to_disp
+    from monodepth_training.networks.registry import set_initial_depth
+
+    torch.manual_seed(0)
+    net = build_depth_net("diffnet")  # the paper's W18
+    set_initial_depth(net, 1.0, 0.1, 100.0)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        feats = net.encoder(x)
+        out = net.eval()(x)
+    assert max(float(f.std()) for f in feats["stages"][-1]) < 1.5
+    for key, sigma in out.items():
+        depth = 1.0 / sigmoid_to_disp(sigma, 0.1, 100.0)
+        assert 0.7 < float(depth.min()) and float(depth.max()) < 1.4, (key, float(depth.min()), float(depth.max()))
 
 
 def test_squeeze_excitation_only_rescales_channels():
