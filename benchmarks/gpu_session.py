@@ -115,26 +115,28 @@ def prepare(stage: Path, real: Path) -> dict:
     return call
 
 
-def device(stage: Path, out: Path, dry_run: bool = False) -> int:
-    """The device half: parity, default training and the table side by side. The command :func:`prepare` writes
-    has already installed the carried wheels and set PYTHONPATH (``train_default_gpu.device_setup``)."""
-    t0 = time.time()
-    logs = Path(tempfile.mkdtemp(prefix="gpu_session_"))
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    with open(logs / "nvidia-smi.txt", "w") as f:
-        if shutil.which("nvidia-smi"):
-            subprocess.run(["nvidia-smi"], stdout=f, stderr=subprocess.STDOUT, check=False)
-        else:
-            f.write("no nvidia-smi\n")
-    py = sys.executable
-    dev = "cpu" if dry_run else "cuda"
+class Session:
+    """One device half's bookkeeping: a log folder (with nvidia-smi's view of the GPU), child processes started with
+    their logs in it and awaited up to a time, and the folder packed for the trip back."""
 
-    def start(name: str, args: list[str]) -> tuple[str, subprocess.Popen, object]:
-        log = open(logs / f"{name}.log", "w")
-        print(f"[session {time.time() - t0:5.0f} s] start {name}", flush=True)
-        return name, subprocess.Popen([py, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log
+    def __init__(self, prefix: str):
+        self.t0 = time.time()
+        self.logs = Path(tempfile.mkdtemp(prefix=prefix))
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        with open(self.logs / "nvidia-smi.txt", "w") as f:
+            if shutil.which("nvidia-smi"):
+                subprocess.run(["nvidia-smi"], stdout=f, stderr=subprocess.STDOUT, check=False)
+            else:
+                f.write("no nvidia-smi\n")
 
-    def finish(jobs, timeout_at: float) -> None:
+    def start(self, name: str, args: list[str]) -> tuple[str, subprocess.Popen, object]:
+        log = open(self.logs / f"{name}.log", "w")
+        print(f"[session {time.time() - self.t0:5.0f} s] start {name}", flush=True)
+        proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return name, proc, log
+
+    def finish(self, jobs, timeout_at: float) -> None:
+        """Wait for ``jobs`` (from :meth:`start`) until ``timeout_at`` (a ``time.time()``), killing what is left."""
         for name, proc, log in jobs:
             try:
                 rc = proc.wait(timeout=max(1.0, timeout_at - time.time()))
@@ -142,7 +144,22 @@ def device(stage: Path, out: Path, dry_run: bool = False) -> int:
                 proc.kill()
                 rc = "killed at the session's limit"
             log.close()
-            print(f"[session {time.time() - t0:5.0f} s] {name}: rc {rc}", flush=True)
+            print(f"[session {time.time() - self.t0:5.0f} s] {name}: rc {rc}", flush=True)
+
+    def pack(self, path: Path) -> None:
+        """Every log file under 4 MiB into one tar.gz (what the device tool brings back)."""
+        with tarfile.open(path, "w:gz") as tar:
+            for p in sorted(self.logs.rglob("*")):
+                if p.is_file() and p.stat().st_size < 4 * 2**20:
+                    tar.add(p, arcname=str(p.relative_to(self.logs)))
+
+
+def device(stage: Path, out: Path, dry_run: bool = False) -> int:
+    """The device half: parity, default training and the table side by side. The command :func:`prepare` writes
+    has already installed the carried wheels and set PYTHONPATH (``train_default_gpu.device_setup``)."""
+    session = Session("gpu_session_")
+    t0, logs, start, finish = session.t0, session.logs, session.start, session.finish
+    dev = "cpu" if dry_run else "cuda"
 
     parity = ["benchmarks/cuda_parity.py", "--bundle", str(stage / DEFAULT_DEPTH),
               "--onnx", "monodepth_ros/models/default.onnx", "--real-staged", str(stage / REAL_EVAL),
@@ -166,10 +183,7 @@ def device(stage: Path, out: Path, dry_run: bool = False) -> int:
                                              "--out", str(logs / f"table1_{name}.json")]))
     finish(jobs, t0 + (300 if dry_run else 560))
     shutil.rmtree(logs / "default_run" / "checkpoints", ignore_errors=True)  # 58 MB each; the bundles come back
-    with tarfile.open(out / "session.tar.gz", "w:gz") as tar:
-        for p in sorted(logs.rglob("*")):
-            if p.is_file() and p.stat().st_size < 4 * 2**20:
-                tar.add(p, arcname=str(p.relative_to(logs)))
+    session.pack(out / "session.tar.gz")
     print(f"[session {time.time() - t0:5.0f} s] done; returned: "
           f"{sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file())}", flush=True)
     return 0
@@ -263,31 +277,10 @@ def device_seeds(stage: Path, out: Path, dry_run: bool = False) -> int:
     """The seeds plan's device half: ``cuda_inference.py`` alone on the idle GPU first, then SEED_WORKERS table1
     processes claiming :data:`SEED_JOBS` from one queue until the deadline. Each worker rewrites its JSON after
     every run, so what finished comes back even if the call's limit kills a worker."""
-    t0 = time.time()
-    logs = Path(tempfile.mkdtemp(prefix="gpu_seeds_"))
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    with open(logs / "nvidia-smi.txt", "w") as f:
-        if shutil.which("nvidia-smi"):
-            subprocess.run(["nvidia-smi"], stdout=f, stderr=subprocess.STDOUT, check=False)
-        else:
-            f.write("no nvidia-smi\n")
-    py, dev = sys.executable, "cpu" if dry_run else "cuda"
+    session = Session("gpu_seeds_")
+    t0, logs, start, finish = session.t0, session.logs, session.start, session.finish
+    dev = "cpu" if dry_run else "cuda"
     limit = 150 if dry_run else 575  # the session's own end, inside the tool's 590 s
-
-    def start(name: str, args: list[str]) -> tuple[str, subprocess.Popen, object]:
-        log = open(logs / f"{name}.log", "w")
-        print(f"[session {time.time() - t0:5.0f} s] start {name}", flush=True)
-        return name, subprocess.Popen([py, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log
-
-    def finish(jobs, timeout_at: float) -> None:
-        for name, proc, log in jobs:
-            try:
-                rc = proc.wait(timeout=max(1.0, timeout_at - time.time()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = "killed at the session's limit"
-            log.close()
-            print(f"[session {time.time() - t0:5.0f} s] {name}: rc {rc}", flush=True)
 
     inference = ["benchmarks/cuda_inference.py", "--out", str(logs / "cuda_inference.json")]
     finish([start("cuda_inference", inference + (["--dry-run"] if dry_run else []))], t0 + (60 if dry_run else 100))
@@ -330,10 +323,7 @@ def device_seeds(stage: Path, out: Path, dry_run: bool = False) -> int:
     finish(workers, t0 + limit)
     left = sorted(p.name for p in (logs / "queue" / "todo").glob("*.json"))
     print(f"[session {time.time() - t0:5.0f} s] jobs never claimed: {len(left)}", flush=True)
-    with tarfile.open(out / "session.tar.gz", "w:gz") as tar:
-        for p in sorted(logs.rglob("*")):
-            if p.is_file() and p.stat().st_size < 4 * 2**20:
-                tar.add(p, arcname=str(p.relative_to(logs)))
+    session.pack(out / "session.tar.gz")
     print(f"[session {time.time() - t0:5.0f} s] done", flush=True)
     return 0
 
