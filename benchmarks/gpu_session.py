@@ -91,7 +91,6 @@ SEEDS_SETTINGS = ["--height", str(SEEDS_HW[0]), "--width", str(SEEDS_HW[1]), "--
 def prepare(stage: Path, real: Path) -> dict:
     sys.path.insert(0, str(BENCH))
     from monodepth_training.bundle_io import load_bundle, save_bundle
-    from monodepth_training.train_default_gpu import device_setup, repo_travel_bytes, tree_bytes
     from monodepth_training.train_default_gpu import main as gpu_main
     from real_data import check_real_root, load_raw_frames, save_staged_frames
 
@@ -103,14 +102,22 @@ def prepare(stage: Path, real: Path) -> dict:
     info = save_staged_frames(stage / REAL_EVAL, frames, 192, 640)
     depth_net, _pose, meta = load_bundle(DEFAULT_BUNDLE)
     save_bundle(stage / DEFAULT_DEPTH, depth_net, meta)  # the parity check needs only the depth net
+    return write_call(stage, "device", real_eval=info)
+
+
+def write_call(stage: Path, subcommand: str, **extra) -> dict:
+    """The device call that runs ``subcommand`` on the staged folder, written to ``stage/session_call.json``, after
+    checking that the repo and the stage fit the 64 MiB that may travel."""
+    from monodepth_training.train_default_gpu import device_setup, repo_travel_bytes, tree_bytes
+
     total = repo_travel_bytes() + tree_bytes(stage)
     if total > TRAVEL_LIMIT_BYTES:
         raise SystemExit(f"gpu_session: {total / 2**20:.1f} MiB would travel, over the 64 MiB limit")
     rel = os.path.relpath(stage, REPO)
-    command = (device_setup(rel) + f"python3 benchmarks/gpu_session.py device --stage {rel} "
+    command = (device_setup(rel) + f"python3 benchmarks/gpu_session.py {subcommand} --stage {rel} "
                "--out \"$OUT\" 2>&1 | tee \"$OUT/session.log\"")
-    call = {"command": command, "carry": [rel],
-            "timeout_s": DEVICE_TIMEOUT_S, "travel_mib": round(total / 2**20, 1), "real_eval": info}
+    call = {"command": command, "carry": [rel], "timeout_s": DEVICE_TIMEOUT_S,
+            "travel_mib": round(total / 2**20, 1), **extra}
     (stage / "session_call.json").write_text(json.dumps(call, indent=2) + "\n")
     return call
 
@@ -196,11 +203,8 @@ def prepare_seeds(stage: Path, real: Path, wheels_from: Path | None = None) -> d
     downloaded). Writes and returns the device call."""
     sys.path.insert(0, str(BENCH))
     from monodepth_training.train_default_gpu import (
-        device_setup,
         download_wheels,
-        repo_travel_bytes,
         stage_frames,
-        tree_bytes,
         wheel_pins,
     )
     from real_data import check_real_root, load_raw_frames, save_staged_frames
@@ -217,16 +221,7 @@ def prepare_seeds(stage: Path, real: Path, wheels_from: Path | None = None) -> d
             shutil.copyfile(whl, stage / "wheels" / whl.name)
     else:
         download_wheels(stage / "wheels", wheel_pins())
-    total = repo_travel_bytes() + tree_bytes(stage)
-    if total > TRAVEL_LIMIT_BYTES:
-        raise SystemExit(f"gpu_session: {total / 2**20:.1f} MiB would travel, over the 64 MiB limit")
-    rel = os.path.relpath(stage, REPO)
-    command = (device_setup(rel) + f"python3 benchmarks/gpu_session.py device-seeds --stage {rel} "
-               "--out \"$OUT\" 2>&1 | tee \"$OUT/session.log\"")
-    call = {"command": command, "carry": [rel], "timeout_s": DEVICE_TIMEOUT_S,
-            "travel_mib": round(total / 2**20, 1), "frames": frames_info, "real_eval": info}
-    (stage / "session_call.json").write_text(json.dumps(call, indent=2) + "\n")
-    return call
+    return write_call(stage, "device-seeds", frames=frames_info, real_eval=info)
 
 
 def tiny_pilot(path: Path, jobs, steps: int = 2) -> None:
