@@ -72,17 +72,16 @@ STEP_RATE = "benchmarks/results/table1_step_rate.json"
 SEED_WORKERS = 8
 PROBE_K = 4
 _ABL = ("ablation:no_min_reprojection", "ablation:no_automask", "ablation:no_full_res_multiscale")
-_SYSTEMS = ("featdepth", "packnet", "ddv", "monodepth2", "sfmlearner", "rtmonodepth")
-# Seed 0 of the three loss-switch ablations trains on the CPU beside the call, with the pilot's own CPU-seconds rule
-# (table1.py --ablations ... --skip-baseline --budget-cpu-s 1200); so does DIFFNet, whose network was being fixed
-# (docs/survey.md) when the call ran.
-CPU_BESIDE = [(a, 0) for a in _ABL] + [("diffnet", s) for s in (0, 1, 2)]
-SEED_JOBS = (
-    [(name, 1) for name in _SYSTEMS] + [(a, 1) for a in _ABL]
+_SYSTEMS = ("featdepth", "packnet", "ddv", "monodepth2", "sfmlearner", "rtmonodepth", "diffnet")
+# What the pilot (table1_pilot_all.json, 2026-12-01) lacks for three seeds of every row, most needed first: a second
+# seed of the systems that have one, the loss-switch ablations' first and second seeds, then the third seeds.
+_HAVE = {("monodepth2", 1), ("featdepth", 1), ("diffnet", 1), ("ablation:no_full_res_multiscale", 0)}
+SEED_JOBS = tuple(dict.fromkeys(job for job in (
+    [(name, 1) for name in _SYSTEMS] + [(a, s) for s in (0, 1) for a in _ABL]
     + [("monodepth2", 0)]  # the pilot's own run again: the GPU against the CPU for the same steps
     + [(name, 2) for name in _SYSTEMS] + [(a, 2) for a in _ABL]
     + [(name, s) for s in (3, 4) for name in ("monodepth2", "featdepth", *_ABL)]
-)
+) if job not in _HAVE))
 SEEDS_SETTINGS = ["--height", str(SEEDS_HW[0]), "--width", str(SEEDS_HW[1]), "--batch-size", "4", "--lr", "2e-4",
                   "--train-frames", "600", "--heldout-frames", "60", "--threads", "1", "--workers", "0",
                   "--latency-runs", "0"]

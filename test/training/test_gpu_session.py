@@ -113,7 +113,7 @@ def test_seed_jobs_give_every_system_and_default_ablation_three_seeds_with_the_p
     seeds: dict[str, set[int]] = {}
     for row in table1.table_rows(pilot):
         seeds.setdefault(table1.row_recipe(row).key(), set()).update(r["seed"] for r in row["runs"])
-    for name, seed in [*gpu_session.SEED_JOBS, *gpu_session.CPU_BESIDE]:
+    for name, seed in gpu_session.SEED_JOBS:
         seeds.setdefault(table1.recipe_named(name).key(), set()).add(seed)
     wanted = [table1.SYSTEMS[s] for s in table1.SYSTEMS] + [table1.ablation_recipe(a)
                                                             for a in table1.DEFAULT_ABLATIONS]
