@@ -227,12 +227,8 @@ def tiny_pilot(path: Path, jobs, steps: int = 2) -> None:
     """A stand-in pilot table for the dry run: every job's training at ``steps`` steps, the dry run's settings."""
     import table1
 
-    rows = []
-    for name in dict.fromkeys(n for n, _ in jobs):
-        r = table1.recipe_named(name)
-        recipe = {k: v for k, v in table1.asdict(r).items() if k not in ("name", "label", "variant")}
-        rows.append({"name": r.name, "label": r.label, "variant": r.variant, "recipe": recipe,
-                     "runs": [{"seed": 0, "steps": steps}]})
+    rows = [table1.recipe_fields(table1.recipe_named(name)) | {"runs": [{"seed": 0, "steps": steps}]}
+            for name in dict.fromkeys(n for n, _ in jobs)]
     settings = {"height": SEEDS_HW[0], "width": SEEDS_HW[1], "batch_size": 4, "lr": 2e-4, "train_frames": 24,
                 "heldout_frames": 4, "real_stride": 2, "budget_cpu_s": 1.0, "budget_wall_s": None}
     path.write_text(json.dumps({"settings": settings, "systems": rows, "ablation_baseline": None, "ablations": []}))

@@ -216,6 +216,12 @@ def row_recipe(row: dict) -> Recipe:
     return Recipe(row["name"], row["label"], variant=row["variant"], **row["recipe"])
 
 
+def recipe_fields(recipe: Recipe) -> dict:
+    """A table JSON row's description of ``recipe`` (the inverse of :func:`row_recipe`)."""
+    return {"name": recipe.name, "label": recipe.label, "variant": recipe.variant,
+            "recipe": {k: v for k, v in asdict(recipe).items() if k not in ("name", "label", "variant")}}
+
+
 def budget_steps_table(pilot: dict, rate: dict | None = None) -> dict[str, dict]:
     """The step budget that repeats a CPU table's trainings elsewhere (a GPU): per training key
     (:meth:`Recipe.key`), ``{"name", "steps", "how"}``.
@@ -499,6 +505,12 @@ def cost_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ablation_verdict(c: dict) -> str:
+    """An ablation against its baseline, in words, from :func:`compare`."""
+    return ("n/a: 1 seed, no noise estimate" if not c["noise_known"]
+            else "worse" if c["higher"] else "better" if c["lower"] else "within noise")
+
+
 def ablation_table(baseline: dict, rows: list[dict], where: str) -> str:
     head = (f"{'Monodepth2 variant':<44} {'abs_rel':>13} {'a1':>13} {'vs baseline':>12}  verdict (> 2 std)")
     lines = [head, "-" * len(head)]
@@ -509,8 +521,7 @@ def ablation_table(baseline: dict, rows: list[dict], where: str) -> str:
             return ""
         vals = [run["trained"][where]["median_scaled"]["abs_rel"] for run in r["runs"]]
         c = compare(vals, base)
-        verdict = ("-" if r is baseline else "n/a: 1 seed, no noise estimate" if not c["noise_known"]
-                   else "worse" if c["higher"] else "better" if c["lower"] else "within noise")
+        verdict = "-" if r is baseline else ablation_verdict(c)
         label = "baseline (Monodepth2)" if r is baseline else r["label"]
         lines.append(f"{label:<44} {fmt(s['trained']['abs_rel']):>13} {fmt(s['trained']['a1']):>13} "
                      f"{c['diff']:>+12.3f}  {verdict}")
@@ -545,8 +556,7 @@ def markdown_table(result: dict) -> str:
                     continue
                 c = compare([run["trained"][where]["median_scaled"]["abs_rel"] for run in r["runs"]],
                             [run["trained"][where]["median_scaled"]["abs_rel"] for run in base["runs"]])
-                marks.append("n/a" if not c["noise_known"] else "worse" if c["higher"] else "better" if c["lower"]
-                             else "within noise")
+                marks.append(ablation_verdict(c))
             verdicts = "vs Monodepth2: " + " / ".join(marks)
         else:
             verdicts = f"{verdict(r['summary']['synthetic'])} / {verdict(r['summary']['real'])}"
@@ -766,9 +776,7 @@ def build_result(args: argparse.Namespace, runs_by_key: dict[str, list[dict]], d
 
     def row(recipe: Recipe, with_paper: bool) -> dict:
         runs = sorted(runs_by_key[recipe.key()], key=lambda r: r["seed"])
-        out = {"name": recipe.name, "label": recipe.label, "variant": recipe.variant,
-               "recipe": {k: v for k, v in asdict(recipe).items() if k not in ("name", "label", "variant")},
-               "runs": runs, "summary": summarize_runs(runs)}
+        out = recipe_fields(recipe) | {"runs": runs, "summary": summarize_runs(runs)}
         if with_paper:
             abs_rel, res, source = PAPER[recipe.name]
             out["paper"] = {"abs_rel": abs_rel, "resolution": res, "source": source}

@@ -195,9 +195,7 @@ def test_ablations_trained_apart_from_their_baseline_merge_into_one_comparison(t
 
 def _row(recipe, steps: list[int]) -> dict:
     """A table JSON row of ``recipe`` whose runs took ``steps``."""
-    body = {k: v for k, v in table1.asdict(recipe).items() if k not in ("name", "label", "variant")}
-    return {"name": recipe.name, "label": recipe.label, "variant": recipe.variant, "recipe": body,
-            "runs": [{"seed": i, "steps": n} for i, n in enumerate(steps)]}
+    return table1.recipe_fields(recipe) | {"runs": [{"seed": i, "steps": n} for i, n in enumerate(steps)]}
 
 
 def test_a_step_budget_keeps_the_pilots_steps_and_scales_the_rest_by_their_measured_cost():
