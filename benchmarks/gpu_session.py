@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/gpu_session.py prepare          # here: stage into .gpu_stage, print the call
     python3 benchmarks/gpu_session.py device --out "$OUT"       # there, after the printed command's wheel set-up
     .venv/bin/python benchmarks/gpu_session.py collect FILES_AT # here: unpack what came back
-    .venv/bin/python benchmarks/gpu_session.py prepare-seeds    # the seeds plan (SEED_JOBS): stage, print the call
+    .venv/bin/python benchmarks/gpu_session.py prepare-seeds    # the seeds plan (seed_jobs): stage, print the call
     python3 benchmarks/gpu_session.py device-seeds --out "$OUT" # there
 
 The device half runs side by side on the one GPU:
@@ -73,15 +73,25 @@ SEED_WORKERS = 8
 PROBE_K = 4
 _ABL = ("ablation:no_min_reprojection", "ablation:no_automask", "ablation:no_full_res_multiscale")
 _SYSTEMS = ("featdepth", "packnet", "ddv", "monodepth2", "sfmlearner", "rtmonodepth", "diffnet")
-# What the pilot (table1_pilot_all.json, 2026-12-01) lacks for three seeds of every row, most needed first: a second
-# seed of the systems that have one, the loss-switch ablations' first and second seeds, then the third seeds.
-_HAVE = {("monodepth2", 1), ("featdepth", 1), ("diffnet", 1), ("ablation:no_full_res_multiscale", 0)}
-SEED_JOBS = tuple(dict.fromkeys(job for job in (
-    [(name, 1) for name in _SYSTEMS] + [(a, s) for s in (0, 1) for a in _ABL]
-    + [("monodepth2", 0)]  # the pilot's own run again: the GPU against the CPU for the same steps
+# Every row's runs up to three seeds (then more for the ablations), most needed first; :func:`seed_jobs` drops what
+# the pilot already has. CHECK_JOBS run even so: the pilot's own run again, the GPU against the CPU for equal steps.
+SEED_PLAN = (
+    [(name, s) for s in (0, 1) for name in _SYSTEMS] + [(a, s) for s in (0, 1) for a in _ABL]
     + [(name, 2) for name in _SYSTEMS] + [(a, 2) for a in _ABL]
     + [(name, s) for s in (3, 4) for name in ("monodepth2", "featdepth", *_ABL)]
-) if job not in _HAVE))
+)
+CHECK_JOBS = [("monodepth2", 0)]
+
+
+def seed_jobs(pilot: dict) -> list[tuple[str, int]]:
+    """:data:`SEED_PLAN` without the (training, seed) runs ``pilot`` (a table JSON) has, plus :data:`CHECK_JOBS`
+    after the second seeds."""
+    import table1
+
+    have = {(table1.row_recipe(row).key(), r["seed"]) for row in table1.table_rows(pilot) for r in row["runs"]}
+    todo = [job for job in SEED_PLAN if (table1.recipe_named(job[0]).key(), job[1]) not in have]
+    second = sum(1 for _, seed in todo if seed <= 1)
+    return todo[:second] + CHECK_JOBS + todo[second:]
 SEEDS_SETTINGS = ["--height", str(SEEDS_HW[0]), "--width", str(SEEDS_HW[1]), "--batch-size", "4", "--lr", "2e-4",
                   "--train-frames", "600", "--heldout-frames", "60", "--threads", "1", "--workers", "0",
                   "--latency-runs", "0"]
@@ -265,7 +275,7 @@ def choose_workers(rate_1: float, rate_k: float, k: int) -> int:
 
 def device_seeds(stage: Path, out: Path, dry_run: bool = False) -> int:
     """The seeds plan's device half: ``cuda_inference.py`` alone on the idle GPU first, then SEED_WORKERS table1
-    processes claiming :data:`SEED_JOBS` from one queue until the deadline. Each worker rewrites its JSON after
+    processes claiming :func:`seed_jobs` from one queue until the deadline. Each worker rewrites its JSON after
     every run, so what finished comes back even if the call's limit kills a worker."""
     session = Session("gpu_seeds_")
     t0, logs, start, finish = session.t0, session.logs, session.start, session.finish
@@ -289,9 +299,11 @@ def device_seeds(stage: Path, out: Path, dry_run: bool = False) -> int:
           f"{PROBE_K} processes -> {n_workers} worker(s)", flush=True)
     (logs / "probe.json").write_text(json.dumps({"rates": rates, "workers": n_workers}))
 
-    jobs_list = SEED_JOBS[:3] if dry_run else SEED_JOBS
     sys.path.insert(0, str(BENCH))
     import table1
+
+    jobs_list = seed_jobs(json.loads((REPO / PILOT).read_text()))
+    jobs_list = jobs_list[:3] if dry_run else jobs_list
 
     table1.write_queue(logs / "queue", jobs_list)
     if dry_run:

@@ -113,15 +113,21 @@ def test_seed_jobs_give_every_system_and_default_ablation_three_seeds_with_the_p
     seeds: dict[str, set[int]] = {}
     for row in table1.table_rows(pilot):
         seeds.setdefault(table1.row_recipe(row).key(), set()).update(r["seed"] for r in row["runs"])
-    for name, seed in gpu_session.SEED_JOBS:
+    jobs = gpu_session.seed_jobs(pilot)
+    for name, seed in jobs:
         seeds.setdefault(table1.recipe_named(name).key(), set()).add(seed)
     wanted = [table1.SYSTEMS[s] for s in table1.SYSTEMS] + [table1.ablation_recipe(a)
                                                             for a in table1.DEFAULT_ABLATIONS]
     assert all({0, 1, 2} <= seeds[r.key()] for r in wanted)
-    assert len(set(gpu_session.SEED_JOBS)) == len(gpu_session.SEED_JOBS)
+    assert len(set(jobs)) == len(jobs)
+    # What the pilot has is not run again, except the CPU-vs-GPU check, which follows the second seeds.
+    have = {(table1.row_recipe(row).name, r["seed"]) for row in table1.table_rows(pilot) for r in row["runs"]}
+    assert [job for job in jobs if job in have] == gpu_session.CHECK_JOBS
+    check = jobs.index(gpu_session.CHECK_JOBS[0])
+    assert all(seed <= 1 for _, seed in jobs[:check]) and all(seed >= 2 for _, seed in jobs[check + 1:])
     # Every job has a step budget from the committed pilot and step-rate tables.
     budget = table1.budget_steps_table(pilot, json.loads((REPO / gpu_session.STEP_RATE).read_text()))
-    assert all(table1.recipe_named(n).key() in budget for n, _ in gpu_session.SEED_JOBS)
+    assert all(table1.recipe_named(n).key() in budget for n, _ in jobs)
 
 
 @pytest.mark.slow
