@@ -91,7 +91,8 @@ def seed_jobs(pilot: dict) -> list[tuple[str, int]]:
     have = {(table1.row_recipe(row).key(), r["seed"]) for row in table1.table_rows(pilot) for r in row["runs"]}
     todo = [job for job in SEED_PLAN if (table1.recipe_named(job[0]).key(), job[1]) not in have]
     second = sum(1 for _, seed in todo if seed <= 1)
-    return todo[:second] + CHECK_JOBS + todo[second:]
+    checks = [job for job in CHECK_JOBS if job not in todo]  # a check the pilot lacks is an ordinary job
+    return todo[:second] + checks + todo[second:]
 SEEDS_SETTINGS = ["--height", str(SEEDS_HW[0]), "--width", str(SEEDS_HW[1]), "--batch-size", "4", "--lr", "2e-4",
                   "--train-frames", "600", "--heldout-frames", "60", "--threads", "1", "--workers", "0",
                   "--latency-runs", "0"]

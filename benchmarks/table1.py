@@ -106,6 +106,15 @@ class Recipe:
             d.pop(k)
         return json.dumps(d, sort_keys=True, default=list)
 
+    def cost_key(self) -> str:
+        """What sets a training step's cost: :meth:`key` without the initial depth and the pose translation scale
+        (an output bias and a constant factor, no work). Trainings that share it buy the same steps per CPU-second,
+        so a step budget (:func:`budget_steps_table`) carries over between them."""
+        d = json.loads(self.key())
+        d.pop("init_depth")
+        d["pose_kwargs"] = {k: v for k, v in d["pose_kwargs"].items() if k != "translation_scale"}
+        return json.dumps(d, sort_keys=True)
+
 
 def _arch(depth_net: str) -> tuple[dict, str]:
     """(depth kwargs, pose net) of ``depth_net``'s CPU-sized variant in ``architecture_ablation.ARCHS``."""
@@ -124,17 +133,27 @@ def _system(name: str, label: str, depth_net: str, variant: str, **kw) -> Recipe
 # (0.311). The step-0 form stays as the ablation "feature_metric_from_step0" (docs/survey.md, "FeatDepth").
 FEATURE_METRIC_WARMUP_STEPS = 500
 _FEATURE_METRIC = {**VARIANTS["feature_metric"][1], "feature_metric_warmup_steps": FEATURE_METRIC_WARMUP_STEPS}
+# Monodepth2's pose decoder multiplies its translation by 0.01, made for an ImageNet-initialised pose net. From
+# scratch, with 0.01, Monodepth2 and FeatDepth each collapsed on one of two seeds (held-out synthetic 0.599 =
+# untrained; pose ~5.6 mm per frame, decided in the first ~100 steps); with 0.1 (the shipped default recipe's value)
+# the collapsed seed learns (docs/survey.md, "Seed collapse"). The rotation keeps 0.01. Applied to Monodepth2, so to
+# FeatDepth and every Monodepth2 ablation; the other pose-net systems keep the paper's 0.01, which their seeds learned
+# with. The paper's value stays as the ablation "paper_translation_scale" (the old Monodepth2 runs are its runs).
+FROM_SCRATCH_POSE = {"translation_scale": 0.1}
 SYSTEMS: dict[str, Recipe] = {r.name: r for r in [
     # SfMLearner's loss as config/train/sfmlearner_kitti.yaml has it: L1 photometric (no SSIM), averaged over the
     # sources, each scale at its own resolution, mask-weighted with the explainability regulariser at 0.2.
     _system("sfmlearner", "Zhou et al. (SfMLearner) + explainability", "sfmlearner", "paper network (DispNet)",
             extras={"explainability_weight": 0.2},
             switches={"alpha": 0.0, "automask": False, "min_reprojection": False, "full_res_multiscale": False}),
-    _system("monodepth2", "Monodepth2", "monodepth2", "paper network (ResNet-18), from scratch"),
+    _system("monodepth2", "Monodepth2", "monodepth2",
+            "paper network (ResNet-18), from scratch; pose translation x0.1 (paper x0.01)",
+            pose_kwargs=dict(FROM_SCRATCH_POSE)),
     _system("featdepth", "Monodepth2 + feature-metric (FeatDepth)", "monodepth2",
             "light: Monodepth2 ResNet-18 + joint ResNet-18 FeatureNet (FeatDepth: ResNet-50 at 1024x320); the "
-            "feature-metric term after 500 photometric steps (from step 0 the from-scratch pose net collapses)",
-            extras=dict(_FEATURE_METRIC), featurenet_kwargs={"num_layers": 18}),
+            "feature-metric term after 500 photometric steps (from step 0 the from-scratch pose net collapses); "
+            "pose translation x0.1", extras=dict(_FEATURE_METRIC), featurenet_kwargs={"num_layers": 18},
+            pose_kwargs=dict(FROM_SCRATCH_POSE)),
     _system("packnet", "PackNet-SfM + velocity", "packnet",
             "light: PackNet slim (quarter widths; PackNet01 is 410 GFLOPs at 640x192); ResNet-18 pose net",
             init_depth=METRIC_INIT_DEPTH, extras=dict(VELOCITY),
@@ -171,6 +190,7 @@ ABLATIONS = {
     "feature_metric_from_step0": "+ feature-metric from step 0 (FeatDepth's schedule)",
     "gt_pose": "+ known ego-motion (GT poses warp; metric init)",
     "feature_metric_gt_pose": "+ feature-metric from step 0, known ego-motion (FeatDepth diagnosis)",
+    "paper_translation_scale": "pose translation x0.01 (the paper's; seed collapse diagnosis)",
 }
 # The issue's Monodepth2 ideas; the other ABLATIONS are diagnoses, run when named.
 DEFAULT_ABLATIONS = ["no_min_reprojection", "no_automask", "no_full_res_multiscale", "feature_metric"]
@@ -185,6 +205,7 @@ EXTRA_ABLATIONS = {
     # FeatureNet trains from step 0), as the FeatDepth system; and from step 0, which collapses the pose net.
     "feature_metric": (VARIANTS["feature_metric"][0], dict(_FEATURE_METRIC)),
     "feature_metric_from_step0": (VARIANTS["feature_metric"][0], dict(VARIANTS["feature_metric"][1])),
+    "paper_translation_scale": ({}, {}),  # the pose net's default, PoseDecoder's 0.01: see FROM_SCRATCH_POSE
 }
 
 
@@ -202,6 +223,8 @@ def ablation_recipe(name: str) -> Recipe:
     init_depth = METRIC_INIT_DEPTH if known_pose else base.init_depth
     pose_kwargs = {**base.pose_kwargs, "translation_scale": METRIC_TRANSLATION_SCALE} if known_pose else dict(
         base.pose_kwargs)
+    if name == "paper_translation_scale":  # no pose_kwargs at all: the key of the Monodepth2 runs before the change
+        pose_kwargs = {k: v for k, v in pose_kwargs.items() if k != "translation_scale"}
     return Recipe(f"ablation:{name}", ABLATIONS[name], base.depth_net, dict(base.depth_kwargs), base.pose_net,
                   pose_kwargs, init_depth, dict(extras), dict(switches),
                   {"num_layers": 18} if extras.get("featurenet_mode", "off") != "off" else {}, base.variant)
@@ -223,23 +246,27 @@ def recipe_fields(recipe: Recipe) -> dict:
 
 
 def budget_steps_table(pilot: dict, rate: dict | None = None) -> dict[str, dict]:
-    """The step budget that repeats a CPU table's trainings elsewhere (a GPU): per training key
-    (:meth:`Recipe.key`), ``{"name", "steps", "how"}``.
+    """The step budget that repeats a CPU table's trainings elsewhere (a GPU): per training cost
+    (:meth:`Recipe.cost_key`), ``{"name", "steps", "how"}``.
 
-    A training that ``pilot`` (a CPU-seconds table) ran keeps the mean of its steps there. One that only ``rate``
-    ran (a shorter CPU table that trained it beside Monodepth2, one process, one thread) gets Monodepth2's pilot steps
-    times its steps / Monodepth2's steps in ``rate``: what the pilot's CPU seconds would have bought it, from its
-    measured cost per step."""
-    out: dict[str, dict] = {}
+    A training whose cost ``pilot`` (a CPU-seconds table) measured keeps the mean of the steps its runs reached
+    there. One that only ``rate`` measured (a shorter CPU table that trained it beside Monodepth2, one process, one
+    thread) gets Monodepth2's pilot steps times its steps / Monodepth2's steps in ``rate``: what the pilot's CPU
+    seconds would have bought it, from its measured cost per step."""
+    def steps_by_cost(table: dict) -> dict[str, tuple[str, list[int]]]:
+        out: dict[str, tuple[str, list[int]]] = {}
+        for row in table_rows(table):
+            name, steps = out.setdefault(row_recipe(row).cost_key(), (row["name"], []))
+            steps += [r["steps"] for r in row["runs"]]
+        return out
+
     budget = pilot["settings"]["budget_cpu_s"]
-    for row in table_rows(pilot):
-        steps = [r["steps"] for r in row["runs"]]
-        out.setdefault(row_recipe(row).key(), {"name": row["name"], "steps": round(float(np.mean(steps))),
-                                               "how": f"pilot: {budget:g} CPU-s, {len(steps)} run(s)"})
+    out = {key: {"name": name, "steps": round(float(np.mean(steps))),
+                 "how": f"pilot: {budget:g} CPU-s, {len(steps)} run(s)"}
+           for key, (name, steps) in steps_by_cost(pilot).items()}
     if rate is not None:
-        base = SYSTEMS["monodepth2"].key()
-        rate_steps = {row_recipe(row).key(): (row["name"], float(np.mean([r["steps"] for r in row["runs"]])))
-                      for row in table_rows(rate)}
+        base = SYSTEMS["monodepth2"].cost_key()
+        rate_steps = {key: (name, float(np.mean(steps))) for key, (name, steps) in steps_by_cost(rate).items()}
         if base not in out or base not in rate_steps:
             raise ValueError("the step-rate table and the pilot both need the Monodepth2 system to scale by")
         for key, (name, steps) in rate_steps.items():
@@ -392,9 +419,9 @@ def run_one(recipe: Recipe, seed: int, ctx: Context, deadline: float | None = No
     args = ctx.args
     budget_steps = None
     if args.steps_by_key is not None:
-        if recipe.key() not in args.steps_by_key:
+        if recipe.cost_key() not in args.steps_by_key:
             raise ValueError(f"{recipe.name}: no step budget (the pilot and rate tables never trained it)")
-        budget_steps = args.steps_by_key[recipe.key()]["steps"]
+        budget_steps = args.steps_by_key[recipe.cost_key()]["steps"]
     depth_net, pose_net, featurenet = build_networks(recipe, seed)
     device = torch.device(args.device)
     for net in (depth_net, pose_net, featurenet):

@@ -121,13 +121,16 @@ def test_seed_jobs_give_every_system_and_default_ablation_three_seeds_with_the_p
     assert all({0, 1, 2} <= seeds[r.key()] for r in wanted)
     assert len(set(jobs)) == len(jobs)
     # What the pilot has is not run again, except the CPU-vs-GPU check, which follows the second seeds.
-    have = {(table1.row_recipe(row).name, r["seed"]) for row in table1.table_rows(pilot) for r in row["runs"]}
-    assert [job for job in jobs if job in have] == gpu_session.CHECK_JOBS
-    check = jobs.index(gpu_session.CHECK_JOBS[0])
-    assert all(seed <= 1 for _, seed in jobs[:check]) and all(seed >= 2 for _, seed in jobs[check + 1:])
+    have = {(table1.row_recipe(row).key(), r["seed"]) for row in table1.table_rows(pilot) for r in row["runs"]}
+    again = [job for job in jobs if (table1.recipe_named(job[0]).key(), job[1]) in have]
+    assert again == [job for job in gpu_session.CHECK_JOBS
+                     if (table1.recipe_named(job[0]).key(), job[1]) in have]
+    for check in again:
+        at = jobs.index(check)
+        assert all(seed <= 1 for _, seed in jobs[:at]) and all(seed >= 2 for _, seed in jobs[at + 1:])
     # Every job has a step budget from the committed pilot and step-rate tables.
     budget = table1.budget_steps_table(pilot, json.loads((REPO / gpu_session.STEP_RATE).read_text()))
-    assert all(table1.recipe_named(n).key() in budget for n, _ in jobs)
+    assert all(table1.recipe_named(n).cost_key() in budget for n, _ in jobs)
 
 
 @pytest.mark.slow

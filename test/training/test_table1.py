@@ -62,6 +62,21 @@ def test_feature_metric_ablation_and_featdepth_share_their_training_runs():
     assert set(table1.PAPER) == set(table1.SYSTEMS)
 
 
+def test_monodepth2_recipes_scale_the_pose_translation_by_0_1_and_the_papers_0_01_is_an_ablation():
+    """Monodepth2, FeatDepth and every Monodepth2 ablation build a pose net whose translation is x0.1 (0.01 collapsed
+    one of two seeds); "paper_translation_scale" is the Monodepth2 recipe the pilot ran before, key for key."""
+    for recipe in [table1.SYSTEMS["monodepth2"], table1.SYSTEMS["featdepth"],
+                   *(table1.ablation_recipe(a) for a in table1.DEFAULT_ABLATIONS)]:
+        _, pose_net, _ = table1.build_networks(recipe, seed=0)
+        assert pose_net.decoder.translation_scale == 0.1, recipe.name
+    paper = table1.ablation_recipe("paper_translation_scale")
+    before = table1.Recipe("monodepth2", "Monodepth2", "monodepth2", dict(paper.depth_kwargs), paper.pose_net)
+    assert paper.key() == before.key() and paper.pose_kwargs == {}
+    assert table1.build_networks(paper, seed=0)[1].decoder.translation_scale == 0.01
+    # The other pose-net systems keep the paper's scale; PackNet + velocity has its metric 0.1.
+    assert table1.SYSTEMS["ddv"].pose_kwargs == {} and table1.SYSTEMS["diffnet"].pose_kwargs == {}
+
+
 def test_quick_sets_defaults_but_explicit_flags_win():
     args = table1.parse_args(["--quick", "--seeds", "3"])
     assert args.budget_cpu_s == table1.QUICK["budget_cpu_s"]
@@ -206,10 +221,15 @@ def test_a_step_budget_keeps_the_pilots_steps_and_scales_the_rest_by_their_measu
     rate = {"settings": {"budget_cpu_s": 150.0}, "systems": [_row(md2, [300])], "ablation_baseline": None,
             "ablations": [_row(no_automask, [330])]}
     steps = table1.budget_steps_table(pilot, rate)
-    assert steps[md2.key()]["steps"] == 2350 and "2 run(s)" in steps[md2.key()]["how"]
+    assert steps[md2.cost_key()]["steps"] == 2350 and "2 run(s)" in steps[md2.cost_key()]["how"]
     # FeatDepth and "+ feature-metric" are one training: one budget for both names.
-    assert steps[table1.ablation_recipe("feature_metric").key()]["steps"] == 1665
-    assert steps[no_automask.key()]["steps"] == round(2350 * 1.1) and "x 1.100" in steps[no_automask.key()]["how"]
+    assert steps[table1.ablation_recipe("feature_metric").cost_key()]["steps"] == 1665
+    assert (steps[no_automask.cost_key()]["steps"] == round(2350 * 1.1)
+            and "x 1.100" in steps[no_automask.cost_key()]["how"])
+    # The translation scale changes no work: Monodepth2 with the paper's 0.01 has Monodepth2's budget.
+    paper_scale = table1.ablation_recipe("paper_translation_scale")
+    assert paper_scale.key() != md2.key() and steps[paper_scale.cost_key()]["steps"] == 2350
+    assert featdepth.cost_key() != md2.cost_key()
     with pytest.raises(ValueError, match="Monodepth2"):
         table1.budget_steps_table({**pilot, "systems": [_row(featdepth, [1665])]}, rate)
 
