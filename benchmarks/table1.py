@@ -255,9 +255,14 @@ def budget_steps_table(pilot: dict, rate: dict | None = None) -> dict[str, dict]
     seconds would have bought it, from its measured cost per step."""
     def steps_by_cost(table: dict) -> dict[str, tuple[str, list[int]]]:
         out: dict[str, tuple[str, list[int]]] = {}
+        seen: set[tuple[str, int]] = set()  # a run shows in two rows when a system is also the ablation baseline
         for row in table_rows(table):
-            name, steps = out.setdefault(row_recipe(row).cost_key(), (row["name"], []))
-            steps += [r["steps"] for r in row["runs"]]
+            recipe = row_recipe(row)
+            name, steps = out.setdefault(recipe.cost_key(), (row["name"], []))
+            for run in row["runs"]:
+                if (recipe.key(), run["seed"]) not in seen:
+                    seen.add((recipe.key(), run["seed"]))
+                    steps.append(run["steps"])
         return out
 
     budget = pilot["settings"]["budget_cpu_s"]

@@ -216,8 +216,9 @@ def _row(recipe, steps: list[int]) -> dict:
 def test_a_step_budget_keeps_the_pilots_steps_and_scales_the_rest_by_their_measured_cost():
     md2, featdepth = table1.SYSTEMS["monodepth2"], table1.SYSTEMS["featdepth"]
     no_automask = table1.ablation_recipe("no_automask")
+    # Monodepth2 is also the ablation baseline: the same two runs in two rows count once.
     pilot = {"settings": {"budget_cpu_s": 1200.0}, "systems": [_row(md2, [2300, 2400]), _row(featdepth, [1665])],
-             "ablation_baseline": None, "ablations": []}
+             "ablation_baseline": _row(md2, [2300, 2400]), "ablations": []}
     rate = {"settings": {"budget_cpu_s": 150.0}, "systems": [_row(md2, [300])], "ablation_baseline": None,
             "ablations": [_row(no_automask, [330])]}
     steps = table1.budget_steps_table(pilot, rate)
@@ -231,7 +232,7 @@ def test_a_step_budget_keeps_the_pilots_steps_and_scales_the_rest_by_their_measu
     assert paper_scale.key() != md2.key() and steps[paper_scale.cost_key()]["steps"] == 2350
     assert featdepth.cost_key() != md2.cost_key()
     with pytest.raises(ValueError, match="Monodepth2"):
-        table1.budget_steps_table({**pilot, "systems": [_row(featdepth, [1665])]}, rate)
+        table1.budget_steps_table({**pilot, "systems": [_row(featdepth, [1665])], "ablation_baseline": None}, rate)
 
 
 def test_queue_jobs_are_claimed_once_each_by_racing_processes(tmp_path):
