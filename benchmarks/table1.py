@@ -205,13 +205,16 @@ EXTRA_ABLATIONS = {
     # FeatureNet trains from step 0), as the FeatDepth system; and from step 0, which collapses the pose net.
     "feature_metric": (VARIANTS["feature_metric"][0], dict(_FEATURE_METRIC)),
     "feature_metric_from_step0": (VARIANTS["feature_metric"][0], dict(VARIANTS["feature_metric"][1])),
-    "paper_translation_scale": ({}, {}),  # the pose net's default, PoseDecoder's 0.01: see FROM_SCRATCH_POSE
+    "paper_translation_scale": ({}, {}),  # the loss as Monodepth2's; the pose net as POSE_ABLATIONS gives it
 }
+# Ablations that build the pose net with other kwargs than Monodepth2's. "paper_translation_scale": none at all, so
+# PoseDecoder's 0.01 (see FROM_SCRATCH_POSE); its key is that of the Monodepth2 runs before the change.
+POSE_ABLATIONS = {"paper_translation_scale": {}}
 
 
 def ablation_recipe(name: str) -> Recipe:
     """The Monodepth2 system with one ``loss_ablation.VARIANTS`` change (no stereo: the training mix has none), or
-    one of :data:`EXTRA_ABLATIONS`."""
+    one of :data:`EXTRA_ABLATIONS` (with its pose kwargs from :data:`POSE_ABLATIONS` where that has them)."""
     if name in EXTRA_ABLATIONS:
         (switches, extras), use_stereo = EXTRA_ABLATIONS[name], False
     else:
@@ -223,8 +226,8 @@ def ablation_recipe(name: str) -> Recipe:
     init_depth = METRIC_INIT_DEPTH if known_pose else base.init_depth
     pose_kwargs = {**base.pose_kwargs, "translation_scale": METRIC_TRANSLATION_SCALE} if known_pose else dict(
         base.pose_kwargs)
-    if name == "paper_translation_scale":  # no pose_kwargs at all: the key of the Monodepth2 runs before the change
-        pose_kwargs = {k: v for k, v in pose_kwargs.items() if k != "translation_scale"}
+    if name in POSE_ABLATIONS:
+        pose_kwargs = dict(POSE_ABLATIONS[name])
     return Recipe(f"ablation:{name}", ABLATIONS[name], base.depth_net, dict(base.depth_kwargs), base.pose_net,
                   pose_kwargs, init_depth, dict(extras), dict(switches),
                   {"num_layers": 18} if extras.get("featurenet_mode", "off") != "off" else {}, base.variant)
