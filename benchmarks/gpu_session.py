@@ -88,7 +88,7 @@ def seed_jobs(pilot: dict) -> list[tuple[str, int]]:
     after the second seeds."""
     import table1
 
-    have = {(table1.row_recipe(row).key(), r["seed"]) for row in table1.table_rows(pilot) for r in row["runs"]}
+    have = set(table1.table_trainings(pilot))
     todo = [job for job in SEED_PLAN if (table1.recipe_named(job[0]).key(), job[1]) not in have]
     second = sum(1 for _, seed in todo if seed <= 1)
     checks = [job for job in CHECK_JOBS if job not in todo]  # a check the pilot lacks is an ordinary job

@@ -242,6 +242,18 @@ def row_recipe(row: dict) -> Recipe:
     return Recipe(row["name"], row["label"], variant=row["variant"], **row["recipe"])
 
 
+def table_trainings(part: dict) -> dict[tuple[str, int], tuple[Recipe, dict]]:
+    """Every training of a table JSON once, as ``{(Recipe.key(), seed): (recipe of its first row, run)}`` in row
+    order. A run shows in two rows when one training is two things: Monodepth2 is a system and the ablation
+    baseline, FeatDepth a system and the feature-metric ablation."""
+    out: dict[tuple[str, int], tuple[Recipe, dict]] = {}
+    for row in table_rows(part):
+        recipe = row_recipe(row)
+        for run in row["runs"]:
+            out.setdefault((recipe.key(), run["seed"]), (recipe, run))
+    return out
+
+
 def recipe_fields(recipe: Recipe) -> dict:
     """A table JSON row's description of ``recipe`` (the inverse of :func:`row_recipe`)."""
     return {"name": recipe.name, "label": recipe.label, "variant": recipe.variant,
@@ -258,14 +270,8 @@ def budget_steps_table(pilot: dict, rate: dict | None = None) -> dict[str, dict]
     seconds would have bought it, from its measured cost per step."""
     def steps_by_cost(table: dict) -> dict[str, tuple[str, list[int]]]:
         out: dict[str, tuple[str, list[int]]] = {}
-        seen: set[tuple[str, int]] = set()  # a run shows in two rows when a system is also the ablation baseline
-        for row in table_rows(table):
-            recipe = row_recipe(row)
-            name, steps = out.setdefault(recipe.cost_key(), (row["name"], []))
-            for run in row["runs"]:
-                if (recipe.key(), run["seed"]) not in seen:
-                    seen.add((recipe.key(), run["seed"]))
-                    steps.append(run["steps"])
+        for recipe, run in table_trainings(table).values():
+            out.setdefault(recipe.cost_key(), (recipe.name, []))[1].append(run["steps"])
         return out
 
     budget = pilot["settings"]["budget_cpu_s"]
@@ -875,10 +881,10 @@ def merge(args: argparse.Namespace) -> dict:
     step_budget: dict = {}
     for part in parts:
         step_budget.update(part.get("step_budget", {}))
-        for row in table_rows(part):
-            recipe = row_recipe(row)
-            seen = {r["seed"] for r in runs_by_key.setdefault(recipe.key(), [])}
-            runs_by_key[recipe.key()] += [r for r in row["runs"] if r["seed"] not in seen]
+        for (key, seed), (_, run) in table_trainings(part).items():
+            runs = runs_by_key.setdefault(key, [])
+            if all(r["seed"] != seed for r in runs):  # an earlier part has this training: keep that one
+                runs.append(run)
         systems += [r["name"] for r in part["systems"] if r["name"] not in systems]
         ablations += [r["ablation"] for r in part["ablations"] if r["ablation"] not in ablations]
     defaults = vars(build_parser().parse_args([]))  # keys added to the settings after a part was written

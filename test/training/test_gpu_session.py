@@ -121,7 +121,7 @@ def test_seed_jobs_give_every_system_and_default_ablation_three_seeds_with_the_p
     assert all({0, 1, 2} <= seeds[r.key()] for r in wanted)
     assert len(set(jobs)) == len(jobs)
     # What the pilot has is not run again, except the CPU-vs-GPU check, which follows the second seeds.
-    have = {(table1.row_recipe(row).key(), r["seed"]) for row in table1.table_rows(pilot) for r in row["runs"]}
+    have = set(table1.table_trainings(pilot))
     again = [job for job in jobs if (table1.recipe_named(job[0]).key(), job[1]) in have]
     assert again == [job for job in gpu_session.CHECK_JOBS
                      if (table1.recipe_named(job[0]).key(), job[1]) in have]
@@ -159,18 +159,12 @@ def test_seeds_plan_stages_lossless_frames_and_its_dry_run_returns_the_workers_t
     import table1
 
     # A run can sit in two rows (FeatDepth is both a system and the feature-metric ablation): count trainings.
-    runs = {(table1.row_recipe(row).key(), run["seed"]): run
-            for w in (0, 1) for row in table1_rows(tmp_path / "back" / f"table1_w{w}.json") for run in row["runs"]}
+    runs = {training: run for w in (0, 1) for training, (_, run)
+            in table1.table_trainings(json.loads((tmp_path / "back" / f"table1_w{w}.json").read_text())).items()}
     wanted = gpu_session.seed_jobs(json.loads((REPO / gpu_session.PILOT).read_text()))[:3]
     assert set(runs) == {(table1.recipe_named(name).key(), seed) for name, seed in wanted}
     assert all(r["budget_kind"] == "steps" and r["steps"] == 2 for r in runs.values())
     assert json.loads((tmp_path / "back" / "cuda_inference.json").read_text())["rows"]
-
-
-def table1_rows(path: Path) -> list[dict]:
-    import table1
-
-    return table1.table_rows(json.loads(path.read_text()))
 
 
 def test_cuda_inference_without_a_device_exits_3_and_writes_nothing(tmp_path, capsys):

@@ -213,6 +213,18 @@ def _row(recipe, steps: list[int]) -> dict:
     return table1.recipe_fields(recipe) | {"runs": [{"seed": i, "steps": n} for i, n in enumerate(steps)]}
 
 
+def test_table_trainings_lists_a_run_in_two_rows_once_with_its_first_rows_recipe():
+    md2, featdepth = table1.SYSTEMS["monodepth2"], table1.SYSTEMS["featdepth"]
+    feature_metric = table1.ablation_recipe("feature_metric")
+    assert feature_metric.key() == featdepth.key()
+    table = {"systems": [_row(md2, [2300, 2400]), _row(featdepth, [1665])],
+             "ablation_baseline": _row(md2, [2300, 2400]), "ablations": [_row(feature_metric, [1665, 1700])]}
+    trainings = table1.table_trainings(table)
+    assert list(trainings) == [(md2.key(), 0), (md2.key(), 1), (featdepth.key(), 0), (featdepth.key(), 1)]
+    assert trainings[(featdepth.key(), 0)][0].name == "featdepth"
+    assert [run["steps"] for _, run in trainings.values()] == [2300, 2400, 1665, 1700]
+
+
 def test_a_step_budget_keeps_the_pilots_steps_and_scales_the_rest_by_their_measured_cost():
     md2, featdepth = table1.SYSTEMS["monodepth2"], table1.SYSTEMS["featdepth"]
     no_automask = table1.ablation_recipe("no_automask")
